@@ -1,1 +1,1 @@
-"""(placeholder)"""
+"""The language server, the CLI and the wiring between classification, inference and audit."""

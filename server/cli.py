@@ -1,0 +1,77 @@
+"""The ``onbox`` command line.
+
+Each subcommand lives in its own module under :mod:`onbox.server.commands` and exposes::
+
+    def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
+
+which adds its parser and sets ``func=`` to a callable ``(args) -> int`` (the exit code).
+Modules are discovered, so adding a command never touches this file.
+
+Exit codes shared by every command: 0 success, 1 the check failed (e.g. verify found
+tampering), 2 usage or input error, 3 environment error (missing model, unwritable dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from onbox import __version__
+from onbox.server import commands
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ENVIRONMENT = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every discovered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="onbox",
+        description="Onbox: sensitivity-aware AI code completion that keeps sensitive code on the machine.",
+        epilog="Exit codes: 0 ok, 1 check failed, 2 usage/input error, 3 environment error.",
+    )
+    parser.add_argument("--version", action="version", version=f"onbox {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def configure_logging(verbosity: int, log_file: str | None = None) -> None:
+    """Send logs to stderr (or a file); stdout may be the LSP channel."""
+    level = logging.WARNING - 10 * min(verbosity, 2)
+    handler: logging.Handler = (
+        logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``onbox`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    configure_logging(args.verbose, getattr(args, "log_file", None))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
