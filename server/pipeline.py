@@ -1,0 +1,265 @@
+"""The request pipeline, shared by ``onbox serve`` and ``onbox complete``.
+
+classify → route → build the request → generate → post-process → journal. Nothing here
+knows about LSP; the language server and the CLI both call :class:`CompletionService`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+from onbox.classification.decision import Decision, fail_closed
+from onbox.classification.labels import LabelScale
+from onbox.inference.destination import CancelToken, Completion, CompletionRequest, Destination
+from onbox.inference.errors import Cancelled, InferenceError
+from onbox.inference.local import LlamaCppDestination, ModelSettings
+from onbox.inference.postprocess import postprocess
+from onbox.server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Characters of text kept on each side of the cursor before token budgeting.
+PREFIX_CHARS = 24_000
+SUFFIX_CHARS = 4_000
+
+
+class ClassifierLike(Protocol):
+    """What the pipeline needs from :mod:`onbox.classification`."""
+
+    def classify(self, uri: str, text: str | None, version: int | None = None) -> Decision: ...
+
+
+class JournalLike(Protocol):
+    """What the pipeline needs from :mod:`onbox.audit`."""
+
+    def append(self, kind: str, body: Any, *, durable: bool = False) -> Any: ...
+
+
+class FailClosedClassifier:
+    """Labels every document with the highest label (used when no classifier is wired)."""
+
+    def __init__(self, scale: LabelScale | None = None) -> None:
+        self.scale = scale or LabelScale()
+
+    def classify(self, uri: str, text: str | None, version: int | None = None) -> Decision:
+        """Every document: highest label, with the reason."""
+        return fail_closed(self.scale.highest, "no classifier is configured; every file is restricted")
+
+
+@dataclass(frozen=True)
+class DocumentInput:
+    """One document at one cursor position."""
+
+    uri: str
+    text: str
+    offset: int
+    language: str | None = None
+    version: int | None = None
+
+
+@dataclass
+class CompletionResult:
+    """What the editor gets, plus what the status item and ``--json`` show."""
+
+    id: str
+    text: str
+    label: str
+    destination: str
+    destination_kind: str
+    model: str
+    outcome: str  # "served" | "empty" | "cancelled" | "error"
+    raw: str = ""
+    reasons: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping (``onbox complete --json``)."""
+        return {
+            "id": self.id,
+            "suggestion": self.text,
+            "label": self.label,
+            "destination": self.destination,
+            "destinationKind": self.destination_kind,
+            "model": self.model,
+            "outcome": self.outcome,
+            "reasons": self.reasons,
+            "timings": self.timings,
+            "error": self.error,
+        }
+
+
+def uri_to_path(uri: str) -> Path | None:
+    """The local path of a ``file:`` URI, else ``None``."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        return None
+    return Path(unquote(parsed.path))
+
+
+def reason_lines(decision: Decision) -> list[str]:
+    """Human-readable one-liners for a decision's reasons."""
+    out = []
+    for r in decision.reasons:
+        where = f" ({r.source})" if r.source else ""
+        out.append(f"{r.signal}: {r.message}{where} → {r.label.name}")
+    return out
+
+
+class CompletionService:
+    """Classify, route and complete one request at a time."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        local: LlamaCppDestination | None = None,
+        classifier: ClassifierLike | None = None,
+        journal: JournalLike | None = None,
+        router: Any | None = None,
+    ) -> None:
+        self.settings = settings
+        self.local = local or LlamaCppDestination(model_settings(settings))
+        self.classifier: ClassifierLike = classifier or FailClosedClassifier()
+        self.journal = journal
+        self.router = router
+
+    def classify(self, uri: str, text: str | None, version: int | None = None) -> Decision:
+        """The document's decision; never raises (fail closed)."""
+        try:
+            return self.classifier.classify(uri, text, version)
+        except Exception as exc:  # the classifier must never take the server down
+            logger.exception("classifier failed for %s", uri)
+            return fail_closed(LabelScale().highest, f"classifier error: {exc}")
+
+    def destination_for(self, decision: Decision) -> Destination:
+        """The destination a document with ``decision`` is served from (for status)."""
+        if self.router is not None:
+            plan = self.router.plan(decision)
+            for step in plan:
+                if step.eligible and step.healthy:
+                    return self.router.destinations[step.destination]  # type: ignore[no-any-return]
+        return self.local
+
+    def request_for(self, doc: DocumentInput) -> CompletionRequest:
+        """The windowed request for the on-box model."""
+        c = self.settings.completion
+        offset = max(0, min(doc.offset, len(doc.text)))
+        return CompletionRequest(
+            prefix=doc.text[max(0, offset - PREFIX_CHARS) : offset],
+            suffix=doc.text[offset : offset + SUFFIX_CHARS],
+            language=doc.language,
+            path=str(uri_to_path(doc.uri) or doc.uri),
+            max_tokens=c.max_tokens,
+            temperature=c.temperature,
+        )
+
+    def complete(
+        self,
+        doc: DocumentInput,
+        cancel: CancelToken,
+        others: Sequence[DocumentInput] = (),
+        decision: Decision | None = None,
+    ) -> CompletionResult:
+        """Run the whole pipeline for one request."""
+        started = time.perf_counter()
+        decision = decision or self.classify(doc.uri, doc.text, doc.version)
+        cid = uuid.uuid4().hex
+        request = self.request_for(doc)
+        destination: Destination = self.local
+        outcome = "served"
+        error: str | None = None
+        completion: Completion | None = None
+        try:
+            completion, destination = self._generate(doc, others, decision, request, cancel)
+        except Cancelled:
+            outcome = "cancelled"
+        except InferenceError as exc:
+            outcome, error = "error", str(exc)
+        text = ""
+        if completion is not None:
+            if completion.finish_reason == "cancelled" or cancel.cancelled:
+                outcome = "cancelled"
+            else:
+                text = postprocess(completion.text, request.prefix, request.suffix, doc.language)
+                if not text:
+                    outcome = "empty"
+        timings = dict(completion.timings) if completion else {}
+        timings["pipeline_total"] = time.perf_counter() - started
+        result = CompletionResult(
+            id=cid,
+            text=text,
+            label=decision.label.name,
+            destination=destination.name,
+            destination_kind=destination.kind,
+            model=(completion.model if completion else self.local.model_name),
+            outcome=outcome,
+            raw=completion.text if completion else "",
+            reasons=reason_lines(decision),
+            timings=timings,
+            error=error,
+        )
+        self._journal_completion(doc, decision, result, completion)
+        return result
+
+    def _generate(
+        self,
+        doc: DocumentInput,
+        others: Sequence[DocumentInput],
+        decision: Decision,
+        request: CompletionRequest,
+        cancel: CancelToken,
+    ) -> tuple[Completion, Destination]:
+        if self.router is not None:
+            return self.router.complete_for_service(self, doc, others, decision, cancel)  # type: ignore[no-any-return]
+        return self.local.complete(request, cancel), self.local
+
+    def _journal_completion(
+        self, doc: DocumentInput, decision: Decision, result: CompletionResult, completion: Completion | None
+    ) -> None:
+        if self.journal is None:
+            return
+        body = {
+            "id": result.id,
+            "uri": doc.uri,
+            "path": decision.path,
+            "repo": decision.repo,
+            "documentSha256": hashlib.sha256(doc.text.encode("utf-8", "surrogatepass")).hexdigest(),
+            "label": result.label,
+            "reasons": [r.to_json() for r in decision.reasons],
+            "policy": {"id": decision.policy_id, "serial": decision.policy_serial},
+            "destination": self.local.describe() if result.destination_kind == "llama-cpp" else {"name": result.destination, "kind": result.destination_kind},
+            "promptSha256": completion.prompt_sha256 if completion else None,
+            "tokensIn": completion.tokens_in if completion else 0,
+            "tokensOut": completion.tokens_out if completion else 0,
+            "latencyMs": round(result.timings.get("pipeline_total", 0.0) * 1000, 3),
+            "outcome": result.outcome,
+            "error": result.error,
+        }
+        try:
+            self.journal.append("completion", body)
+        except Exception:
+            logger.exception("could not journal completion %s", result.id)
+
+
+def model_settings(settings: Settings) -> ModelSettings:
+    """The on-box model's settings from the server settings."""
+    m, c = settings.model, settings.completion
+    return ModelSettings(
+        path=m.path,
+        context_size=m.context_size,
+        threads=m.threads,
+        gpu_layers=m.gpu_layers,
+        max_tokens=c.max_tokens,
+        temperature=c.temperature,
+        prefix_tokens=c.prefix_tokens,
+        suffix_tokens=c.suffix_tokens,
+    )
