@@ -1,0 +1,137 @@
+"""The :class:`Classifier`: one call answers "how sensitive is this document?".
+
+It never raises. Anything it cannot resolve (untitled buffer, non-file URI, unreadable
+file, expired policy, an exception anywhere) yields the policy's default label with a
+reason that says why. Decisions are cached per ``(uri, version)`` and re-used only while
+the text, the policy object and every repo file the decision consulted (attributes,
+CODEOWNERS, ``.onbox.toml``, git config) are unchanged by (mtime, size, inode), so a
+warm decision costs a handful of ``stat`` calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+from urllib.request import url2pathname
+
+from onbox.classification.decision import Decision, Reason
+from onbox.classification.policy_model import Policy
+from onbox.classification.repo import fingerprint
+from onbox.classification.signals import Evaluation, SignalReader, evaluate
+
+logger = logging.getLogger(__name__)
+
+MAX_CACHED_DECISIONS = 4096
+
+
+@dataclass
+class _Cached:
+    policy: Policy
+    text: str
+    evaluation: Evaluation
+
+
+def default_decision(policy: Policy, why: str, signal: str = "fail-closed") -> Decision:
+    """The policy's default label, with ``why`` as the only reason."""
+    reason = Reason(signal, policy.default_label, why)
+    return Decision(policy.default_label, (reason,), policy.id, policy.serial, deciding=(signal,))
+
+
+def uri_to_path(uri: str) -> Path | None:
+    """The absolute local path of a ``file:`` URI, or ``None`` for other schemes."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() != "file" or parts.netloc not in ("", "localhost"):
+        return None
+    path = Path(url2pathname(unquote(parts.path)))
+    return path if path.is_absolute() else None
+
+
+class Classifier:
+    """Labels documents under one policy; safe to call from several threads."""
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, int | None], _Cached] = {}
+        self._reader = SignalReader()
+
+    @property
+    def policy(self) -> Policy:
+        """The policy in force."""
+        return self._policy
+
+    def set_policy(self, policy: Policy) -> None:
+        """Replace the policy and drop every cached decision."""
+        with self._lock:
+            self._policy = policy
+            self._cache.clear()
+        self._reader.clear()
+
+    def classify_path(self, path: Path) -> Decision:
+        """Read the file at ``path`` and classify it (never raises)."""
+        absolute = Path(os.path.abspath(path))
+        return self.classify(absolute.as_uri(), None)
+
+    def classify(self, uri: str, text: str | None, version: int | None = None) -> Decision:
+        """The decision for document ``uri`` with content ``text`` (read from disk if None)."""
+        policy = self._policy
+        try:
+            return self._classify(policy, uri, text, version)
+        except Exception as exc:  # fail closed, whatever happened
+            logger.exception("classifier error for %s", uri)
+            return default_decision(
+                policy, f"classifier error ({type(exc).__name__}: {exc}): the policy's default "
+                "label applies; please report this with `onbox classify --json`")
+
+    def _classify(self, policy: Policy, uri: str, text: str | None, version: int | None
+                  ) -> Decision:
+        if policy.expired(datetime.now(UTC)):
+            return default_decision(policy, f"policy {policy.id!r} expired at "
+                                    f"{policy.expires}: ask your admin for a new one")
+        path = uri_to_path(uri)
+        if path is None:
+            scheme = urlsplit(uri).scheme or "none"
+            what = "an untitled buffer" if scheme == "untitled" else f"not a local file ({scheme}:)"
+            return default_decision(policy, f"{what}: the policy's default label applies")
+        if text is None:
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except OSError as exc:
+                return default_decision(policy, f"cannot read {path} ({exc.strerror or exc}): "
+                                        "the policy's default label applies")
+        key = (uri, version)
+        with self._lock:
+            cached = self._cache.get(key)
+        if (cached is not None and cached.policy is policy and cached.text == text
+                and all(fingerprint(p) == fp for p, fp in cached.evaluation.watched)):
+            return cached.evaluation.decision
+        evaluation = self._evaluate(policy, path, text)
+        with self._lock:
+            if len(self._cache) >= MAX_CACHED_DECISIONS:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = _Cached(policy, text, evaluation)
+        return evaluation.decision
+
+    def _evaluate(self, policy: Policy, path: Path, text: str) -> Evaluation:
+        evaluation = evaluate(policy, self._reader, path, text)
+        real = Path(os.path.realpath(path))
+        if real == path:
+            return evaluation
+        # A symlink (or a linked directory): the target's location counts too.
+        target = evaluate(policy, self._reader, real, text)
+        decision = evaluation.decision
+        extra = tuple(
+            replace(r, message=f"symlink target {real}: {r.message}")
+            for r in target.decision.reasons if r.signal != "content" and r.signal != "marker"
+        )
+        label = max(decision.label, target.decision.label)
+        reasons = decision.reasons + extra
+        deciding = tuple(dict.fromkeys(r.signal for r in reasons if r.label == label))
+        structural = max(x for x in (evaluation.structural, target.structural) if x is not None)
+        merged = replace(decision, label=label, reasons=reasons, deciding=deciding)
+        return Evaluation(merged, evaluation.watched + target.watched, evaluation.base, structural)

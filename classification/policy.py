@@ -1,0 +1,95 @@
+"""The classification policy: what labels exist, what maps to them, where each may go.
+
+Public API (used by the server, routing and the signed-policy distribution)::
+
+    parse_policy(data: bytes, source: str) -> Policy     # raises PolicyError
+    load_policy(path: Path) -> Policy                    # raises PolicyError
+    builtin_policy() -> Policy                           # fail-closed default
+
+The TOML schema is documented in ``docs/policy.md``. A policy that fails to load never
+replaces the one in force: callers keep the previous policy (or :func:`builtin_policy`).
+
+Errors::
+
+    ClassificationError
+     └── PolicyError          (file, line, key: what to fix and where)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from functools import cache
+from pathlib import Path
+
+from onbox.classification.labels import LabelScale
+from onbox.classification.policy_model import (
+    DESTINATION_KINDS,
+    ON_BOX,
+    ClassificationError,
+    ContentConfig,
+    DestinationConfig,
+    Detector,
+    Policy,
+    PolicyError,
+    RepoRule,
+)
+from onbox.classification.policy_toml import parse_policy
+
+__all__ = [
+    "DESTINATION_KINDS",
+    "ON_BOX",
+    "BUILTIN_POLICY_ID",
+    "ClassificationError",
+    "ContentConfig",
+    "DestinationConfig",
+    "Detector",
+    "Policy",
+    "PolicyError",
+    "RepoRule",
+    "builtin_policy",
+    "load_policy",
+    "parse_policy",
+]
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_POLICY_ID = "builtin-fail-closed"
+
+
+def load_policy(path: Path) -> Policy:
+    """Read and validate the policy file at ``path``.
+
+    Raises :class:`PolicyError` (with ``line=None``) when the file cannot be read.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PolicyError(
+            f"cannot read the policy file ({exc.strerror or exc}); check the path in the "
+            "settings", file=str(path), line=None, key=None,
+        ) from None
+    policy = parse_policy(data, str(path))
+    logger.info("loaded policy %s from %s (sha256 %s)", policy.id, path, policy.sha256[:12])
+    return policy
+
+
+@cache
+def builtin_policy() -> Policy:
+    """The policy in force when no admin policy is configured or loadable.
+
+    Every file is ``restricted`` and completions stay on the machine.
+    """
+    scale = LabelScale()
+    highest = scale.highest
+    on_box = DestinationConfig(ON_BOX, "llama-cpp", highest)
+    return Policy(
+        id=BUILTIN_POLICY_ID,
+        scale=scale,
+        default_label=highest,
+        destinations={ON_BOX: on_box},
+        routes={label.name: (ON_BOX,) for label in scale.labels()},
+        source="<builtin>",
+        sha256=hashlib.sha256(BUILTIN_POLICY_ID.encode()).hexdigest(),
+        content=ContentConfig(secrets=highest, pii=highest),
+    )

@@ -1,0 +1,239 @@
+"""Compute one file's reasons from every signal; no caching of decisions here.
+
+:class:`SignalReader` reads the repo-local files (attributes, CODEOWNERS, ``.onbox.toml``,
+the git config) through a cache keyed by each file's (mtime, size, inode), and records
+every file it consulted so that the classifier can tell when a decision is stale.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from onbox.classification import codeowners, gitattributes, languages
+from onbox.classification.content import scan_content
+from onbox.classification.decision import Decision, Finding, Reason
+from onbox.classification.labels import Label, UnknownLabelError
+from onbox.classification.markers import RepoFileError, find_marker, parse_repo_file
+from onbox.classification.policy_model import Policy
+from onbox.classification.repo import Fingerprint, Repository, discover, fingerprint
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Watch = tuple[tuple[str, Fingerprint], ...]
+
+
+@dataclass
+class Evaluation:
+    """A decision plus the files (and their fingerprints) it depended on."""
+
+    decision: Decision
+    watched: Watch
+    base: Label = field(default_factory=lambda: Label(0, ""))
+    structural: Label | None = None  # highest of base, tags, attributes, owners
+
+
+class SignalReader:
+    """Reads and caches parsed repo files; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._files: dict[tuple[str, str], tuple[Fingerprint, Any]] = {}
+
+    def clear(self) -> None:
+        """Forget every parsed file."""
+        with self._lock:
+            self._files.clear()
+
+    def load(self, path: str, kind: str, parse: Callable[[str], T], seen: list[tuple[str, Fingerprint]]
+             ) -> T | None:
+        """Parsed content of ``path`` (``None`` if missing), re-read when its stat changes."""
+        fp = fingerprint(path)
+        seen.append((path, fp))
+        if fp is None:
+            return None
+        key = (path, kind)
+        with self._lock:
+            cached = self._files.get(key)
+        if cached is not None and cached[0] == fp:
+            return cached[1]  # type: ignore[no-any-return]
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            value = parse(handle.read())
+        with self._lock:
+            self._files[key] = (fp, value)
+        return value
+
+
+def _label_or_highest(policy: Policy, name: str) -> tuple[Label, str]:
+    try:
+        return policy.scale.parse(name), ""
+    except UnknownLabelError:
+        return policy.scale.highest, f" (unknown label {name!r}: treated as the highest)"
+
+
+def evaluate(policy: Policy, reader: SignalReader, path: Path, text: str) -> Evaluation:
+    """Every signal for the file at absolute ``path`` with content ``text``."""
+    seen: list[tuple[str, Fingerprint]] = []
+    reasons: list[Reason] = []
+    repo = discover(path)
+    rel = None
+    if repo is not None:
+        seen.append((repo.config_path, fingerprint(repo.config_path)))
+        seen.append((str(repo.root / ".git"), fingerprint(str(repo.root / ".git"))))
+        rel = Path(os.path.relpath(path, repo.root)).as_posix()
+    base, tag_sources = _policy_repo(policy, repo, reasons)
+    if repo is not None and rel is not None:
+        _repo_file(policy, reader, repo, reasons, tag_sources, seen)
+        _attributes(policy, reader, repo, rel, reasons, tag_sources, seen)
+        _tags(policy, tag_sources, reasons)
+        _owners(policy, reader, repo, rel, reasons, seen)
+    structural = max((r.label for r in reasons), default=base)
+    display = rel or str(path)
+    findings = scan_content(text, languages.language_for_path(str(path)), policy)
+    reasons.extend(_content_reasons(findings, display))
+    if policy.content_config().markers:
+        marker = find_marker(text)
+        if marker is not None:
+            label, note = _label_or_highest(policy, marker.label)
+            reasons.append(Reason("marker", label, f"manual marker 'onbox: {marker.label}'{note}",
+                                  f"{display}:{marker.line}"))
+    final = max(r.label for r in reasons)
+    deciding = tuple(dict.fromkeys(r.signal for r in reasons if r.label == final))
+    decision = Decision(final, tuple(reasons), policy.id, policy.serial, findings,
+                        repo.identity if repo else None, rel, deciding)
+    return Evaluation(decision, tuple(seen), base, structural)
+
+
+def _policy_repo(policy: Policy, repo: Repository | None, reasons: list[Reason]
+                 ) -> tuple[Label, list[tuple[str, str, str]]]:
+    """The base label and the tags the policy's [[repos]] rules give."""
+    tags: list[tuple[str, str, str]] = []  # (tag, origin, source)
+    if repo is None:
+        reasons.append(Reason("policy-default", policy.default_label,
+                              "not in a git repository: the policy's default label applies"))
+        return policy.default_label, tags
+    if repo.identity is None:
+        reasons.append(Reason("policy-default", policy.default_label,
+                              f"repository {repo.root} has no network remote: the policy's "
+                              "default label applies"))
+        return policy.default_label, tags
+    base: Label | None = None
+    for rule in policy.repos:
+        if not fnmatch.fnmatchcase(repo.identity.lower(), rule.match.lower()):
+            continue
+        source = f"{policy.source}:{rule.line}"
+        tags.extend((tag, f"policy rule {rule.match!r}", source) for tag in rule.tags)
+        if rule.label is not None and base is None:
+            base = rule.label
+            reasons.append(Reason("policy-repo", rule.label,
+                                  f"policy rule {rule.match!r} labels repo {repo.identity}",
+                                  source))
+    if base is None:
+        base = policy.default_label
+        reasons.append(Reason("policy-default", base,
+                              f"no policy rule sets a label for repo {repo.identity}: the "
+                              "policy's default label applies"))
+    return base, tags
+
+
+def _repo_file(policy: Policy, reader: SignalReader, repo: Repository, reasons: list[Reason],
+               tags: list[tuple[str, str, str]], seen: list[tuple[str, Fingerprint]]) -> None:
+    path = str(repo.root / ".onbox.toml")
+    try:
+        repo_file = reader.load(path, "onbox-toml", parse_repo_file, seen)
+    except (RepoFileError, OSError) as exc:
+        reasons.append(Reason("fail-closed", policy.default_label,
+                              f".onbox.toml cannot be used ({exc}): the default label applies",
+                              ".onbox.toml:1"))
+        return
+    if repo_file is None:
+        return
+    tags.extend((t, ".onbox.toml", f".onbox.toml:{repo_file.tags_line}") for t in repo_file.tags)
+    if repo_file.label:
+        label, note = _label_or_highest(policy, repo_file.label)
+        reasons.append(Reason("repo-tag", label, f".onbox.toml sets label {repo_file.label!r}{note}",
+                              f".onbox.toml:{repo_file.label_line}"))
+
+
+def _attributes(policy: Policy, reader: SignalReader, repo: Repository, rel: str,
+                reasons: list[Reason], tags: list[tuple[str, str, str]],
+                seen: list[tuple[str, Fingerprint]]) -> None:
+    macros: dict[str, dict[str, str]] = {}
+    files: list[gitattributes.AttributesFile] = []
+    for absolute, base in gitattributes.attribute_files_for(repo.root, rel, repo.info_attributes_path):
+        is_info = absolute == repo.info_attributes_path
+        display = ".git/info/attributes" if is_info else f"{base}.gitattributes"
+
+        def parse(text: str, base: str = base, display: str = display,
+                  macro_ok: bool = is_info or base == "") -> gitattributes.AttributesFile:
+            return gitattributes.parse_attributes(text, base, display, allow_macros=macro_ok,
+                                                  macros=macros, ignore_case=repo.ignore_case)
+
+        parsed = reader.load(absolute, f"attributes:{repo.ignore_case}", parse, seen)
+        if parsed is not None:
+            macros.update(parsed.macros)
+            files.append(parsed)
+    found = gitattributes.lookup(files, rel, ignore_case=repo.ignore_case)
+    if "onbox-label" in found:
+        value = found["onbox-label"]
+        name = "" if value.value == gitattributes.SET else value.value
+        label, note = _label_or_highest(policy, name)
+        reasons.append(Reason("path-attribute", label, f"onbox-label={name}{note}", value.source))
+    if "onbox-tags" in found and found["onbox-tags"].value != gitattributes.SET:
+        value = found["onbox-tags"]
+        for tag in filter(None, value.value.split(",")):
+            tags.append((tag.strip(), "onbox-tags in .gitattributes", value.source))
+
+
+def _tags(policy: Policy, tags: list[tuple[str, str, str]], reasons: list[Reason]) -> None:
+    for tag, origin, source in tags:
+        label = policy.tags.get(tag)
+        if label is None:
+            logger.debug("tag %r from %s has no label in policy %s", tag, origin, policy.id)
+            continue
+        signal = "path-attribute" if origin.startswith("onbox-tags") else "repo-tag"
+        reasons.append(Reason(signal, label, f"tag {tag!r} (from {origin}) is "
+                              f"{label.name} per {policy.where('tags.' + tag)}", source))
+
+
+def _owners(policy: Policy, reader: SignalReader, repo: Repository, rel: str,
+            reasons: list[Reason], seen: list[tuple[str, Fingerprint]]) -> None:
+    for location in codeowners.LOCATIONS:
+        parsed = reader.load(str(repo.root / location), "codeowners",
+                             lambda text, loc=location: codeowners.parse_codeowners(text, loc),
+                             seen)
+        if parsed is None:
+            continue
+        hit = parsed.owners_of(rel)
+        if hit is None:
+            return
+        owners, line = hit
+        lowered = {k.lower(): (k, v) for k, v in policy.owners.items()}
+        for owner in owners:
+            entry = lowered.get(owner.lower())
+            if entry is not None:
+                reasons.append(Reason("codeowners", entry[1],
+                                      f"owned by {owner}, which is {entry[1].name} per "
+                                      f"{policy.where('owners.' + entry[0])}",
+                                      f"{location}:{line}"))
+        return
+
+
+def _content_reasons(findings: tuple[Finding, ...], display: str) -> list[Reason]:
+    grouped: dict[tuple[str, str], list[Finding]] = {}
+    for finding in findings:
+        grouped.setdefault((finding.kind, finding.type), []).append(finding)
+    reasons = []
+    for (kind, ftype), items in grouped.items():
+        label = max(f.label for f in items)
+        count = f"{len(items)} × " if len(items) > 1 else ""
+        reasons.append(Reason("content", label, f"{kind}: {count}{ftype}",
+                              f"{display}:{items[0].line}"))
+    return reasons
