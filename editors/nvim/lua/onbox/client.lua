@@ -1,0 +1,133 @@
+--- Registers the `onbox` language server with `vim.lsp.config`/`vim.lsp.enable` and wires
+--- what happens when it attaches to a buffer (ghost text, completion menu, keymaps).
+local config = require('onbox.config')
+local state = require('onbox.state')
+local ghost = require('onbox.ghost')
+
+local M = {}
+
+M.name = 'onbox'
+
+local api = vim.api
+
+--- Look up the onbox client for a buffer, or any running onbox client.
+--- @param bufnr integer?
+--- @return vim.lsp.Client?
+function M.get(bufnr)
+  bufnr = (bufnr == nil or bufnr == 0) and api.nvim_get_current_buf() or bufnr
+  local clients = vim.lsp.get_clients({ name = M.name, bufnr = bufnr })
+  if #clients == 0 then
+    clients = vim.lsp.get_clients({ name = M.name })
+  end
+  return clients[1]
+end
+
+local function map(bufnr, lhs, how, desc)
+  if not lhs or lhs == '' then
+    return
+  end
+  vim.keymap.set('i', lhs, function()
+    local done
+    if how == 'dismiss' then
+      done = ghost.visible()
+      ghost.dismiss()
+    else
+      done = ghost.accept(how)
+    end
+    if not done then
+      -- No suggestion on screen: the key does what it would do without Onbox.
+      api.nvim_feedkeys(vim.keycode(lhs), 'n', false)
+    end
+  end, { buffer = bufnr, desc = desc, silent = true })
+end
+
+--- LspAttach for the onbox client: ghost text, keymaps and the completion menu.
+--- @param client vim.lsp.Client
+--- @param bufnr integer
+function M.on_attach(client, bufnr)
+  local opts = config.current
+  if opts.ghost.enabled then
+    ghost.attach(bufnr)
+    local keys = opts.keymaps
+    map(bufnr, keys.accept, 'whole', 'Onbox: accept suggestion')
+    map(bufnr, keys.accept_line, 'line', 'Onbox: accept a line of the suggestion')
+    map(bufnr, keys.accept_word, 'word', 'Onbox: accept a word of the suggestion')
+    map(bufnr, keys.dismiss, 'dismiss', 'Onbox: dismiss suggestion')
+  end
+  if opts.completion_menu.enabled and vim.lsp.completion then
+    vim.lsp.completion.enable(true, client.id, bufnr, {
+      autotrigger = opts.completion_menu.autotrigger,
+    })
+  end
+end
+
+--- The `vim.lsp.Config` for onbox built from the plugin options.
+--- @param opts onbox.Config
+--- @return vim.lsp.Config
+function M.lsp_config(opts)
+  return {
+    cmd = opts.cmd,
+    cmd_env = opts.cmd_env,
+    filetypes = opts.filetypes,
+    root_markers = opts.root_markers,
+    -- The same section goes both ways: initializationOptions at start, and
+    -- workspace/configuration answers (`section = "onbox"`) later.
+    init_options = opts.settings,
+    settings = { onbox = opts.settings },
+    capabilities = {
+      textDocument = {
+        inlineCompletion = { dynamicRegistration = false },
+      },
+      window = { workDoneProgress = true },
+    },
+    handlers = {
+      ['onbox/status'] = state.on_status,
+    },
+    on_init = function()
+      state.on_init()
+    end,
+    on_exit = function(code, signal, client_id)
+      state.on_exit(code, signal, client_id)
+      vim.schedule(function()
+        ghost.dismiss()
+      end)
+    end,
+    on_attach = function(client, bufnr)
+      M.on_attach(client, bufnr)
+    end,
+  }
+end
+
+--- Register and enable the server.
+--- @param opts onbox.Config
+function M.register(opts)
+  vim.lsp.config(M.name, M.lsp_config(opts))
+  vim.lsp.enable(M.name)
+  local group = api.nvim_create_augroup('onbox.client', { clear = true })
+  api.nvim_create_autocmd('LspDetach', {
+    group = group,
+    callback = function(args)
+      local client = vim.lsp.get_client_by_id(args.data.client_id)
+      if client and client.name == M.name then
+        ghost.detach(args.buf)
+      end
+    end,
+  })
+end
+
+--- Stop every onbox client and start them again for the open buffers.
+function M.restart()
+  vim.lsp.enable(M.name, false)
+  local ok = vim.wait(5000, function()
+    return #vim.lsp.get_clients({ name = M.name }) == 0
+  end, 50)
+  if not ok then
+    for _, client in ipairs(vim.lsp.get_clients({ name = M.name })) do
+      client:stop(true)
+    end
+  end
+  state.server = {}
+  vim.lsp.enable(M.name)
+end
+
+return M

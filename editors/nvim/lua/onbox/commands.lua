@@ -1,0 +1,167 @@
+--- :OnboxExplain, :OnboxJournal, :OnboxPolicyPull and :OnboxRestart: thin wrappers over
+--- the server's requests (docs/protocol.md) that show what the server answers.
+local client_mod = require('onbox.client')
+
+local M = {}
+
+local api = vim.api
+
+--- The last floating window opened by a command (for tests and scripts).
+--- @type integer?
+M.last_float = nil
+
+--- Show lines in a floating window near the cursor; `q` or moving the cursor closes it.
+--- @param lines string[]
+--- @param title string
+--- @return integer bufnr, integer winid
+function M.open_float(lines, title)
+  local bufnr, winid = vim.lsp.util.open_floating_preview(lines, '', {
+    border = 'rounded',
+    title = ' ' .. title .. ' ',
+    focus_id = 'onbox',
+    max_width = math.max(40, math.floor(vim.o.columns * 0.8)),
+  })
+  vim.b[bufnr].onbox_float = title
+  vim.keymap.set('n', 'q', '<cmd>close<cr>', { buffer = bufnr, nowait = true, silent = true })
+  M.last_float = winid
+  return bufnr, winid
+end
+
+local function with_client(bufnr, what)
+  local client = client_mod.get(bufnr)
+  if not client or client:is_stopped() then
+    vim.notify(
+      ('onbox: no server is running, so %s is unavailable; open a file in a repository or run :OnboxRestart'):format(
+        what
+      ),
+      vim.log.levels.WARN
+    )
+    return nil
+  end
+  return client
+end
+
+local function report_error(what, err)
+  vim.notify(('onbox: %s failed: %s'):format(what, err.message or vim.inspect(err)), vim.log.levels.ERROR)
+end
+
+--- Render a JSON-like value as indented `key: value` lines.
+--- @param value any
+--- @param indent string?
+--- @param out string[]?
+--- @return string[]
+function M.render_value(value, indent, out)
+  indent = indent or ''
+  out = out or {}
+  if type(value) ~= 'table' then
+    table.insert(out, indent .. tostring(value))
+    return out
+  end
+  local keys = vim.tbl_keys(value)
+  table.sort(keys, function(a, b)
+    return tostring(a) < tostring(b)
+  end)
+  for _, key in ipairs(keys) do
+    local v = value[key]
+    local name = type(key) == 'number' and '-' or (tostring(key) .. ':')
+    if type(v) == 'table' and next(v) ~= nil then
+      table.insert(out, indent .. name)
+      M.render_value(v, indent .. '  ', out)
+    elseif type(v) == 'table' then
+      table.insert(out, ('%s%s %s'):format(indent, name, vim.islist(v) and '[]' or '{}'))
+    else
+      table.insert(out, ('%s%s %s'):format(indent, name, v == vim.NIL and 'null' or tostring(v)))
+    end
+  end
+  return out
+end
+
+--- The lines :OnboxExplain shows for an `onbox/explain` result.
+--- @param result table
+--- @return string[]
+function M.explain_lines(result)
+  if type(result.text) == 'string' and result.text ~= '' then
+    return vim.split(result.text, '\n', { plain = true, trimempty = true })
+  end
+  local lines = { ('%s → %s'):format(result.label or '?', result.destination or '?') }
+  for _, reason in ipairs(result.reasons or {}) do
+    table.insert(lines, '  ' .. (reason.message or vim.inspect(reason)))
+  end
+  return lines
+end
+
+--- :OnboxExplain — why the current buffer has its label and route.
+--- @param bufnr integer?
+function M.explain(bufnr)
+  bufnr = (bufnr == nil or bufnr == 0) and api.nvim_get_current_buf() or bufnr
+  local client = with_client(bufnr, 'explain')
+  if not client then
+    return
+  end
+  local params = { uri = vim.uri_from_bufnr(bufnr) }
+  client:request('onbox/explain', params, function(err, result)
+    if err then
+      return report_error('explain', err)
+    end
+    M.open_float(M.explain_lines(result or {}), 'Onbox: why this label')
+  end, bufnr)
+end
+
+--- :OnboxJournal — recent journal entries and statistics.
+--- @param days integer?
+function M.journal(days)
+  local client = with_client(nil, 'the journal')
+  if not client then
+    return
+  end
+  client:request('onbox/journalStats', { days = days or 7 }, function(err, result)
+    if err then
+      return report_error('journal stats', err)
+    end
+    local lines
+    if type(result) == 'table' and type(result.text) == 'string' then
+      lines = vim.split(result.text, '\n', { plain = true, trimempty = true })
+    else
+      lines = M.render_value(result or {})
+    end
+    M.open_float(lines, ('Onbox journal (%d days)'):format(days or 7))
+  end)
+end
+
+--- :OnboxPolicyPull — fetch and apply the newest signed policy now.
+function M.policy_pull()
+  local client = with_client(nil, 'policy pull')
+  if not client then
+    return
+  end
+  client:request('onbox/policyPull', {}, function(err, result)
+    if err then
+      return report_error('policy pull', err)
+    end
+    result = result or {}
+    local level = result.applied and vim.log.levels.INFO or vim.log.levels.WARN
+    local msg = result.message or (result.applied and 'policy applied' or 'no newer policy')
+    if result.serial ~= nil and result.serial ~= vim.NIL then
+      msg = ('%s (serial %s)'):format(msg, tostring(result.serial))
+    end
+    vim.notify('onbox: ' .. msg, level)
+  end)
+end
+
+--- Define the user commands (idempotent).
+function M.define()
+  api.nvim_create_user_command('OnboxExplain', function()
+    M.explain()
+  end, { desc = 'Onbox: why this buffer has its label and where its completions go' })
+  api.nvim_create_user_command('OnboxJournal', function(cmd)
+    M.journal(tonumber(cmd.args) or 7)
+  end, { nargs = '?', desc = 'Onbox: journal statistics for the last N days (default 7)' })
+  api.nvim_create_user_command('OnboxPolicyPull', function()
+    M.policy_pull()
+  end, { desc = 'Onbox: pull and apply the newest signed policy now' })
+  api.nvim_create_user_command('OnboxRestart', function()
+    client_mod.restart()
+  end, { desc = 'Onbox: restart the language server' })
+end
+
+return M
