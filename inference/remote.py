@@ -1,0 +1,546 @@
+"""Destinations other than on-box: what every HTTP engine shares.
+
+:class:`RemoteDestination` sends one prepared request over httpx — TLS verification
+always on (the system store, or the policy's ``ca_bundle``), the policy's proxy and
+extra headers and no proxy from the environment — and reads the answer as a server-sent
+event stream when the service streams, so that a cancelled request closes its connection
+mid-stream. The wire formats live in :mod:`onbox.inference.openai_compat` (OpenAI,
+Azure OpenAI, vLLM, llama.cpp, Ollama, LM Studio) and :mod:`onbox.inference.anthropic`
+(the Messages API). :func:`build_destinations` turns a policy into destinations.
+
+A request is sent in two steps so that routing can journal exactly what will leave
+before the first byte does: :meth:`RemoteDestination.prepare` renders the body and its
+SHA-256, :meth:`RemoteDestination.send` transmits it. API keys come from the environment
+variable or keyring entry the policy names; they are added to the headers at send time
+and never appear in :meth:`~RemoteDestination.describe`, logs, errors or the journal.
+
+Errors (from :mod:`onbox.inference.errors`)::
+
+    InferenceError
+    ├── Cancelled                  the token was set; the connection was closed
+    └── DestinationError           routing falls back along the label's list
+        ├── DestinationTimeout        connect/read timeout, stalled body, deadline passed
+        ├── DestinationUnavailable    refused, TLS, 401/403, 429 and 5xx (with retry_after)
+        └── DestinationProtocolError  invalid JSON or an answer of the wrong shape
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import httpx
+from onbox.classification.labels import Label
+from onbox.inference.destination import CancelToken, Completion, CompletionRequest, Destination
+from onbox.inference.errors import (
+    Cancelled,
+    DestinationError,
+    DestinationProtocolError,
+    DestinationTimeout,
+    DestinationUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+#: ``on_delta(text)`` receives each piece of text as it streams in.
+DeltaCallback = Callable[[str], None]
+
+
+class DestinationConfig(Protocol):
+    """The policy's description of one destination (``[destinations.<name>]``)."""
+
+    name: str
+    kind: str
+    clearance: Label
+    base_url: str | None
+    model: str | None
+    api_key_env: str | None
+    api_key_keyring: str | None
+    timeout: float
+    fim: bool
+    api_version: str | None
+    headers: Mapping[str, str]
+    ca_bundle: str | None
+    proxy: str | None
+    max_tokens: int | None
+
+
+class PolicyWithDestinations(Protocol):
+    """The part of the policy :func:`build_destinations` reads."""
+
+    @property
+    def destinations(self) -> Mapping[str, DestinationConfig]: ...
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """Exactly what :meth:`RemoteDestination.send` will transmit, minus the credentials."""
+
+    url: str
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    chat: bool = False  # the answer is a chat reply to be unwrapped, not raw FIM text
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of the body; the journal records it before the body is sent."""
+        return hashlib.sha256(self.body).hexdigest()
+
+
+@dataclass
+class StreamState:
+    """Pieces of an answer collected while it streams in."""
+
+    parts: list[str] = field(default_factory=list)
+    finish_reason: str = "stop"
+    model: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    done: bool = False
+
+
+def resolve_api_key(config: DestinationConfig) -> str | None:
+    """The API key from ``api_key_env`` or ``api_key_keyring`` ("service:user"), if set."""
+    if config.api_key_env:
+        value = os.environ.get(config.api_key_env)
+        if value:
+            return value
+    if config.api_key_keyring:
+        service, _, user = config.api_key_keyring.partition(":")
+        try:
+            import keyring  # optional dependency: onbox[keyring]
+        except ImportError:
+            logger.warning(
+                "destination %s names keyring entry %s but the keyring package is not "
+                "installed; pip install 'onbox[keyring]'",
+                config.name,
+                config.api_key_keyring,
+            )
+            return None
+        try:
+            value = keyring.get_password(service, user)
+        except Exception as exc:  # any backend failure means "no key"
+            logger.warning(
+                "keyring lookup for destination %s failed: %s", config.name, type(exc).__name__
+            )
+            return None
+        return value or None
+    return None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class _CancelWatcher:
+    """One daemon thread that shuts the socket of any streaming request whose token is set.
+
+    A read blocked on a stalled server does not notice a cancel flag by itself;
+    shutting the socket down wakes it at once.
+    """
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self._interval = interval
+        self._cond = threading.Condition()
+        self._active: dict[int, tuple[CancelToken, httpx.Response]] = {}
+        self._next = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, token: CancelToken, response: httpx.Response) -> int:
+        with self._cond:
+            self._next += 1
+            self._active[self._next] = (token, response)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="onbox-cancel", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+            return self._next
+
+    def unwatch(self, key: int) -> None:
+        with self._cond:
+            self._active.pop(key, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._active:
+                    self._cond.wait()
+                self._cond.wait(self._interval)
+                fired = [(k, r) for k, (t, r) in self._active.items() if t.cancelled]
+                for key, _ in fired:
+                    del self._active[key]
+            for _, response in fired:
+                _shutdown(response)
+
+
+def _shutdown(response: httpx.Response) -> None:
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        try:
+            # Plain socket shutdown, also for an SSLSocket: wake the reader, then let
+            # httpx close the connection on its way out.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+_WATCHER = _CancelWatcher()
+
+
+class RemoteDestination:
+    """Base of the HTTP destinations; subclasses render requests and parse answers."""
+
+    kind = "remote"
+
+    def __init__(
+        self,
+        config: DestinationConfig,
+        *,
+        api_key: str | None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not config.base_url:
+            raise ValueError(f"destination {config.name!r} needs base_url in the policy")
+        self.name = config.name
+        self.clearance = config.clearance.name
+        self.config = config
+        self._api_key = api_key
+        self._timeout = float(config.timeout)
+        verify: ssl.SSLContext | bool = True
+        if config.ca_bundle:
+            verify = ssl.create_default_context(cafile=config.ca_bundle)
+        self._client = httpx.Client(
+            verify=verify,
+            proxy=config.proxy or None,
+            timeout=httpx.Timeout(self._timeout),
+            headers=dict(config.headers or {}),
+            trust_env=False,  # only the policy's proxy; never one from the environment
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, base_url={self.config.base_url!r})"
+
+    # What subclasses provide -------------------------------------------------------
+    def prepare(self, request: CompletionRequest) -> PreparedRequest:
+        """Render ``request`` into the exact body to send."""
+        raise NotImplementedError
+
+    def _auth_headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _on_event(self, event: Mapping[str, Any], state: StreamState) -> str:
+        """Fold one streamed event into ``state``; return its text delta."""
+        raise NotImplementedError
+
+    def _on_body(self, body: Mapping[str, Any], state: StreamState) -> None:
+        """Fold a non-streamed JSON answer into ``state``."""
+        raise NotImplementedError
+
+    def _finish_text(self, text: str, prepared: PreparedRequest) -> str:
+        return text
+
+    # The shared part ---------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """Name, kind, endpoint, model and clearance (never the key)."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "endpoint": self.config.base_url,
+            "model": self.config.model,
+            "clearance": self.clearance,
+            "fim": bool(self.config.fim),
+            "proxy": bool(self.config.proxy),
+        }
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self._client.close()
+
+    def __enter__(self) -> RemoteDestination:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def complete(
+        self,
+        request: CompletionRequest,
+        cancel: CancelToken,
+        *,
+        on_delta: DeltaCallback | None = None,
+    ) -> Completion:
+        """Prepare and send ``request`` (routing calls the two steps itself)."""
+        return self.send(self.prepare(request), cancel, on_delta=on_delta)
+
+    def send(
+        self,
+        prepared: PreparedRequest,
+        cancel: CancelToken,
+        *,
+        on_delta: DeltaCallback | None = None,
+    ) -> Completion:
+        """Transmit ``prepared`` and collect the answer; stop promptly once ``cancel`` is set."""
+        if cancel.cancelled:
+            raise Cancelled(cancel.reason or "cancelled")
+        if self._api_key is None and (self.config.api_key_env or self.config.api_key_keyring):
+            where = self.config.api_key_env or self.config.api_key_keyring
+            raise DestinationUnavailable(
+                f"destination {self.name}: no API key in {where}; set it and restart the server"
+            )
+        started = time.perf_counter()
+        state = StreamState(model=self.config.model or "")
+        received = 0
+        first_byte = 0.0
+        headers = {**prepared.headers, **self._auth_headers()}
+        try:
+            with self._client.stream(
+                "POST", prepared.url, content=prepared.body, headers=headers
+            ) as resp:
+                first_byte = time.perf_counter() - started
+                if resp.status_code >= 400:
+                    self._raise_for_status(resp)
+                key = _WATCHER.watch(cancel, resp)
+                try:
+                    if "text/event-stream" in resp.headers.get("content-type", ""):
+                        received = self._read_stream(resp, state, cancel, started, on_delta)
+                    else:
+                        raw = resp.read()
+                        received = len(raw)
+                        self._on_body(_loads(raw, self.name), state)
+                finally:
+                    _WATCHER.unwatch(key)
+        except (Cancelled, DestinationError):
+            raise
+        except httpx.TimeoutException as exc:
+            raise DestinationTimeout(
+                f"destination {self.name} did not answer within {self._timeout:g}s "
+                f"({type(exc).__name__}); it is skipped for a while"
+            ) from None
+        except httpx.HTTPError as exc:
+            if cancel.cancelled:
+                raise Cancelled(cancel.reason or "cancelled") from None
+            raise _transport_error(self.name, exc) from None
+        except OSError as exc:
+            if cancel.cancelled:
+                raise Cancelled(cancel.reason or "cancelled") from None
+            raise DestinationUnavailable(f"destination {self.name}: {exc}") from None
+        if cancel.cancelled:
+            raise Cancelled(cancel.reason or "cancelled")
+        text = self._finish_text("".join(state.parts), prepared)
+        return Completion(
+            text=text,
+            model=state.model or (self.config.model or ""),
+            finish_reason=state.finish_reason,
+            prompt_sha256=prepared.sha256,
+            tokens_in=state.tokens_in,
+            tokens_out=state.tokens_out,
+            bytes_sent=len(prepared.body),
+            bytes_received=received,
+            timings={"first_byte": first_byte, "total": time.perf_counter() - started},
+        )
+
+    def _read_stream(
+        self,
+        resp: httpx.Response,
+        state: StreamState,
+        cancel: CancelToken,
+        started: float,
+        on_delta: DeltaCallback | None,
+    ) -> int:
+        deadline = started + 2 * self._timeout
+        received = 0
+        for line in _iter_lines(resp):
+            received += len(line) + 1
+            if cancel.cancelled:
+                raise Cancelled(cancel.reason or "cancelled")
+            if time.perf_counter() > deadline:
+                raise DestinationTimeout(
+                    f"destination {self.name} streamed for more than {2 * self._timeout:g}s; "
+                    "raise its timeout in the policy if answers are long"
+                )
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                state.done = True
+                break
+            delta = self._on_event(_loads(data.encode(), self.name), state)
+            if delta:
+                state.parts.append(delta)
+                if on_delta is not None:
+                    on_delta(delta)
+            if state.done:
+                break
+        return received
+
+    def _raise_for_status(self, resp: httpx.Response) -> None:
+        status = resp.status_code
+        retry_after = parse_retry_after(resp.headers.get("retry-after"))
+        try:
+            resp.read()
+        except httpx.HTTPError:
+            pass
+        if status == 429:
+            raise DestinationUnavailable(
+                f"destination {self.name} is rate-limiting (429); retrying after "
+                f"{retry_after if retry_after is not None else 'a pause'}s",
+                retry_after=retry_after,
+            )
+        if status in (401, 403):
+            raise DestinationUnavailable(
+                f"destination {self.name} refused the API key ({status}); check "
+                f"{self.config.api_key_env or self.config.api_key_keyring or 'its key'}"
+            )
+        if status >= 500:
+            raise DestinationUnavailable(
+                f"destination {self.name} failed with HTTP {status}", retry_after=retry_after
+            )
+        raise DestinationProtocolError(
+            f"destination {self.name} rejected the request with HTTP {status}; check its "
+            "base_url, model and api_version in the policy"
+        )
+
+
+def _iter_lines(resp: httpx.Response) -> Iterator[str]:
+    yield from resp.iter_lines()
+
+
+def _loads(raw: bytes, name: str) -> Mapping[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise DestinationProtocolError(
+            f"destination {name} answered with invalid JSON; is base_url an API endpoint?"
+        ) from None
+    if not isinstance(value, dict):
+        raise DestinationProtocolError(f"destination {name} answered with JSON of the wrong shape")
+    return value
+
+
+def _transport_error(name: str, exc: httpx.HTTPError) -> DestinationError:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return DestinationUnavailable(
+                f"destination {name}: TLS certificate did not verify ({cause.verify_message}); "
+                "if it uses a private CA, set ca_bundle in the policy"
+            )
+        if isinstance(cause, ssl.SSLError):
+            return DestinationUnavailable(f"destination {name}: TLS failed ({cause.reason})")
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, httpx.ConnectError):
+        return DestinationUnavailable(
+            f"destination {name} cannot be reached ({exc}); is the service running?"
+        )
+    return DestinationUnavailable(f"destination {name} broke off the answer ({type(exc).__name__})")
+
+
+# -- prompts shared by chat-style services -------------------------------------------
+
+HOLE = "<FILL_HERE>"
+CHAT_SYSTEM = (
+    "You are a code completion engine. The user shows a file with the marker "
+    f"{HOLE} where the cursor is. Reply with only the code that belongs at the marker: "
+    "no explanation, no code fences, nothing that is already before or after it."
+)
+_FENCE = re.compile(r"^\s*```[\w+#.-]*\n(.*?)\n?```\s*$", re.DOTALL)
+
+
+def render_context(request: CompletionRequest, comment: str = "#") -> str:
+    """Context snippets as a comment-headed preamble (empty when there are none)."""
+    blocks = [f"{comment} file: {s.path}\n{s.text.rstrip()}\n" for s in request.context]
+    return "\n".join(blocks) + ("\n" if blocks else "")
+
+
+def hole_filling_prompt(request: CompletionRequest) -> str:
+    """The user message of a chat-style hole-filling request."""
+    lang = request.language or ""
+    parts = []
+    for snippet in request.context:
+        parts.append(f"Another open file, {snippet.path}:\n```\n{snippet.text.rstrip()}\n```\n")
+    where = f" {request.path}" if request.path else ""
+    parts.append(
+        f"Complete the file{where} at {HOLE}:\n```{lang}\n{request.prefix}{HOLE}{request.suffix}\n```"
+    )
+    return "\n".join(parts)
+
+
+def unwrap_chat_answer(text: str) -> str:
+    """Drop code fences and markers a chat model wraps its answer in."""
+    match = _FENCE.match(text)
+    if match:
+        text = match.group(1)
+    return text.replace(HOLE, "")
+
+
+def comment_prefix(language: str | None) -> str:
+    """The line-comment marker of ``language`` (``#`` when unknown)."""
+    slashes = {
+        "c",
+        "cpp",
+        "java",
+        "javascript",
+        "typescript",
+        "go",
+        "rust",
+        "csharp",
+        "kotlin",
+        "swift",
+    }
+    return "//" if (language or "").lower() in slashes else "#"
+
+
+def build_destinations(
+    policy: PolicyWithDestinations, on_box: Destination
+) -> dict[str, Destination]:
+    """Every destination the policy configures; each ``llama-cpp`` entry is ``on_box``.
+
+    A destination whose API key is missing is still built (it fails at send time, so
+    routing falls back and ``onbox/status`` shows why); one that cannot be built at all
+    (unknown kind, no base_url) is left out with a warning.
+    """
+    from onbox.inference.anthropic import AnthropicDestination
+    from onbox.inference.openai_compat import OpenAIDestination
+
+    built: dict[str, Destination] = {}
+    for name, config in policy.destinations.items():
+        try:
+            if config.kind == "llama-cpp":
+                built[name] = on_box
+            elif config.kind == "openai":
+                built[name] = OpenAIDestination(config, api_key=resolve_api_key(config))
+            elif config.kind == "anthropic":
+                built[name] = AnthropicDestination(config, api_key=resolve_api_key(config))
+            else:
+                logger.warning("destination %s has unknown kind %r; left out", name, config.kind)
+        except (ValueError, OSError) as exc:
+            logger.warning("destination %s left out: %s", name, exc)
+    return built
