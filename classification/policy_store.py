@@ -308,6 +308,30 @@ class PolicyStore:
             return reject(f"policy is invalid: {exc}", bundle.serial), None, None
         return None, bundle, policy
 
+    def rotate_trust_root(self, root_bytes: bytes, origin: str) -> ApplyResult:
+        """Replace the trust root with a valid successor (see :meth:`TrustRoot.accept_successor`).
+
+        Without an installed trust root this installs ``root_bytes`` as the first one
+        (whoever can write the trust-root path is trusted to place it).
+        """
+        with self._lock:
+            try:
+                new = TrustRoot.from_bytes(root_bytes, f"trust root from {origin}")
+                if self.trust_root_path.exists():
+                    self.trust_root().accept_successor(new)
+            except DistributionError as exc:
+                result = ApplyResult(False, False, None, str(exc), origin, rejected=True)
+                self._record_rejection(result, root_bytes, subject="trust-root")
+                return result
+            atomic_write(self.trust_root_path, root_bytes)
+        self._journal(
+            "trust-root-rotated",
+            {"version": new.version, "threshold": new.threshold, "keys": sorted(new.keys)},
+        )
+        return ApplyResult(
+            True, True, new.version, f"trust root version {new.version} installed", origin
+        )
+
     def _last_good_unverified(self) -> PolicyBundle | None:
         """The persisted bundle, for its serial floor (signatures were checked when applied)."""
         try:
@@ -318,11 +342,14 @@ class PolicyStore:
             logger.warning("ignoring unreadable last good policy %s: %s", self.last_good_path, exc)
             return None
 
-    def _record_rejection(self, result: ApplyResult, data: bytes) -> None:
+    def _record_rejection(
+        self, result: ApplyResult, data: bytes, subject: str = "policy-bundle"
+    ) -> None:
         digest = hashlib.sha256(data).hexdigest()
         state = self.state()
         previous = state.get("last_rejection") or {}
         entry = {
+            "subject": subject,
             "reason": result.reason,
             "origin": result.origin,
             "serial": result.serial,

@@ -155,24 +155,35 @@ class GitSource:
         if (self.clone_dir / ".git").is_dir():
             try:
                 repo = git.Repo(self.clone_dir)
-                repo.git.update_environment(**self._env())
-                repo.git.remote("set-url", "origin", self.url)
-                repo.git.fetch(
-                    "--prune",
-                    "--force",
-                    "origin",
-                    "+refs/heads/*:refs/remotes/origin/*",
-                    kill_after_timeout=self.timeout_s,
-                )
-                return repo
-            except (git.GitCommandError, git.InvalidGitRepositoryError, ValueError) as exc:
+            except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
                 logger.warning(
-                    "policy clone %s is unusable (%s); cloning afresh", self.clone_dir, exc
+                    "policy clone %s is broken (%s); cloning afresh", self.clone_dir, exc
                 )
                 shutil.rmtree(self.clone_dir, ignore_errors=True)
+            else:
+                repo.git.update_environment(**self._env())
+                try:
+                    self._fetch(repo)
+                    return repo
+                except git.GitCommandError:
+                    # Unreachable remote: keep the clone and report. Reachable remote but a
+                    # failing fetch: the clone itself is damaged, so start over.
+                    repo.git.ls_remote("--heads", self.url, kill_after_timeout=self.timeout_s)
+                    logger.warning("policy clone %s cannot fetch; cloning afresh", self.clone_dir)
+                    shutil.rmtree(self.clone_dir, ignore_errors=True)
         self.clone_dir.parent.mkdir(parents=True, exist_ok=True)
         return git.Repo.clone_from(
             self.url, self.clone_dir, env=self._env(), kill_after_timeout=self.timeout_s
+        )
+
+    def _fetch(self, repo: git.Repo) -> None:
+        repo.git.remote("set-url", "origin", self.url)
+        repo.git.fetch(
+            "--prune",
+            "--force",
+            "origin",
+            "+refs/heads/*:refs/remotes/origin/*",
+            kill_after_timeout=self.timeout_s,
         )
 
     def _remote_branch(self, repo: git.Repo) -> str:
