@@ -1,0 +1,152 @@
+"""``onbox classify``: label files, or map a whole repository.
+
+    onbox classify PATH... [--json] [--policy FILE]
+    onbox classify --report REPO [--html report.html] [--json] [--policy FILE]
+
+Without ``--policy`` the signed policy in force on this machine is used (or the
+built-in fail-closed one when none is). Exit codes: 0 ok, 2 usage error or a policy
+that does not load (the message names file, line and key), 3 the repository cannot be
+read or the HTML cannot be written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from onbox.server.cli import EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    """Add the ``classify`` subcommand."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "classify",
+        help="show the sensitivity label of files and why, or map a repository",
+        description="Label files (highest signal wins) and explain each label; with --report, "
+        "label every file of a repository and write a self-contained HTML map.",
+        epilog="Exit codes: 0 ok, 2 usage error or invalid policy, 3 cannot read the "
+        "repository or write the report.",
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files to classify")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--policy", metavar="FILE", help="use this policy TOML instead of the one in force")
+    p.add_argument("--report", metavar="REPO", help="classify every file of this repository")
+    p.add_argument("--html", metavar="FILE", help="with --report: write the HTML map here")
+    p.set_defaults(func=run)
+
+
+def _policy(args: argparse.Namespace) -> Any:
+    from onbox.classification.policy import builtin_policy, load_policy
+
+    if args.policy:
+        return load_policy(Path(args.policy))
+    try:
+        from onbox.classification.policy_store import PolicyStore
+
+        return PolicyStore().current()
+    except Exception as exc:  # the store is optional for this command
+        logger.warning("no signed policy available (%s); using the built-in policy", exc)
+        return builtin_policy()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Classify the paths or build the report; see the module docstring for exit codes."""
+    from onbox.classification.policy import PolicyError
+
+    if bool(args.paths) == bool(args.report):
+        print("onbox classify: give either PATH... or --report REPO", file=sys.stderr)
+        return EXIT_USAGE
+    if args.html and not args.report:
+        print("onbox classify: --html needs --report REPO", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        policy = _policy(args)
+    except PolicyError as exc:
+        print(f"onbox classify: invalid policy: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.report:
+        return _report(args, policy)
+    return _paths(args, policy)
+
+
+def _paths(args: argparse.Namespace, policy: Any) -> int:
+    from onbox.classification.classifier import Classifier
+
+    classifier = Classifier(policy)
+    results = [(p, classifier.classify_path(Path(p))) for p in args.paths]
+    if args.json:
+        out = [{"file": p, **d.to_json()} for p, d in results]
+        print(json.dumps(out[0] if len(out) == 1 else out, indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for path, decision in results:
+        table = Table(title=f"{path}: [bold]{decision.label.name}[/bold]  (policy {decision.policy_id})",
+                      title_justify="left")
+        table.add_column("signal")
+        table.add_column("label")
+        table.add_column("why", overflow="fold")
+        table.add_column("source", overflow="fold")
+        for reason in decision.reasons:
+            mark = "*" if reason.label == decision.label else " "
+            table.add_row(f"{mark}{reason.signal}", reason.label.name, reason.message,
+                          reason.source or "")
+        console.print(table)
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace, policy: Any) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from onbox.classification.report import build_report
+    from onbox.classification.report_html import render_html
+
+    root = Path(args.report)
+    if not root.is_dir():
+        print(f"onbox classify: {root} is not a directory", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    console = Console(stderr=True)
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("classifying", total=None)
+
+        def progress(done: int, total: int) -> None:
+            if done == 1 or done % 50 == 0 or done == total:
+                bar.update(task, completed=done, total=total)
+
+        report = build_report(root, policy, progress)
+    if args.html:
+        try:
+            Path(args.html).write_text(render_html(report), encoding="utf-8")
+        except OSError as exc:
+            print(f"onbox classify: cannot write {args.html}: {exc}", file=sys.stderr)
+            return EXIT_ENVIRONMENT
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        return EXIT_OK
+    from rich.table import Table
+
+    out = Console()
+    table = Table(title=f"{report.repo or report.root}: {len(report.files)} files in "
+                  f"{report.seconds:.1f} s (policy {report.policy_id})", title_justify="left")
+    table.add_column("label")
+    table.add_column("files", justify="right")
+    for name, count in report.by_label.items():
+        table.add_row(name, str(count))
+    out.print(table)
+    candidates = report.review_candidates
+    out.print(f"{len(candidates)} review candidates (content above structural label)")
+    for entry in candidates[:20]:
+        out.print(f"  {entry.label:<12} {entry.path}  ({', '.join(entry.findings) or 'marker'})")
+    if args.html:
+        out.print(f"map written to {args.html}")
+    return EXIT_OK
