@@ -1,0 +1,112 @@
+"""Canonical JSON for hashing: RFC 8785 (JCS) for every value the journal writes.
+
+Rules (see ``docs/journal.md``): object keys sorted by their UTF-16 code units, no
+insignificant whitespace, strings with only ``"``, ``\\`` and control characters escaped
+(``\\b \\t \\n \\f \\r`` or ``\\u00xx``), UTF-8 output, integers limited to
+``|n| <= 2**53`` and floats written the way ECMAScript's ``Number.prototype.toString``
+writes them. NaN and infinities are rejected.
+
+The fast path uses :func:`json.dumps`, which already produces JCS output when the value
+holds no floats and only ASCII object keys; anything else goes through a small encoder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from onbox.audit.errors import CanonicalEncodingError
+
+MAX_SAFE_INT = 2**53
+
+_dumps = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
+).encode
+
+
+def canonical_json(value: Any) -> bytes:
+    """Return the RFC 8785 canonical UTF-8 encoding of ``value``.
+
+    Raises :class:`CanonicalEncodingError` for values JSON cannot carry exactly.
+    """
+    try:
+        if _is_plain(value):
+            return _dumps(value).encode("utf-8")
+        return _encode(value).encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        if isinstance(exc, CanonicalEncodingError):
+            raise
+        raise CanonicalEncodingError(
+            f"cannot encode a journal value canonically: {exc}; pass only JSON types "
+            "(str, int, finite float, bool, None, list, dict with str keys)"
+        ) from exc
+
+
+def _is_plain(value: Any) -> bool:
+    """True when json.dumps already yields JCS: no floats, ASCII keys, safe ints."""
+    if isinstance(value, str) or value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return -MAX_SAFE_INT <= value <= MAX_SAFE_INT
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and k.isascii() and _is_plain(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_is_plain(v) for v in value)
+    return False
+
+
+def _encode(value: Any) -> str:
+    if value is None or isinstance(value, bool) or isinstance(value, str):
+        return _dumps(value)
+    if isinstance(value, int):
+        if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+            raise CanonicalEncodingError(
+                f"integer {value} is beyond 2**53; pass it as a string instead"
+            )
+        return str(value)
+    if isinstance(value, float):
+        return format_number(value)
+    if isinstance(value, Mapping):
+        items = []
+        for key in value:
+            if not isinstance(key, str):
+                raise CanonicalEncodingError(f"object key {key!r} is not a string")
+            items.append(key)
+        items.sort(key=lambda k: k.encode("utf-16-be"))
+        return "{" + ",".join(_dumps(k) + ":" + _encode(value[k]) for k in items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_encode(v) for v in value) + "]"
+    raise CanonicalEncodingError(f"{type(value).__name__} is not a JSON type")
+
+
+def format_number(value: float) -> str:
+    """Write a float as ECMAScript ``Number.prototype.toString`` does (RFC 8785 §3.2.2.3)."""
+    if not math.isfinite(value):
+        raise CanonicalEncodingError(f"{value} is not a finite number; JSON cannot carry it")
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    mantissa, _, exp_text = repr(abs(value)).partition("e")
+    whole, _, frac = mantissa.partition(".")
+    digits = (whole + frac).lstrip("0")
+    # value = 0.digits * 10**n  (n as in ECMA-262 Number::toString)
+    if whole == "0":
+        n = -(len(frac) - len(frac.lstrip("0")))
+    else:
+        n = len(whole)
+    n += int(exp_text) if exp_text else 0
+    digits = digits.rstrip("0") or "0"
+    k = len(digits)
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        text = "0." + "0" * (-n) + digits
+    else:
+        exp = n - 1
+        text = digits[0] + ("." + digits[1:] if k > 1 else "") + "e" + ("+" if exp >= 0 else "-")
+        text += str(abs(exp))
+    return sign + text

@@ -1,0 +1,318 @@
+"""Verifying a whole journal (a directory or an export bundle) as a third party would.
+
+Segments are checked on their own (:mod:`onbox.audit.check`, in a process pool when the
+journal is large), then stitched: segment numbering, each header's link to the segment
+before it (name, size, SHA-256, last seq and hash), seq continuity, the key chain, the
+enrolled device fingerprint and, optionally, a signed checkpoint taken earlier.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onbox.audit.check import Problem, SegmentReport, check_segment
+from onbox.audit.checkpoint import checkpoint_problem
+from onbox.audit.entry import GENESIS_PREV
+from onbox.audit.segments import list_segments
+
+logger = logging.getLogger(__name__)
+
+PARALLEL_MIN_BYTES = 4 * 1024 * 1024
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class VerifyResult:
+    """The outcome of :func:`verify_journal`; ``first_error`` names the first bad entry."""
+
+    ok: bool
+    entries: int = 0
+    segments: int = 0
+    head_seq: int = -1
+    head_hash: str = GENESIS_PREV
+    device_fingerprint: str | None = None
+    keys: list[str] = field(default_factory=list)
+    kinds: dict[str, int] = field(default_factory=dict)
+    first_error: Problem | None = None
+    notes: list[Problem] = field(default_factory=list)
+    checkpoint_seq: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping (``onbox journal verify --json``)."""
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "segments": self.segments,
+            "head_seq": self.head_seq,
+            "head_hash": self.head_hash,
+            "device_fingerprint": self.device_fingerprint,
+            "keys": self.keys,
+            "kinds": self.kinds,
+            "first_error": self.first_error.to_json() if self.first_error else None,
+            "notes": [n.to_json() for n in self.notes],
+            "checkpoint_seq": self.checkpoint_seq,
+        }
+
+
+def verify_journal(
+    path: Path,
+    *,
+    expected_fingerprint: str | None = None,
+    progress: Progress | None = None,
+    checkpoint: Mapping[str, Any] | None = None,
+    workers: int | None = None,
+) -> VerifyResult:
+    """Verify the journal directory or export bundle at ``path``.
+
+    ``expected_fingerprint`` is the enrolled device key: the journal's key chain must
+    contain it. ``checkpoint`` is a signed checkpoint taken earlier (a bundle's own is
+    used when none is given): the journal must still hold that exact entry.
+    ``progress(done_bytes, total_bytes)`` is called as segments are checked.
+    ``workers`` caps the process pool (default: CPU count; 1 checks in-process).
+    """
+    if path.is_file():
+        from onbox.audit.bundle import open_bundle
+
+        with tempfile.TemporaryDirectory(prefix="onbox-verify-") as tmp:
+            contents = open_bundle(path, Path(tmp))
+            return _verify_dir(
+                contents.directory,
+                expected=expected_fingerprint,
+                progress=progress,
+                checkpoint=checkpoint or contents.checkpoint,
+                workers=workers,
+                first_segment=contents.first_segment,
+                prior_keys=contents.prior_keys,
+                bundle_claims=(contents.checkpoint or {}).get("bundle"),
+            )
+    return _verify_dir(
+        path,
+        expected=expected_fingerprint,
+        progress=progress,
+        checkpoint=checkpoint,
+        workers=workers,
+    )
+
+
+def _verify_dir(
+    directory: Path,
+    *,
+    expected: str | None,
+    progress: Progress | None,
+    checkpoint: Mapping[str, Any] | None,
+    workers: int | None,
+    first_segment: int = 1,
+    prior_keys: list[str] | None = None,
+    bundle_claims: Mapping[str, Any] | None = None,
+) -> VerifyResult:
+    segments = list_segments(directory)
+    result = VerifyResult(ok=False, segments=len(segments))
+    if not segments:
+        result.first_error = Problem(str(directory), 0, None, "no journal segments found here")
+        return result
+    try:
+        watch = int(checkpoint["seq"]) if checkpoint is not None else None
+    except (KeyError, ValueError, TypeError):
+        watch = None
+    previous: SegmentReport | None = None
+    chain: list[str] = list(prior_keys or [])
+    watched: str | None = None
+    for offset, report in enumerate(_reports(segments, watch, progress, workers)):
+        expected_index = first_segment + offset
+        problem = None
+        if report.problem is not None and report.problem.line == 1:
+            problem = report.problem
+        elif report.index != expected_index:
+            problem = Problem(report.name, 1, report.first_seq, f"segment {expected_index} is missing")
+        else:
+            problem = _link_problem(report, previous, partial_start=first_segment > 1)
+            if previous is None and prior_keys and report.start_key not in prior_keys:
+                problem = problem or Problem(
+                    report.name, 1, report.first_seq, "header key is not in the bundle's key history"
+                )
+        problem = problem or report.problem
+        _absorb(result, report, chain)
+        watched = report.watch_hash or watched
+        if problem is not None:
+            result.first_error = problem
+            result.keys = chain
+            return result
+        if previous is None and first_segment > 1:
+            result.notes.append(
+                Problem(report.name, 1, report.first_seq, "bundle starts here; earlier entries are not included")
+            )
+        previous = report
+    result.keys = chain
+    result.first_error = _bundle_problem(segments, result, bundle_claims) or _expectation_problem(
+        result, previous, expected, checkpoint, chain, watched, cut_short=bundle_claims is not None
+    )
+    result.ok = result.first_error is None
+    return result
+
+
+def _absorb(result: VerifyResult, report: SegmentReport, chain: list[str]) -> None:
+    for key in report.keys:
+        if key not in chain:
+            chain.append(key)
+    if report.last_seq is not None:
+        result.entries += sum(report.kinds.values())
+        result.head_seq, result.head_hash = report.last_seq, str(report.last_hash)
+    for kind, count in report.kinds.items():
+        result.kinds[kind] = result.kinds.get(kind, 0) + count
+    result.notes.extend(report.notes)
+    if result.device_fingerprint is None and report.header is not None:
+        result.device_fingerprint = str(report.header.get("device"))
+
+
+def _link_problem(
+    report: SegmentReport, previous: SegmentReport | None, *, partial_start: bool
+) -> Problem | None:
+    header = report.header or {}
+    link = header.get("previous")
+
+    def bad(what: str) -> Problem:
+        return Problem(report.name, 1, report.first_seq, what)
+
+    if previous is None:
+        if partial_start:
+            return None
+        if link is not None or report.first_prev != GENESIS_PREV or report.first_seq != 0:
+            return bad("first segment does not start the journal (earlier segments were removed)")
+        return None
+    if not isinstance(link, dict):
+        return bad("header does not link to the previous segment")
+    expected = {
+        "name": previous.name,
+        "bytes": previous.size,
+        "sha256": previous.sha256,
+        "last_seq": previous.last_seq,
+        "last_hash": previous.last_hash,
+    }
+    for name, value in expected.items():
+        if link.get(name) != value:
+            return bad(
+                f"header's link to {previous.name} does not match it ({name}: header says "
+                f"{link.get(name)!r}, found {value!r}); a segment was replaced, edited or truncated"
+            )
+    if report.first_prev != previous.last_hash:
+        return bad(f"prev does not match the last entry of {previous.name}")
+    if previous.last_seq is None or report.first_seq != previous.last_seq + 1:
+        return bad(f"seq {report.first_seq} does not follow {previous.last_seq} from {previous.name}")
+    if report.start_key != previous.end_key:
+        return bad(f"header key {report.start_key} is not the key in effect ({previous.end_key})")
+    return None
+
+
+def _expectation_problem(
+    result: VerifyResult,
+    last: SegmentReport | None,
+    expected: str | None,
+    checkpoint: Mapping[str, Any] | None,
+    chain: list[str],
+    watched: str | None,
+    *,
+    cut_short: bool = False,
+) -> Problem | None:
+    first_name = f"segment-{1:08d}.jsonl"
+    if expected is not None and expected not in chain:
+        return Problem(
+            first_name,
+            1,
+            0,
+            f"journal is signed by key(s) {', '.join(chain)}, none of which is the enrolled "
+            f"device key {expected} (re-signed or from another device)",
+        )
+    if checkpoint is None or last is None:
+        return None
+    why = checkpoint_problem(checkpoint)
+    if why is not None:
+        return Problem("checkpoint", 0, None, why)
+    if checkpoint["key"] not in chain:
+        return Problem("checkpoint", 0, None, f"checkpoint signed by key {checkpoint['key']}, not in this journal's key chain")
+    seq = int(checkpoint["seq"])
+    where = Problem(last.name, last.lines, last.last_seq, "")
+    if seq > result.head_seq and cut_short:
+        return None  # a bundle exported with --until ends before the head; claims checked it
+    if seq > result.head_seq:
+        return Problem(
+            where.segment,
+            where.line,
+            where.seq,
+            f"journal ends at seq {result.head_seq} but the checkpoint of {checkpoint.get('time')} "
+            f"records seq {seq}: entries were removed or an older copy was restored",
+        )
+    if watched != checkpoint["head"]:
+        return Problem(
+            "journal",
+            0,
+            seq,
+            f"entry {seq} differs from the checkpoint of {checkpoint.get('time')}: the journal "
+            "was rewritten at or before this entry (e.g. truncated, then appended to)",
+        )
+    result.checkpoint_seq = seq
+    return None
+
+
+def _bundle_problem(
+    segments: list[tuple[int, Path]], result: VerifyResult, claims: Mapping[str, Any] | None
+) -> Problem | None:
+    """A bundle must hold exactly the segments its signed checkpoint lists."""
+    if claims is None:
+        return None
+    import hashlib
+
+    present = [{"name": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for _, p in segments]
+    listed = list(claims.get("segments", []))
+    for have, want in zip(present, listed, strict=False):
+        if have != want:
+            return Problem(have["name"], 1, None, f"segment differs from the bundle's signed checkpoint (expected {want['name']})")
+    if len(present) != len(listed):
+        return Problem("bundle", 0, None, f"bundle holds {len(present)} segments, its signed checkpoint lists {len(listed)}")
+    if claims.get("last_seq") != result.head_seq or claims.get("last_hash") != result.head_hash:
+        return Problem("bundle", 0, result.head_seq, "bundle's last entry differs from its signed checkpoint")
+    return None
+
+
+def _reports(
+    segments: list[tuple[int, Path]],
+    watch: int | None,
+    progress: Progress | None,
+    workers: int | None,
+) -> Iterator[SegmentReport]:
+    sizes = [p.stat().st_size for _, p in segments]
+    total, done = sum(sizes), 0
+    count = min(workers or os.cpu_count() or 1, len(segments))
+    if count <= 1 or total < PARALLEL_MIN_BYTES:
+        for (index, path), size in zip(segments, sizes, strict=True):
+            report = check_segment(path, index, watch)
+            done += size
+            if progress:
+                progress(done, total)
+            yield report
+            if report.problem is not None:
+                return
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
+        futures = [pool.submit(check_segment, path, index, watch) for index, path in segments]
+        try:
+            for future, size in zip(futures, sizes, strict=True):
+                report = future.result()
+                done += size
+                if progress:
+                    progress(done, total)
+                yield report
+                if report.problem is not None:
+                    return
+        finally:
+            for future in futures:
+                future.cancel()
