@@ -1,0 +1,214 @@
+"""Benchmark the classifier on a generated monorepo.
+
+    python bench/bench_classification.py [--files 20000] [--owners 1000] [--attrs 200]
+
+Builds a repository (20,000 files, 1,000 CODEOWNERS rules, 200 attribute lines by
+default) in a temporary directory, then measures: a cold decision for one file
+(repository discovery included), the warm decision p50/p99 with unchanged text, the
+content scan per 100 KB, and the full report (plus HTML rendering). Prints a table and
+writes ``bench/results/classification.json``. Targets are printed beside each number;
+nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from onbox.classification.classifier import Classifier
+from onbox.classification.content import scan_content
+from onbox.classification.policy import Policy, parse_policy
+from onbox.classification.report import build_report
+from onbox.classification.report_html import render_html
+
+POLICY = b"""
+[policy]
+id = "bench"
+default_label = "restricted"
+
+[[repos]]
+match = "github.com/acme/monorepo"
+label = "public"
+tags = ["acme"]
+
+[tags]
+acme = "internal"
+payments = "restricted"
+docs = "public"
+
+[owners]
+"@acme/team-0" = "restricted"
+"@acme/team-1" = "internal"
+
+[content]
+secrets = "restricted"
+pii = "restricted"
+
+[[detectors]]
+name = "patient-id"
+kind = "regex"
+pattern = 'PAT-[0-9]{8}'
+label = "restricted"
+"""
+
+BODY = '''"""Module {i} of service {s}."""
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def handler_{i}(request: dict[str, object]) -> dict[str, object]:
+    """Handle one request for service {s}."""
+    value = request.get("value", {i})
+    logger.info("handling %s", value)
+    total = 0
+    for step in range({i} % 17 + 3):
+        total += step * {s}
+    return {{"ok": True, "total": total, "service": "svc{s}"}}
+'''
+SECRET = 'API_TOKEN = "ghp_{}"\n'
+PII = 'CUSTOMER_CARD = "4111 1111 1111 1111"\n'
+
+
+def generate(root: Path, files: int, owners: int, attrs: int) -> list[Path]:
+    """Write the repository; return the paths of the files."""
+    rng = random.Random(7)
+    services = max(files // 100, 1)
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    with open(root / ".git" / "config", "a", encoding="utf-8") as cfg:
+        cfg.write('[remote "origin"]\n\turl = git@github.com:Acme/monorepo.git\n')
+    paths = []
+    for index in range(files):
+        s, i = index % services, index // services
+        directory = root / "services" / f"svc{s}" / ("src" if i % 4 else "lib")
+        directory.mkdir(parents=True, exist_ok=True)
+        text = BODY.format(i=i, s=s)
+        if index % 97 == 0:
+            text += SECRET.format("".join(rng.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef0123456789", k=36)))
+        if index % 211 == 0:
+            text += PII
+        path = directory / f"module{i}.py"
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
+    rules = ["*       @acme/platform"]
+    for n in range(owners - 1):
+        s = n % services
+        rules.append(f"/services/svc{s}/{'src' if n % 2 else 'lib'}/module{n // services}.py @acme/team-{n % 60}"
+                     if n % 3 else f"/services/svc{s}/ @acme/team-{n % 60}")
+    (root / ".github").mkdir()
+    (root / ".github" / "CODEOWNERS").write_text("\n".join(rules) + "\n", encoding="utf-8")
+    lines = []
+    for n in range(attrs - 20):
+        tag = ("payments", "docs", "acme")[n % 3]
+        lines.append(f"services/svc{n % services}/** onbox-tags={tag}")
+    (root / ".gitattributes").write_text("\n".join(lines) + "\n*.pem onbox-label=restricted\n",
+                                         encoding="utf-8")
+    for n in range(19):  # nested attribute files
+        nested = root / "services" / f"svc{n}" / ".gitattributes"
+        nested.write_text(f"module{n}*.py onbox-label=internal\n", encoding="utf-8")
+    return paths
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def main() -> int:
+    """Run the benchmark, print the table, write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--files", type=int, default=20_000)
+    parser.add_argument("--owners", type=int, default=1_000)
+    parser.add_argument("--attrs", type=int, default=200)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "classification.json"))
+    parser.add_argument("--keep", help="generate the repo here and keep it")
+    args = parser.parse_args()
+    policy: Policy = parse_policy(POLICY, "bench-policy.toml")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.keep or tmp) / "monorepo"
+        t0 = time.perf_counter()
+        paths = generate(root, args.files, args.owners, args.attrs)
+        generate_s = time.perf_counter() - t0
+        target = paths[len(paths) // 2 + 1]
+
+        cold = []
+        for _ in range(15):
+            start = time.perf_counter()
+            decision = Classifier(policy).classify_path(target)
+            cold.append(time.perf_counter() - start)
+
+        classifier = Classifier(policy)
+        text = target.read_text(encoding="utf-8")
+        uri = target.as_uri()
+        classifier.classify(uri, text, 1)
+        warm = []
+        for _ in range(3000):
+            start = time.perf_counter()
+            classifier.classify(uri, text, 1)
+            warm.append(time.perf_counter() - start)
+        warm.sort()
+
+        source = "".join(p.read_text(encoding="utf-8") for p in paths[:200])
+        chunk = (source * (100_000 // len(source) + 1))[:100_000]
+        dirty = chunk[:50_000] + SECRET.format("a1B2" * 9) + 'k = "q8ZrT3vN1xW7pL2mK9sB4dF6hJ0cY5aE"\n' + chunk[50_000:]
+        scan = {}
+        for name, body in (("clean", chunk), ("with-secrets", dirty[:100_000])):
+            runs = []
+            for _ in range(20):
+                start = time.perf_counter()
+                scan_content(body, "python", policy)
+                runs.append(time.perf_counter() - start)
+            scan[name] = statistics.median(runs)
+
+        start = time.perf_counter()
+        report = build_report(root, policy)
+        report_s = time.perf_counter() - start
+        start = time.perf_counter()
+        page = render_html(report)
+        html_s = time.perf_counter() - start
+
+    results = {
+        "machine": platform.platform(), "python": sys.version.split()[0],
+        "files": args.files, "codeowners_rules": args.owners, "attribute_lines": args.attrs,
+        "generate_s": round(generate_s, 2),
+        "cold_decision_ms": {"median": _ms(statistics.median(cold)), "max": _ms(max(cold)),
+                             "target": 50},
+        "warm_decision_ms": {"p50": _ms(warm[len(warm) // 2]),
+                             "p99": _ms(warm[int(len(warm) * 0.99)]), "target_p99": 1},
+        "content_scan_ms_per_100kb": {k: _ms(v) for k, v in scan.items()} | {"target": 5},
+        "report_s": round(report_s, 2), "report_target_s": 60,
+        "html_render_s": round(html_s, 2), "html_bytes": len(page),
+        "by_label": report.by_label, "review_candidates": len(report.review_candidates),
+        "sample_label": decision.label.name,
+    }
+    rows = [
+        ("cold decision (discovery incl.), median", f"{results['cold_decision_ms']['median']} ms", "<= 50 ms"),
+        ("cold decision, max of 15", f"{results['cold_decision_ms']['max']} ms", ""),
+        ("warm decision p50", f"{results['warm_decision_ms']['p50']} ms", ""),
+        ("warm decision p99", f"{results['warm_decision_ms']['p99']} ms", "<= 1 ms"),
+        ("content scan / 100 KB (clean)", f"{results['content_scan_ms_per_100kb']['clean']} ms", "<= 5 ms"),
+        ("content scan / 100 KB (secrets)", f"{results['content_scan_ms_per_100kb']['with-secrets']} ms", "<= 5 ms"),
+        (f"full report, {args.files} files", f"{results['report_s']} s", "<= 60 s"),
+        ("HTML render", f"{results['html_render_s']} s ({len(page) // 1024} KiB)", ""),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  {'result':>22}  target")
+    for name, value, target_text in rows:
+        print(f"{name:<{width}}  {value:>22}  {target_text}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
