@@ -312,6 +312,8 @@ class Router:
                     Finding(f.kind, f.type, f.start + lo, f.end + lo, f.label, f.detector, f.line)
                 )
                 raised = max(raised, label_in(self._scale, f.label))
+        # The same span found by classification and by the fresh scan counts once.
+        findings = list({(f.start, f.end): f for f in reversed(findings)}.values())
         prefix = redact_window(doc.text, findings, lo, doc.offset)
         suffix = redact_window(doc.text, findings, doc.offset, hi)
         counts = merge_counts(set(prefix.replaced) | set(suffix.replaced))
