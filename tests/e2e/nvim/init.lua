@@ -10,4 +10,5 @@ require('onbox').setup(opts)
 vim.o.laststatus = 2
 vim.o.statusline = "%f %{v:lua.require'onbox'.status()}"
 vim.o.swapfile = false
+vim.o.hidden = true
 vim.o.shada = ''

@@ -28,6 +28,10 @@ M.current = nil
 --- @type table?
 M.last_accept = nil
 
+--- `completionId` of the last suggestion reported as accepted.
+--- @type string?
+M.last_item_id = nil
+
 --- Number of inline completion requests sent (for diagnostics).
 M.requests = 0
 
@@ -268,6 +272,7 @@ local function report(g, how)
   local arguments = vim.deepcopy(command.arguments or {})
   if type(arguments[1]) == 'table' then
     arguments[1].how = how
+    M.last_item_id = arguments[1].completionId
   end
   client:request(
     'workspace/executeCommand',

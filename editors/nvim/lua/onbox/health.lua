@@ -80,7 +80,8 @@ local function report_journal(h)
   if journal.writable then
     health.ok(('journal writable: %s'):format(tostring(journal.dir)))
   else
-    health.error(('journal not writable: %s (%s)'):format(tostring(journal.dir), tostring(journal.error)), {
+    local why = present(journal.error) and journal.error or 'the server has no journal open'
+    health.error(('journal not writable: %s (%s)'):format(tostring(journal.dir), why), {
       'make the directory writable or set ONBOX_JOURNAL_DIR; until then nothing leaves this machine',
     })
   end
