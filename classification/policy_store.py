@@ -30,7 +30,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +51,7 @@ LAST_GOOD = "last-good.onbox-policy"
 class JournalLike(Protocol):
     """What the store needs from :func:`onbox.audit.open_journal`'s journal."""
 
-    def append(self, kind: str, body: dict[str, Any], durable: bool = ...) -> object:
+    def append(self, kind: str, body: Mapping[str, Any], *, durable: bool = ...) -> object:
         """Append one entry."""
 
 
@@ -314,6 +314,7 @@ class PolicyStore:
         Without an installed trust root this installs ``root_bytes`` as the first one
         (whoever can write the trust-root path is trusted to place it).
         """
+        self.directory.mkdir(parents=True, exist_ok=True)
         with self._lock:
             try:
                 new = TrustRoot.from_bytes(root_bytes, f"trust root from {origin}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,8 +53,8 @@ class RecordingJournal:
 
     entries: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
-    def append(self, kind: str, body: dict[str, Any], durable: bool = False) -> object:
-        self.entries.append((kind, body))
+    def append(self, kind: str, body: Mapping[str, Any], durable: bool = False) -> object:
+        self.entries.append((kind, dict(body)))
         return None
 
     def kinds(self) -> list[str]:
@@ -81,10 +81,9 @@ class Env:
     ) -> bytes:
         data = policy if policy is not None else policy_bytes(pid or f"acme-{serial}")
         signers = self.keys[:1] if keys is None else keys
-        b = make_bundle(
-            data, serial, self.now[0] + timedelta(days=days), signers, issued=self.now[0]
-        )
-        return b.to_bytes()
+        expires = self.now[0] + timedelta(days=days)
+        out: bytes = make_bundle(data, serial, expires, signers, issued=self.now[0]).to_bytes()
+        return out
 
     def new_store(self) -> PolicyStore:
         return PolicyStore(
@@ -315,7 +314,7 @@ def test_tampered_last_good_on_disk_is_not_trusted(env: Env) -> None:
 
 def test_a_failing_journal_does_not_undo_the_decision(env: Env) -> None:
     class BrokenJournal:  # fault injection: the real journal's disk is full
-        def append(self, kind: str, body: dict[str, Any], durable: bool = False) -> object:
+        def append(self, kind: str, body: Mapping[str, Any], durable: bool = False) -> object:
             raise OSError("No space left on device")
 
     env.store.journal = BrokenJournal()

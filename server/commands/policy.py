@@ -1,0 +1,318 @@
+"""``onbox policy init|check|sign|verify|pull|status``: write, sign and apply admin policy.
+
+Admins: ``init`` writes a commented example, ``check`` validates one (and shows the
+labels it would give a sample repo), ``sign`` makes a signed bundle, ``verify`` checks
+a bundle against the trust root. Workstations: ``pull`` fetches the configured sources
+and applies what verifies, ``status`` shows the policy in force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from onbox.server.cli import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+logger = logging.getLogger(__name__)
+
+EXAMPLE_POLICY = """\
+# Onbox classification policy. Check it with `onbox policy check FILE --repo DIR`,
+# sign it with `onbox policy sign FILE --key admin.key --serial N --expires DATE`.
+
+[policy]
+id = "acme-2026-11"                            # shown in every decision and journal entry
+labels = ["public", "internal", "restricted"]  # ordered, lowest first
+default_label = "restricted"                   # anything unknown, and every fail-closed answer
+
+# Repositories: patterns match the normalised remote "host/owner/name".
+[[repos]]
+match = "github.com/acme/docs"
+tags = ["docs"]
+label = "public"          # only the signed policy may set a label lower than the default
+
+[[repos]]
+match = "github.com/acme/*"
+tags = ["acme"]
+
+[tags]                    # tag -> label
+docs = "public"
+acme = "internal"
+payments = "restricted"
+
+[owners]                  # CODEOWNERS owner -> label
+"@acme/payments" = "restricted"
+
+[content]                 # labels for the built-in secret and PII detectors
+secrets = "restricted"
+pii = "restricted"
+
+[[detectors]]             # a policy-defined detector (RE2 syntax: no backreferences)
+name = "patient-id"
+kind = "regex"
+pattern = 'PAT-[0-9]{8}'
+label = "restricted"
+
+[destinations.on-box]
+kind = "llama-cpp"
+clearance = "restricted"
+
+[routes]                  # label -> destinations in order; on-box is always the last resort
+public = ["on-box"]
+internal = ["on-box"]
+restricted = ["on-box"]
+"""
+
+
+def register(sub: Any) -> None:
+    """Add ``onbox policy`` and its subcommands."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "policy",
+        help="write, check, sign, verify and pull the signed classification policy",
+        description=__doc__,
+        epilog="Exit codes: 0 ok, 1 check failed (invalid, unsigned, rejected), 2 usage"
+        " error, 3 environment error (no trust root, unreadable key).",
+    )
+    ps = p.add_subparsers(dest="policy_command", metavar="SUBCOMMAND", required=True)
+
+    q = ps.add_parser("init", help="write a commented example policy")
+    q.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    q.set_defaults(func=run_init)
+
+    q = ps.add_parser("check", help="validate a policy TOML file")
+    q.add_argument("file", type=Path)
+    q.add_argument("--repo", type=Path, help="show the labels it gives this repo's files")
+    q.add_argument("--limit", type=int, default=200, help="files shown with --repo")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=run_check)
+
+    q = ps.add_parser("sign", help="sign a policy into a bundle")
+    q.add_argument("file", type=Path)
+    q.add_argument("--key", type=Path, action="append", required=True, help="private key")
+    q.add_argument("--serial", type=int, required=True, help="greater than the last one")
+    q.add_argument("--expires", required=True, help="ISO date or date-time (UTC if no zone)")
+    q.add_argument("--out", type=Path, required=True, help="bundle file (.onbox-policy)")
+    q.set_defaults(func=run_sign)
+
+    q = ps.add_parser("verify", help="check a bundle's signatures against the trust root")
+    q.add_argument("bundle", type=Path)
+    q.add_argument("--trust-root", type=Path, help="default: ONBOX_TRUST_ROOT or site config")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=run_verify)
+
+    q = ps.add_parser("pull", help="fetch the configured sources and apply what verifies")
+    q.add_argument("--source", action="append", default=[], help="dir, git+URL or https URL")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=run_pull)
+
+    q = ps.add_parser("status", help="show the trust root and the policy in force")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=run_status)
+
+
+def _err(message: str) -> None:
+    print(f"onbox policy: {message}", file=sys.stderr)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    """Write the example policy."""
+    if args.out is None:
+        sys.stdout.write(EXAMPLE_POLICY)
+        return EXIT_OK
+    if args.out.exists():
+        _err(f"{args.out} exists; choose another --out or remove it")
+        return EXIT_USAGE
+    args.out.write_text(EXAMPLE_POLICY, "utf-8")
+    print(f"wrote {args.out}; edit it, then `onbox policy check {args.out}`")
+    return EXIT_OK
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Validate a policy and optionally label a sample repo with it."""
+    from onbox.classification.policy import PolicyError, load_policy
+
+    try:
+        policy = load_policy(args.file)
+    except PolicyError as exc:
+        _err(f"invalid: {exc}")
+        return EXIT_FAILED
+    rows = _label_repo(policy, args.repo, args.limit) if args.repo else []
+    if args.json:
+        print(json.dumps({"valid": True, "id": policy.id, "files": rows}, indent=2))
+        return EXIT_OK
+    print(
+        f"{args.file}: valid policy {policy.id!r} ({len(policy.scale.names)} labels,"
+        f" {len(policy.repos)} repo rules, {len(policy.detectors)} detectors)"
+    )
+    if rows:
+        width = max(len(r["path"]) for r in rows)
+        print(f"\n{'file'.ljust(width)}  {'label':<11} deciding")
+        for row in rows:
+            print(f"{row['path'].ljust(width)}  {row['label']:<11} {', '.join(row['deciding'])}")
+    return EXIT_OK
+
+
+def _label_repo(policy: Any, repo: Path, limit: int) -> list[dict[str, Any]]:
+    from onbox.classification.classifier import Classifier
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), "ls-files", "-z"], capture_output=True, check=True
+        ).stdout.decode("utf-8", "replace")
+        files = [f for f in out.split("\0") if f]
+    except (OSError, subprocess.CalledProcessError):
+        files = sorted(
+            str(p.relative_to(repo))
+            for p in repo.rglob("*")
+            if p.is_file() and ".git" not in p.parts
+        )
+    classifier = Classifier(policy)
+    rows = []
+    for rel in files[:limit]:
+        decision = classifier.classify_path((repo / rel).resolve())
+        rows.append(
+            {"path": rel, "label": decision.label.name, "deciding": list(decision.deciding)}
+        )
+    return rows
+
+
+def run_sign(args: argparse.Namespace) -> int:
+    """Validate and sign a policy into a bundle."""
+    from onbox.classification.bundle import make_bundle, parse_time
+    from onbox.classification.policy import PolicyError, parse_policy
+    from onbox.classification.trust import DistributionError, key_id, load_private_key
+
+    try:
+        data = args.file.read_bytes()
+        parse_policy(data, str(args.file))
+        expires = parse_time(args.expires, "--expires")
+        keys = [load_private_key(k) for k in args.key]
+        bundle = make_bundle(data, args.serial, expires, keys)
+    except PolicyError as exc:
+        _err(f"refusing to sign an invalid policy: {exc}")
+        return EXIT_FAILED
+    except (OSError, ValueError, DistributionError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    args.out.write_bytes(bundle.to_bytes())
+    signers = ", ".join(key_id(k.public_key())[:16] for k in keys)
+    print(f"wrote {args.out}: serial {bundle.serial}, expires {args.expires}, signed by {signers}")
+    return EXIT_OK
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Verify a bundle against the trust root and validate its policy."""
+    from onbox.classification.bundle import PolicyBundle, format_time
+    from onbox.classification.policy import PolicyError, parse_policy
+    from onbox.classification.trust import (
+        DistributionError,
+        SignatureError,
+        TrustRoot,
+        TrustRootError,
+    )
+
+    from onbox import paths
+
+    try:
+        root = TrustRoot.load(args.trust_root or paths.trust_root_path())
+    except TrustRootError as exc:
+        _err(str(exc))
+        return EXIT_ENVIRONMENT
+    try:
+        bundle = PolicyBundle.from_bytes(args.bundle.read_bytes())
+        signers = bundle.verify(root)
+        policy = parse_policy(bundle.policy, f"{args.bundle} (serial {bundle.serial})")
+    except OSError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except (SignatureError, DistributionError, PolicyError) as exc:
+        _err(f"{args.bundle}: {exc}")
+        return EXIT_FAILED
+    expired = bundle.is_expired(datetime.now(UTC))
+    info = {
+        "valid": not expired,
+        "policy_id": policy.id,
+        "serial": bundle.serial,
+        "issued": format_time(bundle.issued),
+        "expires": format_time(bundle.expires),
+        "expired": expired,
+        "signers": sorted(signers),
+        "threshold": root.threshold,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(
+            f"{args.bundle}: policy {policy.id!r} serial {bundle.serial}, signed by"
+            f" {len(signers)} of {root.threshold} required keys, expires {info['expires']}"
+            + (" (EXPIRED)" if expired else "")
+        )
+    return EXIT_FAILED if expired else EXIT_OK
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    """Fetch sources and apply the newest valid bundle to the local store."""
+    from onbox.classification.policy_store import PolicyStore
+    from onbox.classification.sources import configured_sources, parse_source, pull
+    from onbox.classification.trust import SourceError
+
+    try:
+        sources = [parse_source(s) for s in args.source] or configured_sources()
+    except SourceError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    if not sources:
+        _err("no policy sources; pass --source or set [policy] sources in settings.toml")
+        return EXIT_USAGE
+    store = PolicyStore(journal=_open_journal())
+    results = pull(store, sources)
+    if args.json:
+        print(json.dumps([r.to_json() for r in results], indent=2))
+    else:
+        for r in results:
+            mark = "applied" if r.applied else ("REJECTED" if r.rejected else "failed")
+            print(f"{mark:8} {r.origin}: {r.reason}")
+        print(f"in force: {store.current().id} serial {store.current().serial}")
+    return EXIT_FAILED if any(r.rejected or not r.applied for r in results) else EXIT_OK
+
+
+def _open_journal() -> Any:
+    """The audit journal, or ``None`` (with a warning) when it cannot be opened."""
+    try:
+        from onbox.audit import open_journal  # type: ignore[attr-defined,unused-ignore]
+
+        return open_journal()
+    except Exception as exc:  # the journal is optional for a pull; say so and go on
+        logger.warning("policy decisions will not be journaled: %s", exc)
+        return None
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Show the trust root, the policy in force and the last rejection."""
+    from onbox.classification.policy_store import describe_policy_state
+
+    state = describe_policy_state()
+    if args.json:
+        print(json.dumps(state, indent=2))
+        return EXIT_OK
+    root = state["trust_root"]
+    pol = state["policy"]
+    print(
+        f"trust root: {root['path']} "
+        + (
+            f"v{root['version']}, {root['threshold']} of {len(root['keys'])} keys"
+            if root.get("keys")
+            else f"MISSING/INVALID ({root.get('error')})"
+        )
+    )
+    print(f"policy:     {pol['id']} serial {pol['serial']} expires {pol['expires'] or '-'}")
+    if state["warning"]:
+        print(f"WARNING:    {state['warning']}")
+    if state["last_rejection"]:
+        print(f"last rejection: {state['last_rejection']['reason']}")
+    return EXIT_OK
