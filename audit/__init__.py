@@ -36,12 +36,11 @@ Errors (:mod:`onbox.audit.errors`)::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from onbox import paths
 from onbox.audit.bundle import export_bundle, load_checkpoint
 from onbox.audit.check import Problem
 from onbox.audit.entry import KINDS, Receipt
@@ -59,6 +58,8 @@ from onbox.audit.journal import Journal as _JournalBase
 from onbox.audit.keys import KeyStore
 from onbox.audit.stats import iter_entries, journal_stats
 from onbox.audit.verify import VerifyResult, verify_journal
+
+from onbox import paths
 
 __all__ = [
     "KINDS",
@@ -85,12 +86,13 @@ __all__ = [
 ]
 
 
-class Journal(_JournalBase):
+class Journal(_JournalBase):  # type: ignore[misc]
     """An open journal (see :mod:`onbox.audit.journal`), plus encrypted prompt storage."""
 
     def store_encrypted_prompt(self, prompt: str, recipient_public_key_b64: str) -> dict[str, Any]:
         """Encrypt ``prompt`` to the security team's X25519 key; put the result in the egress body."""
-        return encrypt_prompt(prompt, recipient_public_key_b64)
+        envelope: dict[str, Any] = encrypt_prompt(prompt, recipient_public_key_b64)
+        return envelope
 
 
 def default_key_dir() -> Path:
@@ -121,6 +123,3 @@ def open_journal(
         forward_secure=forward_secure,
         clock=clock,
     )
-
-
-_ = Mapping

@@ -117,7 +117,9 @@ def open_bundle(bundle: Path, into: Path) -> BundleContents:
     try:
         manifest = json.loads(members["manifest.json"])
         keys = json.loads(members.get("keys.json", b"{}"))
-        checkpoint = json.loads(members["checkpoint.json"]) if "checkpoint.json" in members else None
+        checkpoint = (
+            json.loads(members["checkpoint.json"]) if "checkpoint.json" in members else None
+        )
     except (KeyError, ValueError) as exc:
         raise ValueError(f"{bundle} lacks a valid manifest: {exc}") from exc
     if manifest.get("type") != BUNDLE_TYPE:
@@ -183,7 +185,9 @@ def _verified_history(lines: list[str]) -> list[str]:
         else:
             ok = False
         if not ok:
-            logger.warning("bundle key history: entry %s does not extend the key chain", entry["seq"])
+            logger.warning(
+                "bundle key history: entry %s does not extend the key chain", entry["seq"]
+            )
             break
         chain.append(str(entry["key"]))
         public = new_public
@@ -201,7 +205,8 @@ def _header_time(path: Path) -> datetime | None:
     with open(path, "rb") as handle:
         first = handle.readline()
     try:
-        return parse_time(json.loads(first)["time"])
+        moment: datetime = parse_time(json.loads(first)["time"])
+        return moment
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -217,5 +222,3 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info.size = len(data)
     info.mode = 0o644
     tar.addfile(info, io.BytesIO(data))
-
-

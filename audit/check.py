@@ -156,7 +156,11 @@ def _check_keys(
     """Check header placement, the signing key in effect and the signature(s)."""
     kind, body = entry["kind"], entry["body"]
     if (kind == HEADER_KIND) != (number == 1):
-        what = "segment header is not the first line" if number > 1 else "first line is not a segment header"
+        what = (
+            "segment header is not the first line"
+            if number > 1
+            else "first line is not a segment header"
+        )
         return what, public, key_id
     message = signing_message(entry["hash"])
     if number == 1:
@@ -167,19 +171,23 @@ def _check_keys(
                 public,
                 key_id,
             )
-        public, key_id, what = _load_key(body.get("public_key"), entry["key"])
-        if what:
-            return what, public, key_id
+        public, key_id, bad_key = _load_key(body.get("public_key"), entry["key"])
+        if bad_key:
+            return bad_key, public, key_id
         report.start_key = key_id
         report.keys.append(str(key_id))
     elif kind == "key-rotated":
         if body.get("old_key") != key_id or body.get("new_key") != entry["key"]:
-            return "key-rotated entry does not name the key in effect as old_key and its signer as new_key", public, key_id
+            return (
+                "key-rotated entry does not name the key in effect as old_key and its signer as new_key",
+                public,
+                key_id,
+            )
         if not verify_signature(public, str(entry.get("cosig", "")), message):
             return "key-rotated entry lacks a valid co-signature by the old key", public, key_id
-        public, key_id, what = _load_key(body.get("public_key"), entry["key"])
-        if what:
-            return what, public, key_id
+        public, key_id, bad_key = _load_key(body.get("public_key"), entry["key"])
+        if bad_key:
+            return bad_key, public, key_id
         report.keys.append(str(key_id))
     if entry["key"] != key_id:
         return f"signed by key {entry['key']}, but the key in effect is {key_id}", public, key_id
@@ -195,7 +203,11 @@ def _load_key(public_b64: Any, claimed: str) -> tuple[Any, str | None, str | Non
     except (ValueError, binascii.Error):
         return None, None, "public key in the entry is malformed"
     if fingerprint_of(raw) != claimed:
-        return None, None, f"public key has fingerprint {fingerprint_of(raw)}, entry claims {claimed}"
+        return (
+            None,
+            None,
+            f"public key has fingerprint {fingerprint_of(raw)}, entry claims {claimed}",
+        )
     return public, claimed, None
 
 

@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from onbox.audit.errors import EnvelopeError
 
 ALG = "X25519-HKDF-SHA256-ChaCha20Poly1305"
@@ -38,7 +37,9 @@ def _raw(public: X25519PublicKey) -> bytes:
 
 
 def _key(shared: bytes, epk: bytes, recipient: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=epk + recipient, info=INFO).derive(shared)
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=epk + recipient, info=INFO).derive(
+        shared
+    )
 
 
 def _aad(recipient_id: str) -> bytes:

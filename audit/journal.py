@@ -87,7 +87,9 @@ class _ProcessLock:
 
 
 def _unwritable(path: Path, exc: OSError) -> JournalUnwritable:
-    what = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else str(exc)
+    what = (
+        "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else str(exc)
+    )
     return JournalUnwritable(
         f"cannot write the audit journal at {path}: {what}. Free disk space or fix the "
         "directory's permissions; until then completions stay on this machine."
@@ -152,12 +154,12 @@ class Journal:
     @property
     def key_fingerprint(self) -> str:
         """Fingerprint of the key that signs new entries."""
-        return self._key.fingerprint
+        return str(self._key.fingerprint)
 
     @property
     def public_key_b64(self) -> str:
         """Raw base64 public key that signs new entries."""
-        return self._key.public_b64
+        return str(self._key.public_b64)
 
     def append(self, kind: str, body: Mapping[str, Any], *, durable: bool = False) -> Receipt:
         """Sign and append one entry; fsynced before returning when ``durable``.
@@ -200,7 +202,7 @@ class Journal:
 
         with self._locked():
             self._sync_durable()
-            return sign_checkpoint(
+            signed: dict[str, Any] = sign_checkpoint(
                 self._key,
                 device=self.device_fingerprint,
                 seq=self._seq,
@@ -208,6 +210,7 @@ class Journal:
                 time=format_time(self._clock()),
                 extra=extra,
             )
+            return signed
 
     def flush(self) -> None:
         """Fsync everything appended so far."""

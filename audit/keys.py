@@ -27,7 +27,6 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from onbox.audit.errors import JournalKeyError
 
 logger = logging.getLogger(__name__)

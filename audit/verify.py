@@ -132,12 +132,17 @@ def _verify_dir(
         if report.problem is not None and report.problem.line == 1:
             problem = report.problem
         elif report.index != expected_index:
-            problem = Problem(report.name, 1, report.first_seq, f"segment {expected_index} is missing")
+            problem = Problem(
+                report.name, 1, report.first_seq, f"segment {expected_index} is missing"
+            )
         else:
             problem = _link_problem(report, previous, partial_start=first_segment > 1)
             if previous is None and prior_keys and report.start_key not in prior_keys:
                 problem = problem or Problem(
-                    report.name, 1, report.first_seq, "header key is not in the bundle's key history"
+                    report.name,
+                    1,
+                    report.first_seq,
+                    "header key is not in the bundle's key history",
                 )
         problem = problem or report.problem
         _absorb(result, report, chain)
@@ -148,7 +153,12 @@ def _verify_dir(
             return result
         if previous is None and first_segment > 1:
             result.notes.append(
-                Problem(report.name, 1, report.first_seq, "bundle starts here; earlier entries are not included")
+                Problem(
+                    report.name,
+                    1,
+                    report.first_seq,
+                    "bundle starts here; earlier entries are not included",
+                )
             )
         previous = report
     result.keys = chain
@@ -206,7 +216,9 @@ def _link_problem(
     if report.first_prev != previous.last_hash:
         return bad(f"prev does not match the last entry of {previous.name}")
     if previous.last_seq is None or report.first_seq != previous.last_seq + 1:
-        return bad(f"seq {report.first_seq} does not follow {previous.last_seq} from {previous.name}")
+        return bad(
+            f"seq {report.first_seq} does not follow {previous.last_seq} from {previous.name}"
+        )
     if report.start_key != previous.end_key:
         return bad(f"header key {report.start_key} is not the key in effect ({previous.end_key})")
     return None
@@ -237,7 +249,12 @@ def _expectation_problem(
     if why is not None:
         return Problem("checkpoint", 0, None, why)
     if checkpoint["key"] not in chain:
-        return Problem("checkpoint", 0, None, f"checkpoint signed by key {checkpoint['key']}, not in this journal's key chain")
+        return Problem(
+            "checkpoint",
+            0,
+            None,
+            f"checkpoint signed by key {checkpoint['key']}, not in this journal's key chain",
+        )
     seq = int(checkpoint["seq"])
     where = Problem(last.name, last.lines, last.last_seq, "")
     if seq > result.head_seq and cut_short:
@@ -270,15 +287,29 @@ def _bundle_problem(
         return None
     import hashlib
 
-    present = [{"name": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for _, p in segments]
+    present = [
+        {"name": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for _, p in segments
+    ]
     listed = list(claims.get("segments", []))
     for have, want in zip(present, listed, strict=False):
         if have != want:
-            return Problem(have["name"], 1, None, f"segment differs from the bundle's signed checkpoint (expected {want['name']})")
+            return Problem(
+                have["name"],
+                1,
+                None,
+                f"segment differs from the bundle's signed checkpoint (expected {want['name']})",
+            )
     if len(present) != len(listed):
-        return Problem("bundle", 0, None, f"bundle holds {len(present)} segments, its signed checkpoint lists {len(listed)}")
+        return Problem(
+            "bundle",
+            0,
+            None,
+            f"bundle holds {len(present)} segments, its signed checkpoint lists {len(listed)}",
+        )
     if claims.get("last_seq") != result.head_seq or claims.get("last_hash") != result.head_hash:
-        return Problem("bundle", 0, result.head_seq, "bundle's last entry differs from its signed checkpoint")
+        return Problem(
+            "bundle", 0, result.head_seq, "bundle's last entry differs from its signed checkpoint"
+        )
     return None
 
 

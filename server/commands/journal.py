@@ -1,0 +1,326 @@
+"""``onbox journal verify|export|show|stats|decrypt``: the security team's view of the journal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from onbox.audit import (
+    EnvelopeError,
+    JournalError,
+    VerifyResult,
+    decrypt_prompt,
+    export_bundle,
+    iter_entries,
+    journal_stats,
+    load_checkpoint,
+    open_journal,
+    verify_journal,
+)
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from onbox import paths
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ENVIRONMENT = 0, 1, 2, 3
+PROGRESS_MIN_BYTES = 2 * 1024 * 1024
+
+VERIFY_EPILOG = """\
+exit codes:
+  0  every signature, hash, chain link, seq and segment link verifies
+     (and the checkpoint / enrolled key match, when given)
+  1  verification failed: the first bad entry is named (segment, line, seq, what)
+  2  usage or input error (no journal at PATH, unreadable checkpoint)
+  3  environment error
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``onbox journal`` and its subcommands."""
+    parser = subparsers.add_parser(
+        "journal",
+        help="verify, export and summarise the audit journal",
+        description="Verify, export and summarise the signed audit journal.",
+    )
+    sub = parser.add_subparsers(dest="journal_command", metavar="SUBCOMMAND", required=True)
+
+    verify = sub.add_parser(
+        "verify",
+        help="check every signature and chain link",
+        epilog=VERIFY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument(
+        "path",
+        nargs="?",
+        type=Path,
+        help="journal directory or export bundle (default: this device's journal)",
+    )
+    verify.add_argument("--key", metavar="FINGERPRINT", help="the enrolled device key fingerprint")
+    verify.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="a checkpoint.json or an earlier export bundle: the journal must still contain its head",
+    )
+    verify.add_argument(
+        "--workers", type=int, default=None, help="verifier processes (default: CPU count)"
+    )
+    verify.add_argument("--no-progress", action="store_true", help="no progress bar")
+    verify.add_argument("--json", action="store_true", help="machine-readable result")
+    verify.set_defaults(func=run_verify)
+
+    export = sub.add_parser(
+        "export",
+        help="write one verifiable bundle file",
+        epilog="exit codes: 0 ok, 2 usage error, 3 environment error",
+    )
+    export.add_argument("--dir", type=Path, help="journal directory (default: this device's)")
+    export.add_argument("--since", type=_when, help="ISO date/time (UTC when no offset)")
+    export.add_argument("--until", type=_when, help="ISO date/time (UTC when no offset)")
+    export.add_argument("--out", type=Path, required=True, help="bundle file to write (.tar)")
+    export.set_defaults(func=run_export)
+
+    show = sub.add_parser(
+        "show", help="list recent entries", epilog="exit codes: 0 ok, 2 usage error"
+    )
+    show.add_argument("--dir", type=Path)
+    show.add_argument("--kind", action="append", help="only these kinds (repeatable)")
+    show.add_argument("--since", type=_when)
+    show.add_argument("--limit", type=int, default=20, help="newest N entries (0: all)")
+    show.add_argument("--json", action="store_true", help="JSON Lines output")
+    show.set_defaults(func=run_show)
+
+    stats = sub.add_parser(
+        "stats",
+        help="egress by destination/label/day, on-box share, acceptance",
+        epilog="exit codes: 0 ok, 2 usage error",
+    )
+    stats.add_argument("--dir", type=Path)
+    stats.add_argument("--since", type=_when)
+    stats.add_argument("--days", type=int, help="only the last N days")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=run_stats)
+
+    decrypt = sub.add_parser(
+        "decrypt",
+        help="security team: read an encrypted egress prompt",
+        epilog="exit codes: 0 ok, 1 cannot decrypt, 2 usage error",
+    )
+    decrypt.add_argument("seq", type=int, help="seq of the egress entry")
+    decrypt.add_argument(
+        "--private-key",
+        type=Path,
+        required=True,
+        help="file holding the raw base64 X25519 private key",
+    )
+    decrypt.add_argument("--dir", type=Path)
+    decrypt.set_defaults(func=run_decrypt)
+
+
+def _when(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO date/time: {text!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _err(message: str) -> None:
+    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """``onbox journal verify``."""
+    path: Path = args.path or paths.journal_dir()
+    if not path.exists():
+        _err(f"no journal at {path}; pass a journal directory or an export bundle")
+        return EXIT_USAGE
+    checkpoint = None
+    if args.checkpoint is not None:
+        try:
+            checkpoint = load_checkpoint(args.checkpoint)
+        except (OSError, ValueError, KeyError) as exc:
+            _err(f"cannot read checkpoint {args.checkpoint}: {exc}")
+            return EXIT_USAGE
+    try:
+        result = _verify_with_progress(path, args, checkpoint)
+    except ValueError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:
+        _err(f"cannot read {path}: {exc}")
+        return EXIT_ENVIRONMENT
+    if args.json:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    else:
+        _print_verify(result)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _verify_with_progress(
+    path: Path, args: argparse.Namespace, checkpoint: dict[str, Any] | None
+) -> VerifyResult:
+    size = (
+        sum(p.stat().st_size for p in path.glob("segment-*.jsonl"))
+        if path.is_dir()
+        else path.stat().st_size
+    )
+    if args.no_progress or args.json or size < PROGRESS_MIN_BYTES:
+        return verify_journal(
+            path, expected_fingerprint=args.key, checkpoint=checkpoint, workers=args.workers
+        )
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("verifying", total=size)
+        return verify_journal(
+            path,
+            expected_fingerprint=args.key,
+            checkpoint=checkpoint,
+            workers=args.workers,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+
+
+def _print_verify(result: VerifyResult) -> None:
+    console = Console(highlight=False)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    if result.ok:
+        console.print(
+            f"[green]OK[/green] {result.entries} entries in {result.segments} segments; "
+            f"head seq {result.head_seq} ({result.head_hash[:16]}…); device {result.device_fingerprint}; "
+            f"keys {' → '.join(result.keys)}"
+            + (
+                f"; checkpoint seq {result.checkpoint_seq} matches"
+                if result.checkpoint_seq is not None
+                else ""
+            )
+        )
+    else:
+        console.print(f"[red]FAILED[/red] {result.first_error}")
+        console.print(f"{result.entries} entries verified before it.")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """``onbox journal export``."""
+    try:
+        with open_journal(args.dir) as journal:
+            manifest = export_bundle(journal, args.out, since=args.since, until=args.until)
+    except ValueError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except (JournalError, OSError) as exc:
+        _err(str(exc))
+        return EXIT_ENVIRONMENT
+    names = [s["name"] for s in manifest["segments"]]
+    Console(highlight=False).print(
+        f"wrote {args.out}: {len(names)} segments ({names[0]} … {names[-1]}), device {manifest['device']}"
+    )
+    return EXIT_OK
+
+
+def _since(args: argparse.Namespace) -> datetime | None:
+    if getattr(args, "days", None):
+        return datetime.now(UTC) - timedelta(days=args.days)
+    since: datetime | None = args.since
+    return since
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """``onbox journal show``."""
+    directory = args.dir or paths.journal_dir()
+    if not directory.is_dir():
+        _err(f"no journal at {directory}")
+        return EXIT_USAGE
+    entries = [
+        e
+        for e in iter_entries(directory, since=args.since)
+        if not args.kind or e.get("kind") in args.kind
+    ]
+    if args.limit:
+        entries = entries[-args.limit :]
+    if args.json:
+        for entry in entries:
+            sys.stdout.write(json.dumps(entry, sort_keys=True) + "\n")
+        return EXIT_OK
+    table = Table("seq", "time", "kind", "body")
+    for entry in entries:
+        body = json.dumps(entry.get("body"), sort_keys=True)
+        table.add_row(
+            str(entry.get("seq")),
+            str(entry.get("time")),
+            str(entry.get("kind")),
+            body[:100] + ("…" if len(body) > 100 else ""),
+        )
+    Console().print(table)
+    return EXIT_OK
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    """``onbox journal stats``."""
+    directory = args.dir or paths.journal_dir()
+    if not directory.is_dir():
+        _err(f"no journal at {directory}")
+        return EXIT_USAGE
+    stats = journal_stats(directory, since=_since(args))
+    if args.json:
+        sys.stdout.write(json.dumps(stats, indent=2) + "\n")
+        return EXIT_OK
+    console = Console(highlight=False)
+    egress, comp, acc = stats["egress"], stats["completions"], stats["acceptance"]
+    console.print(
+        f"entries: {stats['entries']}   completions: {comp['total']} (served on-box: {comp['served_on_box']})"
+    )
+    rate = f"{acc['rate']:.1%}" if acc["rate"] is not None else "n/a"
+    console.print(f"acceptance: {acc['accepted']}/{acc['served']} served ({rate})")
+    console.print(f"egress: {egress['total']} requests, {egress['bytes_sent']} bytes sent")
+    for title in ("by_destination", "by_label", "by_day"):
+        table = Table(title.replace("_", " "), "egress")
+        for name, count in egress[title].items():
+            table.add_row(name, str(count))
+        console.print(table)
+    return EXIT_OK
+
+
+def run_decrypt(args: argparse.Namespace) -> int:
+    """``onbox journal decrypt``."""
+    directory = args.dir or paths.journal_dir()
+    try:
+        private = args.private_key.read_text("ascii").strip()
+    except OSError as exc:
+        _err(f"cannot read {args.private_key}: {exc}")
+        return EXIT_USAGE
+    for entry in iter_entries(directory):
+        if entry.get("seq") == args.seq:
+            envelope = _find_envelope(entry.get("body") or {})
+            if envelope is None:
+                _err(f"entry {args.seq} ({entry.get('kind')}) holds no encrypted prompt")
+                return EXIT_USAGE
+            try:
+                sys.stdout.write(decrypt_prompt(envelope, private))
+            except EnvelopeError as exc:
+                _err(str(exc))
+                return EXIT_FAILED
+            return EXIT_OK
+    _err(f"no entry with seq {args.seq} in {directory}")
+    return EXIT_USAGE
+
+
+def _find_envelope(body: dict[str, Any]) -> dict[str, Any] | None:
+    for value in body.values():
+        if isinstance(value, dict) and str(value.get("alg", "")).startswith("X25519-"):
+            return value
+    return None
