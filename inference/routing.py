@@ -444,14 +444,10 @@ class Router:
     def _encrypt(self, prompt: bytes) -> dict[str, Any]:
         store = getattr(self.journal, "store_encrypted_prompt", None)
         if store is None:
-            import onbox.audit as audit
-
-            store = getattr(audit, "store_encrypted_prompt", None)
-        if store is None:
             raise RuntimeError(
-                "the policy asks for encrypted prompts but onbox.audit cannot store them"
+                "the policy asks for encrypted prompts; the journal cannot store them"
             )
-        result: dict[str, Any] = store(prompt, self.policy.security_team_key)
+        result: dict[str, Any] = store(prompt.decode("utf-8"), self.policy.security_team_key)
         return result
 
     def _on_box(

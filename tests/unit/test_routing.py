@@ -19,6 +19,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from onbox.audit import (
+    decrypt_prompt,
+    generate_recipient_key,
+    iter_entries,
+    open_journal,
+    verify_journal,
+)
 from onbox.classification.decision import Decision, Finding, Reason
 from onbox.classification.labels import Label
 from onbox.classification.policy import Policy, parse_policy
@@ -120,7 +127,7 @@ class MemoryJournal:
         self.entries.append((kind, dict(body), durable))
         return Receipt(len(self.entries))
 
-    def store_encrypted_prompt(self, prompt: bytes, recipient: str) -> dict[str, Any]:
+    def store_encrypted_prompt(self, prompt: str, recipient: str) -> dict[str, Any]:
         return {"alg": "test", "recipient": recipient, "bytes": len(prompt)}
 
 
@@ -400,7 +407,29 @@ def test_encrypted_prompt_is_added_when_the_policy_asks(
             if isinstance(dest, RemoteDestination):
                 dest.close()
     envelope = journal.entries[0][1]["encryptedPrompt"]
-    assert envelope["bytes"] == len(cloud.requests[0].body)
+    assert envelope["bytes"] == len(cloud.requests[0].body.decode())
+
+
+def test_with_the_real_journal_the_egress_entry_verifies_and_the_prompt_decrypts(
+    tmp_path: Path, cloud: RecordingServer, corp: RecordingServer
+) -> None:
+    private, public = generate_recipient_key()
+    policy = replace(make_policy(cloud, corp, encrypt=True), security_team_key=public)
+    destinations = build_destinations(policy, OnBox())
+    journal = open_journal(tmp_path / "journal", device_key_dir=tmp_path / "keys")
+    try:
+        routed = Router(policy, destinations, journal).complete(doc(), [], SETTINGS, CancelToken())
+    finally:
+        journal.close()
+        for dest in destinations.values():
+            if isinstance(dest, RemoteDestination):
+                dest.close()
+    [entry] = [e for e in iter_entries(tmp_path / "journal") if e.get("kind") == "egress"]
+    body = entry["body"]
+    assert body["promptSha256"] == cloud.requests[0].sha256 == routed.prompt_sha256
+    assert entry["seq"] == routed.egress_seq
+    assert decrypt_prompt(body["encryptedPrompt"], private) == cloud.requests[0].body.decode()
+    assert verify_journal(tmp_path / "journal").ok
 
 
 def test_a_destination_below_the_label_is_refused_right_before_sending(
