@@ -185,3 +185,20 @@ def attribute_files_for(root: Path, rel_path: str, info_attributes: str) -> list
         pairs.append((str(root / base / ".gitattributes"), base))
     pairs.append((info_attributes, ""))
     return pairs
+
+
+def read_attributes(root: Path, rel_path: str, info_attributes: str, *,
+                    ignore_case: bool = False) -> dict[str, AttributeValue]:
+    """Watched attributes of ``rel_path``, reading every relevant file now (no cache)."""
+    macros: dict[str, dict[str, str]] = {}
+    files = []
+    for absolute, base in attribute_files_for(root, rel_path, info_attributes):
+        try:
+            text = Path(absolute).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        is_info = absolute == info_attributes
+        display = ".git/info/attributes" if is_info else f"{base}.gitattributes"
+        files.append(parse_attributes(text, base, display, allow_macros=is_info or base == "",
+                                      macros=macros, ignore_case=ignore_case))
+    return lookup(files, rel_path, ignore_case=ignore_case)

@@ -149,10 +149,8 @@ def parse_policy(data: bytes, source: str) -> Policy:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"line (\d+)", str(exc))
-        raise PolicyError(
-            f"not valid TOML: {exc}", file=source,
-            line=int(match.group(1)) if match else None, key=None,
-        ) from None
+        line = int(match.group(1)) if match else len(text.splitlines()) or 1
+        raise PolicyError(f"not valid TOML: {exc}", file=source, line=line, key=None) from None
     ctx.table(doc, "", _TOP_KEYS)
     head = ctx.table(doc.get("policy"), "policy", _POLICY_KEYS) if "policy" in doc else {}
     if "id" not in head:
@@ -280,7 +278,11 @@ def _content(ctx: _Ctx, value: object, default: Label) -> ContentConfig:
 
 
 def _detector(ctx: _Ctx, item: object, index: int) -> Detector:
-    from onbox.classification.languages import compile_query  # tree-sitter is heavy
+    from onbox.classification.languages import (  # tree-sitter is heavy
+        compile_query,
+        known_languages,
+        normalise_language,
+    )
 
     key = f"detectors.{index}"
     table = ctx.table(item, key, _DETECTOR_KEYS)
@@ -303,6 +305,9 @@ def _detector(ctx: _Ctx, item: object, index: int) -> Detector:
         return Detector(name, kind, label, pattern=pattern, line=line, compiled=compiled)
     if kind == "tree-sitter":
         language = ctx.typed(table.get("language"), f"{key}.language", str, "a language name")
+        if normalise_language(language) is None:
+            ctx.fail(f"{key}.language", f"unknown language {language!r}; tree-sitter detectors "
+                     f"support {', '.join(known_languages())}")
         query = ctx.typed(table.get("query"), f"{key}.query", str, "a tree-sitter query")
         try:
             compiled_query = compile_query(language, query)
