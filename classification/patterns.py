@@ -209,9 +209,32 @@ def wildmatch_regex(glob: str, *, brackets: bool = True) -> str:
 
 
 def literal_parts(glob: str) -> tuple[str, ...]:
-    """Literal runs of ``glob`` that any matching path must contain."""
-    parts = re.split(r"[*?\[\]\\]+", glob)
-    return tuple(p for p in parts if p and p != "/")
+    """Literal runs of ``glob`` that any matching path must contain.
+
+    Bracket expressions and escapes end a run (their content is not literal text).
+    """
+    parts: list[str] = []
+    current: list[str] = []
+    i = 0
+    while i < len(glob):
+        c = glob[i]
+        if c in "*?\\[":
+            if current:
+                parts.append("".join(current))
+                current = []
+            if c == "[":
+                close = glob.find("]", i + 2)
+                i = close + 1 if close != -1 else len(glob)
+                continue
+            i += 2 if c == "\\" else 1
+            continue
+        current.append(c)
+        i += 1
+    if current:
+        parts.append("".join(current))
+    # "**/" may match nothing, so the slashes around a run are not guaranteed.
+    stripped = (p.strip("/") for p in parts)
+    return tuple(p for p in stripped if p)
 
 
 @dataclass
