@@ -1,0 +1,127 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+
+import { DEFAULT_SETTINGS, expandPath, toLaunchSettings, toServerSettings } from '../src/settings';
+
+interface ManifestProperty {
+  default?: unknown;
+  description?: string;
+  markdownDescription?: string;
+}
+
+const manifest = JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')) as {
+  contributes: { configuration: { properties: Record<string, ManifestProperty> } };
+};
+const properties = manifest.contributes.configuration.properties;
+
+const ctx = { home: '/home/dev', workspaceFolder: '/work/repo' };
+
+function reader(values: Record<string, unknown>): (key: string) => unknown {
+  return (key) => values[key];
+}
+
+function leaves(value: unknown, prefix = ''): [string, unknown][] {
+  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    return Object.entries(value).flatMap(([k, v]) => leaves(v, prefix === '' ? k : `${prefix}.${k}`));
+  }
+  return [[prefix, value]];
+}
+
+describe('toServerSettings', () => {
+  it('gives the protocol defaults when nothing is set', () => {
+    assert.deepEqual(toServerSettings(reader({}), ctx), DEFAULT_SETTINGS);
+  });
+
+  it('maps every setting into the protocol tree', () => {
+    const settings = toServerSettings(
+      reader({
+        'model.path': '~/models/coder.gguf',
+        'model.contextSize': 8192,
+        'model.threads': 4,
+        'model.gpuLayers': 0,
+        'completion.maxTokens': 32,
+        'completion.temperature': 0,
+        'completion.prefixTokens': 512,
+        'completion.suffixTokens': 128,
+        'policy.path': '${workspaceFolder}/policy.toml',
+        'policy.sources': ['git+ssh://policy', '', 7],
+        'policy.pullMinutes': 0,
+        'journal.dir': '/var/onbox/journal',
+        logFile: '  ',
+      }),
+      ctx,
+    );
+    assert.deepEqual(settings, {
+      model: { path: '/home/dev/models/coder.gguf', contextSize: 8192, threads: 4, gpuLayers: 0 },
+      completion: { maxTokens: 32, temperature: 0, prefixTokens: 512, suffixTokens: 128 },
+      policy: { path: '/work/repo/policy.toml', sources: ['git+ssh://policy'], pullMinutes: 0 },
+      journal: { dir: '/var/onbox/journal' },
+      logFile: null,
+    });
+  });
+
+  it('keeps defaults for ill-typed numbers', () => {
+    const settings = toServerSettings(
+      reader({ 'model.contextSize': '4k', 'completion.temperature': Number.NaN, 'policy.sources': 'x' }),
+      ctx,
+    );
+    assert.equal(settings.model.contextSize, 4096);
+    assert.equal(settings.completion.temperature, 0.2);
+    assert.deepEqual(settings.policy.sources, []);
+  });
+
+  it('reads exactly the settings package.json contributes, with the same defaults', () => {
+    const asked = new Set<string>();
+    const record = (key: string): unknown => {
+      asked.add(key);
+      return undefined;
+    };
+    toServerSettings(record, ctx);
+    toLaunchSettings(record, ctx);
+    asked.add('trace.server'); // read by vscode-languageclient itself
+    const contributed = Object.keys(properties).map((k) => k.replace(/^onbox\./, ''));
+    assert.deepEqual([...asked].sort(), contributed.sort());
+    for (const [key, value] of leaves(DEFAULT_SETTINGS)) {
+      assert.deepEqual(properties[`onbox.${key}`]?.default, value, `default of onbox.${key}`);
+    }
+  });
+
+  it('describes every contributed setting', () => {
+    for (const [key, prop] of Object.entries(properties)) {
+      assert.ok((prop.description ?? prop.markdownDescription ?? '').length > 20, `${key} needs a description`);
+    }
+  });
+});
+
+describe('toLaunchSettings', () => {
+  it('maps path, args and env', () => {
+    const launch = toLaunchSettings(
+      reader({
+        'server.path': '${workspaceFolder}/.venv/bin/onbox',
+        'server.args': ['-v', 3, ''],
+        'server.env': { ONBOX_JOURNAL_DIR: '/tmp/j', THREADS: 2, DEBUG: true, NESTED: { a: 1 } },
+      }),
+      ctx,
+    );
+    assert.deepEqual(launch, {
+      path: '/work/repo/.venv/bin/onbox',
+      args: ['-v'],
+      env: { ONBOX_JOURNAL_DIR: '/tmp/j', THREADS: '2', DEBUG: 'true' },
+    });
+  });
+
+  it('ignores a non-object env', () => {
+    assert.deepEqual(toLaunchSettings(reader({ 'server.env': ['A=1'] }), ctx).env, {});
+  });
+});
+
+describe('expandPath', () => {
+  it('expands ~ only at the start and leaves ${workspaceFolder} alone without a workspace', () => {
+    assert.equal(expandPath('~', ctx), '/home/dev');
+    assert.equal(expandPath('/a/~/b', ctx), '/a/~/b');
+    assert.equal(expandPath('${workspaceFolder}/x', { home: '/h' }), '${workspaceFolder}/x');
+    assert.equal(expandPath(42, ctx), null);
+  });
+});
