@@ -222,6 +222,12 @@ class PolicyStore:
                 return result
             assert bundle is not None and policy is not None
             atomic_write(self.last_good_path, bundle_bytes)
+            # Under the lock nobody else can replace the file: prime the cache so the
+            # next current() does not parse the policy a second time.
+            in_force = dataclasses.replace(policy, serial=bundle.serial, expires=bundle.expires)
+            with self._mutex:
+                self._cache_key = self.fingerprint()
+                self._cache = (in_force, bundle, None)
             state = self.state()
             state["applied"] = {
                 "serial": bundle.serial,
