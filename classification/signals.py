@@ -125,16 +125,16 @@ def _policy_repo(policy: Policy, repo: Repository | None, reasons: list[Reason]
                               "default label applies"))
         return policy.default_label, tags
     base: Label | None = None
-    for rule in policy.repos:
+    for index, rule in enumerate(policy.repos):
         if not fnmatch.fnmatchcase(repo.identity.lower(), rule.match.lower()):
             continue
-        source = f"{policy.source}:{rule.line}"
+        source = policy.where(f"repos.{index}.tags")
         tags.extend((tag, f"policy rule {rule.match!r}", source) for tag in rule.tags)
         if rule.label is not None and base is None:
             base = rule.label
             reasons.append(Reason("policy-repo", rule.label,
                                   f"policy rule {rule.match!r} labels repo {repo.identity}",
-                                  source))
+                                  policy.where(f"repos.{index}.label")))
     if base is None:
         base = policy.default_label
         reasons.append(Reason("policy-default", base,
