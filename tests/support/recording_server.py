@@ -269,6 +269,11 @@ class RecordingServer:
             self._httpd.state.requests.clear()
             self._httpd.state.script.clear()
 
+    def clear_script(self) -> None:
+        """Drop queued faults that no request has taken yet."""
+        with self._httpd.state.lock:
+            self._httpd.state.script.clear()
+
     def push(self, fault: Fault, *, retry_after: float | None = None) -> None:
         """Apply ``fault`` to the next request not yet scripted."""
         with self._httpd.state.lock:
