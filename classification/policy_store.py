@@ -169,6 +169,9 @@ class PolicyStore:
             policy = parse_policy(bundle.policy, f"policy bundle serial {bundle.serial}")
         except (DistributionError, PolicyError) as exc:
             return None, None, f"the stored policy no longer verifies: {exc}"
+        except Exception as exc:  # a parser bug must fail closed, not crash the server
+            logger.exception("unexpected error loading %s", self.last_good_path)
+            return None, None, f"the stored policy could not be loaded: {exc!r}"
         policy = dataclasses.replace(policy, serial=bundle.serial, expires=bundle.expires)
         return policy, bundle, None
 
@@ -312,6 +315,9 @@ class PolicyStore:
             policy = parse_policy(bundle.policy, f"policy bundle serial {bundle.serial}")
         except PolicyError as exc:
             return reject(f"policy is invalid: {exc}", bundle.serial), None, None
+        except Exception as exc:  # a parser bug is a rejection, never a half-applied policy
+            logger.exception("unexpected error parsing bundle serial %d", bundle.serial)
+            return reject(f"policy is invalid (parser error {exc!r})", bundle.serial), None, None
         return None, bundle, policy
 
     def rotate_trust_root(self, root_bytes: bytes, origin: str) -> ApplyResult:
@@ -364,7 +370,10 @@ class PolicyStore:
             "at": format_time(self.clock()),
         }
         state["last_rejection"] = entry
-        atomic_write(self.state_path, json.dumps(state, indent=2).encode())
+        try:
+            atomic_write(self.state_path, json.dumps(state, indent=2).encode())
+        except OSError as exc:
+            logger.error("cannot record the rejection in %s: %s", self.state_path, exc)
         logger.warning("rejected policy bundle from %s: %s", result.origin, result.reason)
         # A source keeps offering the same bad bundle every pull: journal it once.
         if previous.get("bundle_sha256") == digest and previous.get("reason") == result.reason:

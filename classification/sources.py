@@ -100,11 +100,13 @@ class DirectorySource:
 
     def newest(self) -> Path | None:
         """The most recently modified bundle file, or ``None``."""
-        files = self._candidates()
-        if not files:
-            return None
-        best = max(files, key=lambda e: (e.stat().st_mtime_ns, e.name))
-        return Path(best.path)
+        stamped: list[tuple[int, str, str]] = []
+        for entry in self._candidates():
+            try:  # a file may vanish between listing and stat
+                stamped.append((entry.stat().st_mtime_ns, entry.name, entry.path))
+            except OSError:
+                continue
+        return Path(max(stamped)[2]) if stamped else None
 
     def fetch(self) -> Fetched | None:
         """Read the newest bundle file (up to the size cap plus one byte)."""
