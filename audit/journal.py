@@ -118,6 +118,7 @@ class Journal:
         self._mutex = threading.RLock()
         self._fd: int | None = None
         self._seg_index = 0
+        self._next_segment = ""
         self._seg_day = ""
         self._size = 0
         self._seq = -1
@@ -148,6 +149,9 @@ class Journal:
                 )
             self._flush_pending()
             self._sync_durable()
+            # Under the journal lock no rotation is half-done, so any other private key
+            # is a leftover that forward security requires gone.
+            self._keys.prune(keep=self._key.fingerprint)
 
     # ------------------------------------------------------------------ public API
 
@@ -266,7 +270,7 @@ class Journal:
 
     def _sync_tail(self) -> None:
         """Catch up with whatever other processes wrote since our last append."""
-        if self._fd is None or (self.path / segment_name(self._seg_index + 1)).exists():
+        if self._fd is None or os.path.exists(self._next_segment):
             self._open_latest()
             return
         size = os.fstat(self._fd).st_size
@@ -285,6 +289,7 @@ class Journal:
             except OSError as exc:
                 raise _unwritable(path, exc) from exc
             self._seg_index = index
+            self._next_segment = str(self.path / segment_name(index + 1))
             self._size = 0
             self._read_tail_from(0, os.fstat(self._fd).st_size)
             if self._size > 0:
@@ -336,7 +341,9 @@ class Journal:
                 f"key is {self._key.fingerprint} and the journal's key is not available. "
                 "Move the journal directory aside to start a new journal."
             ) from exc
-        self._keys.make_current(key)
+        # The journal moved on to this key (another process rotated, or a rotation was cut
+        # short after its entry was written): the previous private key must not survive.
+        self._keys.make_current(key, delete_previous=self._key.fingerprint)
         self._key = key
 
     def _cut_torn(self, offset: int, size: int) -> None:
@@ -368,13 +375,14 @@ class Journal:
     # ------------------------------------------------------------------ writing
 
     def _flush_pending(self) -> None:
+        if not self._pending:
+            return
         while self._pending:
             kind, body = self._pending.pop(0)
             if kind == "recovered":
                 body["last_valid_seq"] = self._seq
             self._write(kind, body)
-        if self._dirty:
-            self._sync_durable()
+        self._sync_durable()
 
     def _write(
         self,
@@ -384,13 +392,13 @@ class Journal:
         cosigner: DeviceKey | None = None,
         may_rotate: bool = True,
     ) -> Receipt:
-        now = self._clock()
-        day = now.astimezone(UTC).strftime("%Y-%m-%d")
+        stamp = format_time(self._clock())
+        day = stamp[:10]
         if may_rotate and (self._size >= self._segment_max or day > self._seg_day):
             self._rotate_segment(day)
         line, digest = seal(
             seq=self._seq + 1,
-            time=format_time(now),
+            time=stamp,
             kind=kind,
             body=body,
             prev=self._head,
@@ -450,6 +458,7 @@ class Journal:
         except OSError as exc:
             raise _unwritable(path, exc) from exc
         self._seg_index, self._size = index, 0
+        self._next_segment = str(self.path / segment_name(index + 1))
         self._seg_day = day or now.astimezone(UTC).strftime("%Y-%m-%d")
         header = {
             "format": FORMAT_VERSION,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -60,19 +61,19 @@ class DeviceKey:
 
     private: Ed25519PrivateKey
 
-    @property
+    @functools.cached_property
     def public_raw(self) -> bytes:
         """The 32-byte raw public key."""
         return self.private.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
 
-    @property
+    @functools.cached_property
     def public_b64(self) -> str:
         """The raw public key, base64."""
         return base64.b64encode(self.public_raw).decode("ascii")
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """The key id written into every entry it signs."""
         return fingerprint_of(self.public_raw)
@@ -189,6 +190,17 @@ class KeyStore:
                 os.fsync(handle.fileno())
             path.unlink()
             _fsync_dir(self.directory)
+
+    def prune(self, keep: str) -> list[str]:
+        """Delete every private key but ``keep`` (left over by a rotation cut short)."""
+        removed = []
+        for path in self.directory.glob("*.key"):
+            if path.stem != keep:
+                self.delete_private(path.stem)
+                removed.append(path.stem)
+        if removed:
+            logger.info("removed stale private keys %s", ", ".join(removed))
+        return removed
 
     def _write_state(self, device: str, current: str) -> None:
         tmp = self._state_path.with_suffix(".tmp")

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from onbox.audit import open_journal, verify_journal
 from onbox.audit.entry import seal
 from onbox.audit.keys import DeviceKey
@@ -24,7 +23,12 @@ def _fill(directory: Path, keys: Path, count: int, *, rotate_at: int | None = No
                 journal.rotate_key("test")
             journal.append(
                 "completion",
-                {"completion_id": f"c{i}", "outcome": "served", "label": "internal", "latency_s": 0.5},
+                {
+                    "completion_id": f"c{i}",
+                    "outcome": "served",
+                    "label": "internal",
+                    "latency_s": 0.5,
+                },
             )
 
 
@@ -75,7 +79,9 @@ def test_changed_field_is_located(journal_dir: Path, field: str) -> None:
     # change one character inside the value, keeping the JSON well-formed
     offset = start + next(i for i, ch in enumerate(value) if ch.isalnum())
     ch = raw[offset]
-    repl = {"0": "1", "9": "8", "a": "b", "z": "y", "A": "B", "Z": "Y"}.get(ch, "0" if ch.isalpha() else "7")
+    repl = {"0": "1", "9": "8", "a": "b", "z": "y", "A": "B", "Z": "Y"}.get(
+        ch, "0" if ch.isalpha() else "7"
+    )
     if ch.isdigit() and repl == "7" and ch == "7":
         repl = "6"
     content[2] = (raw[:offset] + repl + raw[offset + 1 :]).encode()
@@ -223,7 +229,9 @@ def other_device(tmp_path: Path) -> Path:
     return directory
 
 
-def test_entry_spliced_from_another_device_is_located(journal_dir: Path, other_device: Path) -> None:
+def test_entry_spliced_from_another_device_is_located(
+    journal_dir: Path, other_device: Path
+) -> None:
     path = seg(journal_dir, 2)
     content = lines(path)
     foreign = lines(seg(other_device, 2))
@@ -232,7 +240,9 @@ def test_entry_spliced_from_another_device_is_located(journal_dir: Path, other_d
     assert_located(journal_dir, 2, 4)
 
 
-def test_segment_replaced_by_another_devices_is_located(journal_dir: Path, other_device: Path) -> None:
+def test_segment_replaced_by_another_devices_is_located(
+    journal_dir: Path, other_device: Path
+) -> None:
     shutil.copy(seg(other_device, 2), seg(journal_dir, 2))
     assert_located(journal_dir, 2, 1)
 
@@ -241,7 +251,9 @@ def test_segment_restored_from_an_older_copy_is_located(journal_dir: Path, tmp_p
     last = _last_segment(journal_dir)
     old = tmp_path / "old-copy"
     shutil.copy(seg(journal_dir, last), old)
-    with open_journal(journal_dir, device_key_dir=tmp_path / "keys", segment_max_bytes=1 << 20) as j:
+    with open_journal(
+        journal_dir, device_key_dir=tmp_path / "keys", segment_max_bytes=1 << 20
+    ) as j:
         for i in range(3):
             j.append("completion", {"completion_id": f"late{i}"})  # grows the same segment
     _fill(journal_dir, tmp_path / "keys", 30)
@@ -274,7 +286,9 @@ def test_journal_resigned_with_another_key_fails_the_enrolled_fingerprint(
     assert verify_journal(journal_dir, workers=1, expected_fingerprint=enrolled).ok
 
 
-def test_whole_journal_restored_from_older_copy_is_detected(journal_dir: Path, tmp_path: Path) -> None:
+def test_whole_journal_restored_from_older_copy_is_detected(
+    journal_dir: Path, tmp_path: Path
+) -> None:
     backup = tmp_path / "backup"
     shutil.copytree(journal_dir, backup)
     _fill(journal_dir, tmp_path / "keys", 10)
@@ -284,7 +298,9 @@ def test_whole_journal_restored_from_older_copy_is_detected(journal_dir: Path, t
     shutil.copytree(backup, journal_dir)
     assert verify_journal(journal_dir, workers=1).ok
     last = _last_segment(journal_dir)
-    what = assert_located(journal_dir, last, len(lines(seg(journal_dir, last))), checkpoint=checkpoint)
+    what = assert_located(
+        journal_dir, last, len(lines(seg(journal_dir, last))), checkpoint=checkpoint
+    )
     assert "older copy was restored" in what
 
 
