@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -83,6 +84,6 @@ def test_two_processes_append_10000_entries_each(tmp_path: Path) -> None:
     # each writer's entries are all there, once, in the order it wrote them
     assert seen["a"] == list(range(COUNT))
     assert seen["b"] == list(range(COUNT))
-    switches = sum(1 for x, y in zip(order, order[1:], strict=False) if x != y)
+    switches = sum(1 for x, y in itertools.pairwise(order) if x != y)
     assert switches > 1  # the writers really ran at the same time
     assert result.segments > 1  # and rotated segments while contending
