@@ -243,6 +243,7 @@ class PolicyStore:
         self._journal(
             "policy-applied",
             {
+                "subject": "policy-bundle",
                 "policy_id": policy.id,
                 "serial": bundle.serial,
                 "policy_sha256": bundle.policy_sha256,
@@ -338,8 +339,14 @@ class PolicyStore:
                 return result
             atomic_write(self.trust_root_path, root_bytes)
         self._journal(
-            "trust-root-rotated",
-            {"version": new.version, "threshold": new.threshold, "keys": sorted(new.keys)},
+            "policy-applied",
+            {
+                "subject": "trust-root",
+                "version": new.version,
+                "threshold": new.threshold,
+                "keys": sorted(new.keys),
+                "origin": origin,
+            },
         )
         return ApplyResult(
             True, True, new.version, f"trust root version {new.version} installed", origin

@@ -186,22 +186,25 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_install(args: argparse.Namespace) -> int:
     """Install a trust root on this machine, journaling the outcome."""
     from onbox.classification.policy_store import PolicyStore
-    from onbox.server.commands.policy import _open_journal
+    from onbox.server.commands.policy import _close, _open_journal
 
     try:
         data = args.root.read_bytes()
     except OSError as exc:
         _err(str(exc))
         return EXIT_USAGE
-    store = PolicyStore(trust_root_path=args.trust_root, journal=_open_journal())
+    journal = _open_journal()
+    store = PolicyStore(trust_root_path=args.trust_root, journal=journal)
     try:
         result = store.rotate_trust_root(data, str(args.root))
     except OSError as exc:
+        _close(journal)
         _err(
             f"cannot write the trust root {store.trust_root_path}: {exc} (run as root, or set"
             " ONBOX_TRUST_ROOT to a writable path)"
         )
         return EXIT_ENVIRONMENT
+    _close(journal)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     elif result.applied:

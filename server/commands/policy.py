@@ -269,8 +269,12 @@ def run_pull(args: argparse.Namespace) -> int:
     if not sources:
         _err("no policy sources; pass --source or set [policy] sources in settings.toml")
         return EXIT_USAGE
-    store = PolicyStore(journal=_open_journal())
-    results = pull(store, sources)
+    journal = _open_journal()
+    store = PolicyStore(journal=journal)
+    try:
+        results = pull(store, sources)
+    finally:
+        _close(journal)
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
     else:
@@ -290,6 +294,15 @@ def _open_journal() -> Any:
     except Exception as exc:  # the journal is optional for a pull; say so and go on
         logger.warning("policy decisions will not be journaled: %s", exc)
         return None
+
+
+def _close(journal: Any) -> None:
+    """Flush and close a journal from :func:`_open_journal` (``None`` is fine)."""
+    if journal is not None:
+        try:
+            journal.close()
+        except Exception as exc:
+            logger.warning("closing the journal failed: %s", exc)
 
 
 def run_status(args: argparse.Namespace) -> int:

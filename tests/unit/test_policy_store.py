@@ -141,6 +141,23 @@ def test_happy_path_applies_persists_and_journals(env: Env) -> None:
     assert state["policy"]["serial"] == 1
 
 
+def test_decisions_land_in_the_real_signed_journal(env: Env, tmp_path: Path) -> None:
+    from onbox.audit import iter_entries, open_journal, verify_journal
+
+    journal_dir = tmp_path / "journal"
+    journal = open_journal(journal_dir, device_key_dir=tmp_path / "keys")
+    env.store.journal = journal
+    env.store.apply(env.bundle(1), "test")
+    env.store.apply(env.bundle(1, keys=[]), "test")
+    journal.close()
+    entries = [(e["kind"], e["body"]) for e in iter_entries(journal_dir)]
+    policy_entries = [(k, b) for k, b in entries if k.startswith("policy-")]
+    assert [k for k, _ in policy_entries] == ["policy-applied", "policy-rejected"]
+    assert policy_entries[0][1]["serial"] == 1
+    assert "no signatures" in policy_entries[1][1]["reason"]
+    assert verify_journal(journal_dir).ok
+
+
 def test_no_trust_root_fails_closed_and_says_so(env: Env) -> None:
     env.root_path.unlink()
     policy = env.store.current()
