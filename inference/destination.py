@@ -60,6 +60,7 @@ class CompletionRequest:
     max_tokens: int = 64
     temperature: float = 0.2
     stop: tuple[str, ...] = ()
+    stop_at_block_end: bool = True  # stop generating once the cursor's block has ended
 
 
 @dataclass

@@ -29,6 +29,7 @@ from onbox.inference.fim import (
     trim_to_budget,
 )
 from onbox.inference.model import check_model_file, default_model_path, sha256_file
+from onbox.inference.postprocess import block_finished
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ class LlamaCppDestination:
         self.error: str | None = None
         self.generations_started = 0
         self.last_prompt_tokens_evaluated = 0
+        self.last_finish: str | None = None
+        self.last_tokens_out = 0
 
     @property
     def loaded(self) -> bool:
@@ -295,9 +298,17 @@ class LlamaCppDestination:
                 if cancel.cancelled:
                     finish = "cancelled"
                     break
+                if (
+                    request.stop_at_block_end
+                    and "\n" in text[-8:]
+                    and block_finished(request.prefix, request.suffix, text)
+                ):
+                    finish = "stop"
+                    break
                 if len(out) >= request.max_tokens:
                     break
             ended = time.perf_counter()
+            self.last_finish, self.last_tokens_out = finish, len(out)
         first = first_token_at or ended
         prompt_bytes = b"".join(int(t).to_bytes(4, "little") for t in prompt)
         return Completion(

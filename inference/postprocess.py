@@ -178,6 +178,24 @@ def _drop_suffix_repeats(completion: str, suffix: str) -> str:
     return completion
 
 
+def block_finished(prefix: str, suffix: str, text: str) -> bool:
+    """Whether a streaming continuation has already left the cursor's block.
+
+    Checked by the on-box generation loop whenever a newline arrives, so generation stops
+    as soon as post-processing would cut the rest anyway.
+    """
+    if "\n" not in text:
+        return False
+    prefix_n = prefix.replace("\r\n", "\n")
+    if suffix.replace("\r\n", "\n").split("\n", 1)[0].strip():
+        return True  # mid-line cursor: one line is all we keep
+    complete_lines = text.replace("\r\n", "\n").rsplit("\n", 1)[0] + "\n"
+    tail = text.replace("\r\n", "\n").rsplit("\n", 1)[1]
+    if not tail.strip():
+        return len(_cut_by_indentation(prefix_n, complete_lines)) < len(complete_lines) - 1
+    return len(_cut_by_indentation(prefix_n, text.replace("\r\n", "\n"))) < len(text)
+
+
 def postprocess(
     completion: str,
     prefix: str,

@@ -16,6 +16,7 @@ generations.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -309,11 +310,24 @@ async def run_completion(ls: OnboxServer, uri: str, position: types.Position) ->
         doc = _document_input(ls, uri, position)
         decision = ls.decide(uri)
         others = _others(ls, uri)
-        ls.publish_status(uri, "generating")
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(
-            ls.model_executor, lambda: ls.service.complete(doc, cancel, others, decision)
-        )
+
+        def work() -> CompletionResult:
+            # Runs on the model thread: the request is now the one the model serves.
+            if not cancel.cancelled:
+                loop.call_soon_threadsafe(ls.publish_status, uri, "generating")
+            return ls.service.complete(doc, cancel, others, decision)
+
+        job = loop.run_in_executor(ls.model_executor, work)
+        try:
+            result = await asyncio.shield(job)
+        except asyncio.CancelledError:
+            # $/cancelRequest: stop the token loop, and answer once it has stopped
+            # (within one token) so the model is free for the next request.
+            cancel.cancel("$/cancelRequest")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(job, timeout=30)
+            raise
         ls.completions[result.id] = result
         if len(ls.completions) > 256:
             ls.completions.pop(next(iter(ls.completions)))

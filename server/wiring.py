@@ -116,6 +116,12 @@ class Wiring:
                 "sha256": local.model_sha256,
             },
             "gpuOffload": gpu_offload_supported(),
+            "generation": {
+                "generationsStarted": local.generations_started,
+                "lastFinish": local.last_finish,
+                "lastTokensOut": local.last_tokens_out,
+                "lastPromptTokensEvaluated": local.last_prompt_tokens_evaluated,
+            },
             "llamaCpp": llama_build_info(),
             "policy": self.policy_summary(),
             "journal": {"dir": str(paths.journal_dir()), "writable": self.journal is not None, "error": self.journal_error},

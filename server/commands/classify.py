@@ -18,9 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from onbox.server.cli import EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE
-
 logger = logging.getLogger(__name__)
+
+# The exit codes of onbox.server.cli (restated so that type checkers see ints).
+EXIT_OK, EXIT_USAGE, EXIT_ENVIRONMENT = 0, 2, 3
 
 
 def register(sub: Any) -> None:
@@ -35,7 +36,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("paths", nargs="*", metavar="PATH", help="files to classify")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--policy", metavar="FILE", help="use this policy TOML instead of the one in force")
+    p.add_argument(
+        "--policy", metavar="FILE", help="use this policy TOML instead of the one in force"
+    )
     p.add_argument("--report", metavar="REPO", help="classify every file of this repository")
     p.add_argument("--html", metavar="FILE", help="with --report: write the HTML map here")
     p.set_defaults(func=run)
@@ -89,34 +92,42 @@ def _paths(args: argparse.Namespace, policy: Any) -> int:
 
     console = Console()
     for path, decision in results:
-        table = Table(title=f"{path}: [bold]{decision.label.name}[/bold]  (policy {decision.policy_id})",
-                      title_justify="left")
+        table = Table(
+            title=f"{path}: [bold]{decision.label.name}[/bold]  (policy {decision.policy_id})",
+            title_justify="left",
+        )
         table.add_column("signal")
         table.add_column("label")
         table.add_column("why", overflow="fold")
         table.add_column("source", overflow="fold")
         for reason in decision.reasons:
             mark = "*" if reason.label == decision.label else " "
-            table.add_row(f"{mark}{reason.signal}", reason.label.name, reason.message,
-                          reason.source or "")
+            table.add_row(
+                f"{mark}{reason.signal}", reason.label.name, reason.message, reason.source or ""
+            )
         console.print(table)
     return EXIT_OK
 
 
 def _report(args: argparse.Namespace, policy: Any) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     from onbox.classification.report import build_report
     from onbox.classification.report_html import render_html
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     root = Path(args.report)
     if not root.is_dir():
         print(f"onbox classify: {root} is not a directory", file=sys.stderr)
         return EXIT_ENVIRONMENT
     console = Console(stderr=True)
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("classifying", total=None)
 
         def progress(done: int, total: int) -> None:
@@ -136,8 +147,11 @@ def _report(args: argparse.Namespace, policy: Any) -> int:
     from rich.table import Table
 
     out = Console()
-    table = Table(title=f"{report.repo or report.root}: {len(report.files)} files in "
-                  f"{report.seconds:.1f} s (policy {report.policy_id})", title_justify="left")
+    table = Table(
+        title=f"{report.repo or report.root}: {len(report.files)} files in "
+        f"{report.seconds:.1f} s (policy {report.policy_id})",
+        title_justify="left",
+    )
     table.add_column("label")
     table.add_column("files", justify="right")
     for name, count in report.by_label.items():

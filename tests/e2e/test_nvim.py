@@ -329,6 +329,16 @@ return { marks = #marks, text = table.concat(parts), ghost = g.current and g.cur
 """
 
 
+FLOAT_LUA = """
+for _, w in ipairs(vim.api.nvim_list_wins()) do
+  local b = vim.api.nvim_win_get_buf(w)
+  if vim.api.nvim_win_get_config(w).relative ~= '' and vim.b[b].onbox_float == ... then
+    return vim.api.nvim_buf_get_lines(b, 0, -1, false)
+  end
+end
+"""
+
+
 def ghost(editor: Editor) -> dict[str, Any]:
     """The extmarks of the ghost namespace in the current buffer, as text."""
     return dict(editor.lua(GHOST_LUA))
@@ -415,6 +425,68 @@ def test_accept_word_and_dismiss(editor: Editor) -> None:
     assert ghost(editor)["marks"] == 0
 
 
+def test_accept_line_takes_one_line(editor: Editor) -> None:
+    editor.open(RESTRICTED_FILE)
+    editor.input("Godef square(z: int) -> int:<CR>")
+    suggestion = wait_for_ghost(editor)["ghost"]
+    row, line = editor.lua("return {vim.fn.line('.'), vim.api.nvim_get_current_line()}")
+    piece = editor.lua("return require('onbox.ghost').take(...)", suggestion, "line")
+    assert piece and suggestion.startswith(piece)
+    assert "\n" not in piece.lstrip("\n")
+
+    editor.input("<M-l>")
+    lines = piece.split("\n")
+    expected = [line + lines[0], *lines[1:]]
+    editor.wait_for(
+        "one line of the suggestion in the buffer",
+        lambda: editor.lua("return vim.api.nvim_buf_get_lines(0, ...)", row - 1, row - 1 + len(expected), False)
+        == expected,
+    )
+    accepted = editor.wait_for(
+        "the server's answer to onbox.accept",
+        lambda: (a := editor.lua("return require('onbox.ghost').last_accept")) and a["how"] == "line" and a,
+    )
+    assert accepted["result"]["how"] == "line"
+    to_normal_mode(editor)
+
+
+def test_completion_menu_offers_the_suggestion(editor: Editor) -> None:
+    editor.open(RESTRICTED_FILE)
+    editor.input("Godef negate(n: int) -> int:<CR>return <C-x><C-o>")
+    items = editor.wait_for(
+        "the completion menu",
+        lambda: editor.lua("return vim.fn.complete_info({'items', 'pum_visible'})")["items"],
+        timeout=90,
+    )
+    assert any(item["word"].strip() for item in items), items
+    before = editor.lua("return vim.api.nvim_get_current_line()")
+    editor.input("<C-n><C-y>")
+    editor.wait_for(
+        "the chosen item in the buffer",
+        lambda: editor.lua("return vim.api.nvim_get_current_line()") != before,
+    )
+    to_normal_mode(editor)
+
+
+def test_journal_and_policy_pull_commands_show_the_servers_answer(editor: Editor) -> None:
+    editor.open(RESTRICTED_FILE)
+    stats = editor.request("onbox/journalStats", {"days": 7})
+    editor.command("OnboxJournal 7")
+    lines = editor.wait_for("the journal float", lambda: editor.lua(FLOAT_LUA, "Onbox journal (7 days)"))
+    shown = "\n".join(lines)
+    for key in stats:
+        assert key in shown, (key, shown)
+
+    pulled = editor.request("onbox/policyPull", {})
+    editor.command("messages clear")
+    editor.command("OnboxPolicyPull")
+    messages = editor.wait_for(
+        "the policy pull message",
+        lambda: editor.lua("return vim.api.nvim_exec2('messages', {output = true}).output"),
+    )
+    assert pulled["message"] in messages
+
+
 def test_explain_opens_a_float_with_the_reasons(editor: Editor) -> None:
     editor.open(RESTRICTED_FILE)
     editor.wait_for("the label", lambda: "→" in editor.status())
@@ -423,15 +495,7 @@ def test_explain_opens_a_float_with_the_reasons(editor: Editor) -> None:
         "return c:request_sync('onbox/explain', {uri = vim.uri_from_bufnr(0)}, 20000, 0).result"
     )
     editor.command("OnboxExplain")
-    lines = editor.wait_for(
-        "the explain float",
-        lambda: editor.lua(
-            "for _, w in ipairs(vim.api.nvim_list_wins()) do"
-            "  local b = vim.api.nvim_win_get_buf(w)"
-            "  if vim.api.nvim_win_get_config(w).relative ~= '' and vim.b[b].onbox_float then"
-            "    return vim.api.nvim_buf_get_lines(b, 0, -1, false) end end"
-        ),
-    )
+    lines = editor.wait_for("the explain float", lambda: editor.lua(FLOAT_LUA, "Onbox: why this label"))
     text = "\n".join(lines)
     assert lines[0].startswith("restricted → on-box")
     assert expected["reasons"], expected
@@ -479,3 +543,11 @@ def test_killed_server_shows_an_error_and_neovim_stays_usable(editor: Editor) ->
     editor.command("OnboxExplain")
     assert editor.lua("return vim.api.nvim_get_mode().mode") == "n"
     assert ghost(editor)["marks"] == 0
+
+    # :OnboxRestart brings the server back and clears the error.
+    editor.command("OnboxRestart")
+    editor.wait_for(
+        "the label without an error",
+        lambda: editor.status().startswith("restricted → on-box") and "error" not in editor.status(),
+    )
+    assert server_pids(nvim_pid)

@@ -8,26 +8,80 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from onbox.classification.gitattributes import SET, read_attributes
 
 ATTRS = ("onbox-label", "onbox-tags")
 PATTERNS = [
-    "*", "*.py", "*.txt", "*.md", "a/*.py", "/a/*.py", "a/**", "a/", "a", "a/**/c.py",
-    "**/b/*.py", "b", "b/", "b/**", "[ab]*.py", "[!a]*.py", "x?.py", "**/*.md", "/top.py",
-    "top.py", "sub/**/deep", "a/b/*", "*/c.py", "docs/**/*.md", "A/*.py", "**/c.py",
-    "a/b", "/b/c.py", "c.py", "**", "a/**/b/**", "\"quoted name.py\"",
+    "*",
+    "*.py",
+    "*.txt",
+    "*.md",
+    "a/*.py",
+    "/a/*.py",
+    "a/**",
+    "a/",
+    "a",
+    "a/**/c.py",
+    "**/b/*.py",
+    "b",
+    "b/",
+    "b/**",
+    "[ab]*.py",
+    "[!a]*.py",
+    "x?.py",
+    "**/*.md",
+    "/top.py",
+    "top.py",
+    "sub/**/deep",
+    "a/b/*",
+    "*/c.py",
+    "docs/**/*.md",
+    "A/*.py",
+    "**/c.py",
+    "a/b",
+    "/b/c.py",
+    "c.py",
+    "**",
+    "a/**/b/**",
+    '"quoted name.py"',
 ]
 STATES = [
-    "onbox-label=public", "onbox-label=internal", "onbox-label=restricted", "-onbox-label",
-    "!onbox-label", "onbox-label", "onbox-tags=x,y", "onbox-tags=pay", "-onbox-tags",
-    "onbox-label=internal onbox-tags=z", "secret", "other=1",
+    "onbox-label=public",
+    "onbox-label=internal",
+    "onbox-label=restricted",
+    "-onbox-label",
+    "!onbox-label",
+    "onbox-label",
+    "onbox-tags=x,y",
+    "onbox-tags=pay",
+    "-onbox-tags",
+    "onbox-label=internal onbox-tags=z",
+    "secret",
+    "other=1",
 ]
 PATHS = [
-    "top.py", "a.py", "x1.py", "README.md", "a/x.py", "a/b/c.py", "a/b/x.txt", "a/b/d/c.py",
-    "b/c.py", "b/x.txt", "c/b/y.py", "docs/README.md", "docs/deep/er/guide.md",
-    "sub/q/deep", "sub/deep", "A/x.py", "a/B/c.py", "quoted name.py", "a/quoted name.py",
-    "bb.py", "a/a.py", "z/a/x.py",
+    "top.py",
+    "a.py",
+    "x1.py",
+    "README.md",
+    "a/x.py",
+    "a/b/c.py",
+    "a/b/x.txt",
+    "a/b/d/c.py",
+    "b/c.py",
+    "b/x.txt",
+    "c/b/y.py",
+    "docs/README.md",
+    "docs/deep/er/guide.md",
+    "sub/q/deep",
+    "sub/deep",
+    "A/x.py",
+    "a/B/c.py",
+    "quoted name.py",
+    "a/quoted name.py",
+    "bb.py",
+    "a/a.py",
+    "z/a/x.py",
 ]
 DIRS = ["", "a/", "a/b/", "b/", "docs/"]
 
@@ -43,7 +97,10 @@ def check_attr(root: Path, paths: list[str], env: dict[str, str]) -> dict[str, d
     """What ``git check-attr`` says about the watched attributes of ``paths``."""
     out = subprocess.run(
         ["git", "-C", str(root), "check-attr", "-z", "--stdin", *ATTRS],
-        input="\0".join(paths).encode() + b"\0", capture_output=True, check=True, env=env,
+        input="\0".join(paths).encode() + b"\0",
+        capture_output=True,
+        check=True,
+        env=env,
     ).stdout.decode()
     fields = out.split("\0")
     result: dict[str, dict[str, str]] = {p: {} for p in paths}
@@ -96,8 +153,9 @@ def test_matches_git_check_attr_ignorecase(tmp_path: Path, seed: int) -> None:
     env = git_env(tmp_path)
     root = tmp_path / "repo"
     make_repo(root, env, 100 + seed)
-    subprocess.run(["git", "-C", str(root), "config", "core.ignorecase", "true"], check=True,
-                   env=env)
+    subprocess.run(
+        ["git", "-C", str(root), "config", "core.ignorecase", "true"], check=True, env=env
+    )
     assert ours(root, PATHS, ignore_case=True) == check_attr(root, PATHS, env)
 
 
@@ -110,15 +168,19 @@ def test_matches_git_check_attr_ignorecase(tmp_path: Path, seed: int) -> None:
         # no slash: basename at any depth
         (["*.pem onbox-label=restricted"], "deep/er/x.pem", {"onbox-label": "restricted"}),
         # last match wins, per attribute
-        (["*.py onbox-label=internal onbox-tags=a", "x.py onbox-label=public"], "x.py",
-         {"onbox-label": "public", "onbox-tags": "a"}),
+        (
+            ["*.py onbox-label=internal onbox-tags=a", "x.py onbox-label=public"],
+            "x.py",
+            {"onbox-label": "public", "onbox-tags": "a"},
+        ),
         (["*.py onbox-label=internal", "*.py -onbox-label"], "x.py", {}),
         # case-sensitive without core.ignorecase
         (["Docs/** onbox-label=public"], "docs/x.md", {}),
     ],
 )
-def test_documented_semantics(tmp_path: Path, lines: list[str], path: str,
-                              expected: dict[str, str]) -> None:
+def test_documented_semantics(
+    tmp_path: Path, lines: list[str], path: str, expected: dict[str, str]
+) -> None:
     env = git_env(tmp_path)
     root = tmp_path / "repo"
     subprocess.run(["git", "init", "-q", str(root)], check=True, env=env)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import git
 import pytest
-
 from onbox.classification import signals
 from onbox.classification.classifier import Classifier
 from onbox.classification.decision import Decision
@@ -92,8 +91,12 @@ def bump(path: Path) -> None:
 
 @pytest.mark.parametrize(
     "remote",
-    ["https://github.com/Acme/Docs.git", "git@GITHUB.com:acme/docs.git",
-     "ssh://git@github.com:22/acme/docs", "https://user:pw@github.com/acme/docs/"],
+    [
+        "https://github.com/Acme/Docs.git",
+        "git@GITHUB.com:acme/docs.git",
+        "ssh://git@github.com:22/acme/docs",
+        "https://user:pw@github.com/acme/docs/",
+    ],
 )
 def test_remote_forms_identify_the_repo(tmp_path: Path, policy: Policy, remote: str) -> None:
     make_repo(tmp_path / "r", remote, {"README.md": "hello\n"})
@@ -110,9 +113,11 @@ def test_unknown_repo_and_no_remote_get_default(tmp_path: Path, policy: Policy) 
     make_repo(tmp_path / "b", None, {"b.py": "x = 1\n"})
     (tmp_path / "loose.py").write_text("x = 1\n", encoding="utf-8")
     classifier = Classifier(policy)
-    for path, words in ((tmp_path / "a" / "a.py", "no policy rule"),
-                        (tmp_path / "b" / "b.py", "no network remote"),
-                        (tmp_path / "loose.py", "not in a git repository")):
+    for path, words in (
+        (tmp_path / "a" / "a.py", "no policy rule"),
+        (tmp_path / "b" / "b.py", "no network remote"),
+        (tmp_path / "loose.py", "not in a git repository"),
+    ):
         decision = classifier.classify_path(path)
         assert decision.label.name == "restricted"
         assert decision.reasons[0].signal == "policy-default"
@@ -121,13 +126,17 @@ def test_unknown_repo_and_no_remote_get_default(tmp_path: Path, policy: Policy) 
 
 def test_nested_gitattributes_raise_with_source(tmp_path: Path, policy: Policy) -> None:
     root = tmp_path / "r"
-    make_repo(root, "https://github.com/acme/app", {
-        ".gitattributes": "*.py onbox-label=internal\n",
-        "svc/pay/.gitattributes": "# payments\napi/** onbox-tags=payments\n",
-        "svc/pay/api/charge.py": "x = 1\n",
-        "svc/pay/readme.py": "x = 1\n",
-        "other.txt": "x\n",
-    })
+    make_repo(
+        root,
+        "https://github.com/acme/app",
+        {
+            ".gitattributes": "*.py onbox-label=internal\n",
+            "svc/pay/.gitattributes": "# payments\napi/** onbox-tags=payments\n",
+            "svc/pay/api/charge.py": "x = 1\n",
+            "svc/pay/readme.py": "x = 1\n",
+            "other.txt": "x\n",
+        },
+    )
     classifier = Classifier(policy)
     charge = classifier.classify_path(root / "svc/pay/api/charge.py")
     assert charge.label.name == "restricted"
@@ -143,10 +152,15 @@ def test_nested_gitattributes_raise_with_source(tmp_path: Path, policy: Policy) 
 @pytest.mark.parametrize("location", [".github/CODEOWNERS", "CODEOWNERS", "docs/CODEOWNERS"])
 def test_codeowners_each_location(tmp_path: Path, policy: Policy, location: str) -> None:
     root = tmp_path / "r"
-    make_repo(root, "https://github.com/acme/app", {
-        location: "* @acme/platform\n/billing/ @acme/payments @someone\n",
-        "billing/invoice.py": "x = 1\n", "web/index.js": "x = 1\n",
-    })
+    make_repo(
+        root,
+        "https://github.com/acme/app",
+        {
+            location: "* @acme/platform\n/billing/ @acme/payments @someone\n",
+            "billing/invoice.py": "x = 1\n",
+            "web/index.js": "x = 1\n",
+        },
+    )
     classifier = Classifier(policy)
     invoice = classifier.classify_path(root / "billing/invoice.py")
     assert invoice.label.name == "restricted"
@@ -157,19 +171,29 @@ def test_codeowners_each_location(tmp_path: Path, policy: Policy, location: str)
 
 def test_codeowners_first_location_wins(tmp_path: Path, policy: Policy) -> None:
     root = tmp_path / "r"
-    make_repo(root, "https://github.com/acme/app", {
-        ".github/CODEOWNERS": "* @acme/platform\n", "CODEOWNERS": "* @acme/payments\n",
-        "a.py": "x = 1\n",
-    })
+    make_repo(
+        root,
+        "https://github.com/acme/app",
+        {
+            ".github/CODEOWNERS": "* @acme/platform\n",
+            "CODEOWNERS": "* @acme/payments\n",
+            "a.py": "x = 1\n",
+        },
+    )
     assert Classifier(policy).classify_path(root / "a.py").label.name == "internal"
 
 
 def test_content_marker_and_repo_file(tmp_path: Path, policy: Policy) -> None:
     root = tmp_path / "r"
-    make_repo(root, "https://github.com/acme/app", {
-        "secret.py": "import os\n" + TOKEN, "marked.py": "# onbox: internal\nx = 1\n",
-        "plain.py": "x = 1\n",
-    })
+    make_repo(
+        root,
+        "https://github.com/acme/app",
+        {
+            "secret.py": "import os\n" + TOKEN,
+            "marked.py": "# onbox: internal\nx = 1\n",
+            "plain.py": "x = 1\n",
+        },
+    )
     classifier = Classifier(policy)
     secret = classifier.classify_path(root / "secret.py")
     assert secret.label.name == "restricted" and "content" in secret.deciding
@@ -217,10 +241,15 @@ def test_cache_hits_and_invalidation(tmp_path: Path, policy: Policy) -> None:
 
 def test_rename_relabels(tmp_path: Path, policy: Policy) -> None:
     root = tmp_path / "r"
-    repo = make_repo(root, "https://github.com/acme/app", {
-        ".gitattributes": "vault/** onbox-label=restricted\n", "notes.py": "x = 1\n",
-        "vault/.keep": "",
-    })
+    repo = make_repo(
+        root,
+        "https://github.com/acme/app",
+        {
+            ".gitattributes": "vault/** onbox-label=restricted\n",
+            "notes.py": "x = 1\n",
+            "vault/.keep": "",
+        },
+    )
     classifier = Classifier(policy)
     assert classifier.classify_path(root / "notes.py").label.name == "public"
     repo.git.mv("notes.py", "vault/notes.py")
@@ -231,24 +260,62 @@ def test_submodule_uses_its_own_remote(tmp_path: Path, policy: Policy) -> None:
     make_repo(tmp_path / "lib", None, {"lib.py": "x = 1\n"})
     root = tmp_path / "r"
     make_repo(root, "https://github.com/acme/app", {"a.py": "x = 1\n"})
-    subprocess.run(["git", "-C", str(root), "-c", "protocol.file.allow=always", "submodule",
-                    "add", "-q", str(tmp_path / "lib"), "vendor/lib"], check=True)
-    subprocess.run(["git", "-C", str(root / "vendor/lib"), "remote", "set-url", "origin",
-                    "git@github.com:acme/docs.git"], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(root),
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            str(tmp_path / "lib"),
+            "vendor/lib",
+        ],
+        check=True,
+    )
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(root / "vendor/lib"),
+            "remote",
+            "set-url",
+            "origin",
+            "git@github.com:acme/docs.git",
+        ],
+        check=True,
+    )
     assert (root / "vendor/lib/.git").is_file()  # a gitdir: file, not a directory
     decision = Classifier(policy).classify_path(root / "vendor/lib/lib.py")
     assert decision.repo == "github.com/acme/docs" and decision.path == "lib.py"
     assert decision.label.name == "public"
-    subprocess.run(["git", "-C", str(root / "vendor/lib"), "remote", "set-url", "origin",
-                    "git@github.com:evil/lib.git"], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(root / "vendor/lib"),
+            "remote",
+            "set-url",
+            "origin",
+            "git@github.com:evil/lib.git",
+        ],
+        check=True,
+    )
     assert Classifier(policy).classify_path(root / "vendor/lib/lib.py").label.name == "restricted"
 
 
 def test_symlink_takes_the_higher_of_link_and_target(tmp_path: Path, policy: Policy) -> None:
     root = tmp_path / "r"
-    make_repo(root, "https://github.com/acme/app", {
-        ".gitattributes": "vault/** onbox-label=restricted\n", "vault/key.py": "x = 1\n",
-    })
+    make_repo(
+        root,
+        "https://github.com/acme/app",
+        {
+            ".gitattributes": "vault/** onbox-label=restricted\n",
+            "vault/key.py": "x = 1\n",
+        },
+    )
     (root / "public").mkdir()
     (root / "public" / "link.py").symlink_to(root / "vault" / "key.py")
     decision = Classifier(policy).classify_path(root / "public" / "link.py")
@@ -258,10 +325,15 @@ def test_symlink_takes_the_higher_of_link_and_target(tmp_path: Path, policy: Pol
 
 def test_case_variant_paths(tmp_path: Path, policy: Policy) -> None:
     root = tmp_path / "r"
-    make_repo(root, "https://github.com/acme/app", {
-        ".gitattributes": "secret/** onbox-label=restricted\n",
-        "secret/a.py": "x = 1\n", "Secret/a.py": "x = 1\n",
-    })
+    make_repo(
+        root,
+        "https://github.com/acme/app",
+        {
+            ".gitattributes": "secret/** onbox-label=restricted\n",
+            "secret/a.py": "x = 1\n",
+            "Secret/a.py": "x = 1\n",
+        },
+    )
     classifier = Classifier(policy)
     assert classifier.classify_path(root / "secret/a.py").label.name == "restricted"
     assert classifier.classify_path(root / "Secret/a.py").label.name == "public"
@@ -272,16 +344,22 @@ def test_case_variant_paths(tmp_path: Path, policy: Policy) -> None:
 
 def test_unknown_repo_local_label_counts_as_highest(tmp_path: Path, policy: Policy) -> None:
     root = tmp_path / "r"
-    make_repo(root, "https://github.com/acme/app", {
-        ".gitattributes": "*.py onbox-label=secrett\n", "a.py": "x = 1\n",
-    })
+    make_repo(
+        root,
+        "https://github.com/acme/app",
+        {
+            ".gitattributes": "*.py onbox-label=secrett\n",
+            "a.py": "x = 1\n",
+        },
+    )
     decision = Classifier(policy).classify_path(root / "a.py")
     assert decision.label.name == "restricted"
     assert "unknown label 'secrett'" in decision.reasons[-1].message
 
 
-def test_failure_modes_give_default_with_reason(tmp_path: Path, policy: Policy,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_modes_give_default_with_reason(
+    tmp_path: Path, policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lenient = dataclasses.replace(policy, default_label=policy.scale.parse("internal"))
     classifier = Classifier(lenient)
     root = tmp_path / "r"
@@ -302,11 +380,14 @@ def test_failure_modes_give_default_with_reason(tmp_path: Path, policy: Policy,
 
     monkeypatch.setattr("onbox.classification.classifier.evaluate", explode)
     cases["classifier error (RuntimeError: injected fault)"] = Classifier(lenient).classify_path(
-        root / "a.py")
+        root / "a.py"
+    )
     for words, decision in cases.items():
         assert decision.label.name == "internal", words
         assert any(words in r.message and r.label.name == "internal" for r in decision.reasons), (
-            words, decision.reasons)
+            words,
+            decision.reasons,
+        )
         assert "fail-closed" in decision.deciding
         assert decision.policy_id == "test-policy"
     assert signals.evaluate is not explode  # the fault stayed in the classifier module

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import pytest
-
 from onbox.classification.codeowners import parse_codeowners, pattern_regex
 
 # The example file from GitHub's "About code owners" page.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from onbox.classification.content import (
     iban_valid,
     luhn_valid,
@@ -14,7 +13,8 @@ from onbox.classification.content import (
 from onbox.classification.markers import find_marker
 from onbox.classification.policy import Policy, builtin_policy, parse_policy
 
-POLICY = parse_policy(b"""
+POLICY = parse_policy(
+    b"""
 [policy]
 id = "c"
 default_label = "restricted"
@@ -36,7 +36,9 @@ name = "patient-id"
 kind = "regex"
 pattern = 'PAT-[0-9]{8}'
 label = "internal"
-""", "c.toml")
+""",
+    "c.toml",
+)
 
 SECRETS = {
     "aws-access-key": 'key = "AKIAIOSFODNN7EXAMPLE"',
@@ -70,14 +72,20 @@ def test_builtin_secrets(ftype: str, line: str) -> None:
 
 def test_pii_validators() -> None:
     assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
-    assert iban_valid("DE89 3704 0044 0532 0130 00") and not iban_valid("DE89 3704 0044 0532 0130 01")
-    assert ssn_valid("123-45-6789") and not ssn_valid("666-45-6789") and not ssn_valid("123-00-6789")
+    assert iban_valid("DE89 3704 0044 0532 0130 00") and not iban_valid(
+        "DE89 3704 0044 0532 0130 01"
+    )
+    assert (
+        ssn_valid("123-45-6789") and not ssn_valid("666-45-6789") and not ssn_valid("123-00-6789")
+    )
 
 
 def test_pii_findings_are_validated() -> None:
-    text = ('cards = ["4111 1111 1111 1111", "4111 1111 1111 1112"]\n'
-            'ssn = ["123-45-6789", "000-12-3456"]\n'
-            'iban = ["GB82 WEST 1234 5698 7654 32", "GB82 WEST 1234 5698 7654 33"]\n')
+    text = (
+        'cards = ["4111 1111 1111 1111", "4111 1111 1111 1112"]\n'
+        'ssn = ["123-45-6789", "000-12-3456"]\n'
+        'iban = ["GB82 WEST 1234 5698 7654 32", "GB82 WEST 1234 5698 7654 33"]\n'
+    )
     found = [(f.type, text[f.start : f.end]) for f in scan_content(text, "python", POLICY)]
     assert ("card-number", "4111 1111 1111 1111") in found
     assert ("us-ssn", "123-45-6789") in found
@@ -102,16 +110,22 @@ def test_entropy_only_in_literals_and_comments() -> None:
     for text, expected in ((in_string, 1), (in_comment, 1), (as_code, 0)):
         found = [f for f in scan_content(text, "python", POLICY) if f.type == "high-entropy-string"]
         assert len(found) == expected, text
-    assert not [f for f in scan_content('name = "this_is_a_long_identifier_name"\n', "python",
-                                        POLICY) if f.type == "high-entropy-string"]
+    assert not [
+        f
+        for f in scan_content('name = "this_is_a_long_identifier_name"\n', "python", POLICY)
+        if f.type == "high-entropy-string"
+    ]
 
 
 def test_entropy_in_large_documents_is_checked_per_line() -> None:
     token = "q8ZrT3vN1xW7pL2mK9sB4dF6hJ0cY5aE"
     filler = "def f():\n    return 1\n" * 3000
     text = filler + f'secret = "{token}"\n' + f"{token}x = 2\n" + filler
-    found = [text[f.start : f.end] for f in scan_content(text, "python", POLICY)
-             if f.type == "high-entropy-string"]
+    found = [
+        text[f.start : f.end]
+        for f in scan_content(text, "python", POLICY)
+        if f.type == "high-entropy-string"
+    ]
     assert found == [token]
 
 
@@ -133,8 +147,9 @@ def test_policy_detectors() -> None:
 
 
 def test_content_off_and_builtin_policy() -> None:
-    off: Policy = parse_policy(b'[policy]\nid = "o"\n[content]\nsecrets = "off"\npii = "off"\n',
-                               "o.toml")
+    off: Policy = parse_policy(
+        b'[policy]\nid = "o"\n[content]\nsecrets = "off"\npii = "off"\n', "o.toml"
+    )
     text = SECRETS["github-token"] + "\nssn = '123-45-6789'\n"
     assert scan_content(text, "python", off) == ()
     assert {f.label.name for f in scan_content(text, "python", builtin_policy())} == {"restricted"}

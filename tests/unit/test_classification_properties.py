@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from onbox.classification.classifier import Classifier
 from onbox.classification.policy import parse_policy
 
@@ -42,10 +41,14 @@ secrets = "internal"
 label_or_junk = st.sampled_from([*LABELS, "bogus"])
 attribute_line = st.tuples(
     st.sampled_from(["*", "*.py", "src/**", "src/", "**/mod.py", "/src/pkg/mod.py", "nope/**"]),
-    st.one_of(label_or_junk.map(lambda v: f"onbox-label={v}"),
-              st.lists(st.sampled_from(TAGS), min_size=1, max_size=3).map(
-                  lambda t: "onbox-tags=" + ",".join(t)),
-              st.just("-onbox-label"), st.just("!onbox-tags")),
+    st.one_of(
+        label_or_junk.map(lambda v: f"onbox-label={v}"),
+        st.lists(st.sampled_from(TAGS), min_size=1, max_size=3).map(
+            lambda t: "onbox-tags=" + ",".join(t)
+        ),
+        st.just("-onbox-label"),
+        st.just("!onbox-tags"),
+    ),
 ).map(lambda t: f"{t[0]} {t[1]}")
 owner_line = st.tuples(
     st.sampled_from(["*", "*.py", "/src/", "src/pkg/", "docs/*", "/src/pkg/mod.py"]),
@@ -63,8 +66,10 @@ SIGNALS = {
 
 def build(root: Path, signals: dict[str, object]) -> Path:
     subprocess.run(["git", "init", "-q", str(root)], check=True)
-    subprocess.run(["git", "-C", str(root), "remote", "add", "origin",
-                    "git@github.com:acme/prop.git"], check=True)
+    subprocess.run(
+        ["git", "-C", str(root), "remote", "add", "origin", "git@github.com:acme/prop.git"],
+        check=True,
+    )
     target = root / "src" / "pkg" / "mod.py"
     target.parent.mkdir(parents=True)
     lines = []
@@ -92,8 +97,11 @@ def build(root: Path, signals: dict[str, object]) -> Path:
     extra=st.sampled_from(sorted(SIGNALS)).flatmap(lambda k: SIGNALS[k].map(lambda v: (k, v))),
 )
 def test_adding_a_repo_local_signal_never_lowers(
-    tmp_path_factory: pytest.TempPathFactory, base: str | None, default: str,
-    present: dict[str, object], extra: tuple[str, object],
+    tmp_path_factory: pytest.TempPathFactory,
+    base: str | None,
+    default: str,
+    present: dict[str, object],
+    extra: tuple[str, object],
 ) -> None:
     policy = parse_policy(policy_for(base, default), "prop.toml")
     kind, value = extra

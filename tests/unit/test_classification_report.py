@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from onbox.classification.policy import parse_policy
 from onbox.classification.report import build_report
 from onbox.classification.report_html import label_colours, render_html, squarify
@@ -36,9 +35,15 @@ TOKEN = 'TOKEN = "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"\n'
 
 def env(tmp_path: Path) -> dict[str, str]:
     e = dict(os.environ)
-    e.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg"), GIT_CONFIG_NOSYSTEM="1",
-             ONBOX_DATA_DIR=str(tmp_path / "data"), ONBOX_CONFIG_DIR=str(tmp_path / "cfg"),
-             ONBOX_CACHE_DIR=str(tmp_path / "cache"), ONBOX_TRUST_ROOT=str(tmp_path / "trust.json"))
+    e.update(
+        HOME=str(tmp_path),
+        XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+        GIT_CONFIG_NOSYSTEM="1",
+        ONBOX_DATA_DIR=str(tmp_path / "data"),
+        ONBOX_CONFIG_DIR=str(tmp_path / "cfg"),
+        ONBOX_CACHE_DIR=str(tmp_path / "cache"),
+        ONBOX_TRUST_ROOT=str(tmp_path / "trust.json"),
+    )
     return e
 
 
@@ -46,15 +51,17 @@ def env(tmp_path: Path) -> dict[str, str]:
 def repo(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     subprocess.run(["git", "init", "-q", str(root)], check=True, env=env(tmp_path))
-    subprocess.run(["git", "-C", str(root), "remote", "add", "origin",
-                    "https://github.com/acme/shop.git"], check=True)
+    subprocess.run(
+        ["git", "-C", str(root), "remote", "add", "origin", "https://github.com/acme/shop.git"],
+        check=True,
+    )
     files = {
         "CODEOWNERS": "/core/ @acme/core\n",
         ".gitattributes": "vault/** onbox-label=restricted\n",
         "core/engine.py": "x = 1\n" * 50,
         "core/keys.py": "x = 1\n" + TOKEN,  # internal by owner, restricted by content
         "web/app.js": "let a = 1;\n" * 30,
-        "web/leak.js": f"const t = 'ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789';\n",
+        "web/leak.js": "const t = 'ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789';\n",
         "vault/secret.txt": "hush\n",
         "docs/marked.md": "<!-- onbox: internal -->\n# Doc\n",
         "bin/blob.bin": "\0\x01\x02" * 100,
@@ -68,8 +75,13 @@ def repo(tmp_path: Path) -> Path:
 
 
 def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "onbox", "classify", *args], capture_output=True,
-                          text=True, env=env(tmp_path), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "onbox", "classify", *args],
+        capture_output=True,
+        text=True,
+        env=env(tmp_path),
+        timeout=120,
+    )
 
 
 def test_build_report_counts_and_candidates(repo: Path) -> None:
@@ -113,16 +125,19 @@ def test_squarify_fills_the_box() -> None:
     assert sum(areas) == pytest.approx(20000)
     for size, area in zip(sizes, areas, strict=True):
         assert area == pytest.approx(size / 100 * 20000)
-    assert all(x >= -1e-9 and y >= -1e-9 and x + w <= 200 + 1e-6 and y + h <= 100 + 1e-6
-               for x, y, w, h in rects)
+    assert all(
+        x >= -1e-9 and y >= -1e-9 and x + w <= 200 + 1e-6 and y + h <= 100 + 1e-6
+        for x, y, w, h in rects
+    )
 
 
 def test_cli_report_writes_html_and_json(tmp_path: Path, repo: Path) -> None:
     policy = tmp_path / "p.toml"
     policy.write_text(POLICY, encoding="utf-8")
     out = tmp_path / "map.html"
-    result = run_cli(tmp_path, "--report", str(repo), "--html", str(out), "--json",
-                     "--policy", str(policy))
+    result = run_cli(
+        tmp_path, "--report", str(repo), "--html", str(out), "--json", "--policy", str(policy)
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["repo"] == "github.com/acme/shop" and data["policy"] == "report-test"

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from onbox.classification.patterns import PatternError, _static_check, compile_safe_regex
 from onbox.classification.policy import (
     ON_BOX,
@@ -62,8 +61,11 @@ def test_docs_example_parses_completely() -> None:
 
 def test_minimal_policy_defaults() -> None:
     policy = parse_policy(MINIMAL.encode(), "p.toml")
-    assert policy.routes == {"public": ("cloud", ON_BOX), "internal": (ON_BOX,),
-                             "restricted": (ON_BOX,)}
+    assert policy.routes == {
+        "public": ("cloud", ON_BOX),
+        "internal": (ON_BOX,),
+        "restricted": (ON_BOX,),
+    }
     assert policy.destinations["cloud"].timeout == 10.0
     assert policy.default_label.name == "restricted"
     assert policy.source == "p.toml"
@@ -83,34 +85,94 @@ def test_builtin_policy_is_fail_closed() -> None:
     ("edit", "key", "at", "words"),
     [
         (lambda t: t + "\n[bogus]\nx = 1\n", "bogus", "[bogus]", "unknown key"),
-        (lambda t: t.replace('id = "t"', 'id = "t"\ncolour = "red"'), "policy.colour", "colour",
-         "unknown key"),
-        (lambda t: t.replace('default_label = "restricted"', 'default_label = "secret"'),
-         "policy.default_label", "default_label", "unknown label"),
-        (lambda t: t.replace('public = ["cloud"]', 'internal = ["cloud"]'), "routes.internal",
-         "internal =", "below"),
-        (lambda t: t.replace('public = ["cloud"]', 'public = ["nowhere"]'), "routes.public",
-         "public =", "unknown destination"),
-        (lambda t: t.replace('kind = "anthropic"', 'kind = "gemini"'), "destinations.cloud.kind",
-         "gemini", "unknown kind"),
-        (lambda t: t.replace('api_key_env = "K"', 'api_key = "sk-abc"'),
-         "destinations.cloud.api_key", "api_key =", "must not be written"),
-        (lambda t: t.replace('api_key_env = "K"', 'headers = { Authorization = "Bearer x" }'),
-         "destinations.cloud.headers.Authorization", "headers", "must not be written"),
-        (lambda t: t + '\n[[detectors]]\nname = "d"\nkind = "regex"\npattern = "(a)\\\\1"\n'
-         'label = "restricted"\n', "detectors.0.pattern", "pattern", "regex"),
-        (lambda t: t + '\n[[detectors]]\nname = "q"\nkind = "tree-sitter"\nlanguage = "python"\n'
-         'query = "(no_such_node) @x"\nlabel = "restricted"\n', "detectors.0.query", "query",
-         "tree-sitter"),
-        (lambda t: t + '\n[[detectors]]\nname = "q"\nkind = "tree-sitter"\nlanguage = "cobol"\n'
-         'query = "(x) @x"\nlabel = "restricted"\n', "detectors.0.language", "cobol", "unknown language"),
-        (lambda t: t + '\n[[repos]]\nmatch = "github.com/acme/x"\nlabel = "top"\n',
-         "repos.0.label", "top", "unknown label"),
+        (
+            lambda t: t.replace('id = "t"', 'id = "t"\ncolour = "red"'),
+            "policy.colour",
+            "colour",
+            "unknown key",
+        ),
+        (
+            lambda t: t.replace('default_label = "restricted"', 'default_label = "secret"'),
+            "policy.default_label",
+            "default_label",
+            "unknown label",
+        ),
+        (
+            lambda t: t.replace('public = ["cloud"]', 'internal = ["cloud"]'),
+            "routes.internal",
+            "internal =",
+            "below",
+        ),
+        (
+            lambda t: t.replace('public = ["cloud"]', 'public = ["nowhere"]'),
+            "routes.public",
+            "public =",
+            "unknown destination",
+        ),
+        (
+            lambda t: t.replace('kind = "anthropic"', 'kind = "gemini"'),
+            "destinations.cloud.kind",
+            "gemini",
+            "unknown kind",
+        ),
+        (
+            lambda t: t.replace('api_key_env = "K"', 'api_key = "sk-abc"'),
+            "destinations.cloud.api_key",
+            "api_key =",
+            "must not be written",
+        ),
+        (
+            lambda t: t.replace('api_key_env = "K"', 'headers = { Authorization = "Bearer x" }'),
+            "destinations.cloud.headers.Authorization",
+            "headers",
+            "must not be written",
+        ),
+        (
+            lambda t: (
+                t + '\n[[detectors]]\nname = "d"\nkind = "regex"\npattern = "(a)\\\\1"\n'
+                'label = "restricted"\n'
+            ),
+            "detectors.0.pattern",
+            "pattern",
+            "regex",
+        ),
+        (
+            lambda t: (
+                t + '\n[[detectors]]\nname = "q"\nkind = "tree-sitter"\nlanguage = "python"\n'
+                'query = "(no_such_node) @x"\nlabel = "restricted"\n'
+            ),
+            "detectors.0.query",
+            "query",
+            "tree-sitter",
+        ),
+        (
+            lambda t: (
+                t + '\n[[detectors]]\nname = "q"\nkind = "tree-sitter"\nlanguage = "cobol"\n'
+                'query = "(x) @x"\nlabel = "restricted"\n'
+            ),
+            "detectors.0.language",
+            "cobol",
+            "unknown language",
+        ),
+        (
+            lambda t: t + '\n[[repos]]\nmatch = "github.com/acme/x"\nlabel = "top"\n',
+            "repos.0.label",
+            "top",
+            "unknown label",
+        ),
         (lambda t: t + '\n[owners]\n"acme" = "public"\n', "owners.acme", '"acme"', "owner"),
-        (lambda t: t + '\n[audit]\nstore_encrypted_prompts = true\n',
-         "audit.store_encrypted_prompts", "store_encrypted", "security_team_key"),
-        (lambda t: t + '\n[destinations.on-box]\nkind = "llama-cpp"\nclearance = "public"\n',
-         "destinations.on-box", "[destinations.on-box]", "on-box"),
+        (
+            lambda t: t + "\n[audit]\nstore_encrypted_prompts = true\n",
+            "audit.store_encrypted_prompts",
+            "store_encrypted",
+            "security_team_key",
+        ),
+        (
+            lambda t: t + '\n[destinations.on-box]\nkind = "llama-cpp"\nclearance = "public"\n',
+            "destinations.on-box",
+            "[destinations.on-box]",
+            "on-box",
+        ),
     ],
 )
 def test_errors_name_file_line_and_key(edit: object, key: str, at: str, words: str) -> None:
@@ -135,8 +197,10 @@ def test_missing_id_and_bad_scale() -> None:
 
 
 def test_custom_label_scale_and_expiry() -> None:
-    text = ('[policy]\nid = "c"\nlabels = ["open", "team", "secret", "top"]\n'
-            'default_label = "secret"\nexpires = 2027-01-01T00:00:00Z\n')
+    text = (
+        '[policy]\nid = "c"\nlabels = ["open", "team", "secret", "top"]\n'
+        'default_label = "secret"\nexpires = 2027-01-01T00:00:00Z\n'
+    )
     policy = parse_policy(text.encode(), "c.toml")
     assert policy.scale.highest.name == "top"
     assert policy.destinations[ON_BOX].clearance.name == "top"

@@ -1,0 +1,92 @@
+"""Helpers for driving the real ``onbox serve`` with pytest-lsp."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from lsprotocol import types
+from pytest_lsp import LanguageClient
+from pytest_lsp.client import make_test_lsp_client
+
+SERVER_COMMAND = [sys.executable, "-m", "onbox", "serve"]
+
+
+def make_client() -> LanguageClient:
+    """A pytest-lsp client that records ``onbox/status`` notifications."""
+    client = make_test_lsp_client()
+    client.statuses = []  # type: ignore[attr-defined]
+    client.status_event = asyncio.Event()  # type: ignore[attr-defined]
+
+    @client.feature("onbox/status")
+    def on_status(ls: LanguageClient, params: Any) -> None:
+        payload = params._asdict() if hasattr(params, "_asdict") else dict(params)
+        ls.statuses.append(payload)  # type: ignore[attr-defined]
+        ls.status_event.set()  # type: ignore[attr-defined]
+
+    return client
+
+
+async def wait_for_status(
+    client: LanguageClient, predicate: Callable[[dict[str, Any]], bool], timeout: float = 120.0
+) -> dict[str, Any]:
+    """Wait until an ``onbox/status`` notification satisfies ``predicate``."""
+    seen = 0
+
+    async def _wait() -> dict[str, Any]:
+        nonlocal seen
+        while True:
+            statuses = client.statuses  # type: ignore[attr-defined]
+            for payload in statuses[seen:]:
+                if predicate(payload):
+                    return dict(payload)
+            seen = len(statuses)
+            client.status_event.clear()  # type: ignore[attr-defined]
+            await client.status_event.wait()  # type: ignore[attr-defined]
+
+    return await asyncio.wait_for(_wait(), timeout)
+
+
+async def wait_ready(client: LanguageClient) -> dict[str, Any]:
+    """Wait for the server-wide status that says the model finished loading (or failed)."""
+    return await wait_for_status(
+        client, lambda p: p.get("uri") is None and p.get("state") in ("ready", "disabled")
+    )
+
+
+def open_doc(client: LanguageClient, uri: str, text: str, language: str = "python", version: int = 1) -> None:
+    """Send ``textDocument/didOpen``."""
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id=language, version=version, text=text)
+        )
+    )
+
+
+def change_doc(client: LanguageClient, uri: str, version: int, line: int, char: int, insert: str) -> None:
+    """Send an incremental ``didChange`` inserting ``insert`` at (line, char)."""
+    pos = types.Position(line=line, character=char)
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[
+                types.TextDocumentContentChangePartial(range=types.Range(start=pos, end=pos), text=insert)
+            ],
+        )
+    )
+
+
+def inline_params(uri: str, line: int, char: int) -> types.InlineCompletionParams:
+    """Parameters of an automatic inline completion request."""
+    return types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=line, character=char),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+    )
+
+
+async def request(client: LanguageClient, method: str, params: Any) -> Any:
+    """Send a custom request and await its result."""
+    return await client.protocol.send_request_async(method, params)
