@@ -93,7 +93,9 @@ def generate(root: Path, files: int, owners: int, attrs: int) -> list[Path]:
         directory.mkdir(parents=True, exist_ok=True)
         text = BODY.format(i=i, s=s)
         if index % 97 == 0:
-            text += SECRET.format("".join(rng.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef0123456789", k=36)))
+            text += SECRET.format(
+                "".join(rng.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef0123456789", k=36))
+            )
         if index % 211 == 0:
             text += PII
         path = directory / f"module{i}.py"
@@ -102,16 +104,20 @@ def generate(root: Path, files: int, owners: int, attrs: int) -> list[Path]:
     rules = ["*       @acme/platform"]
     for n in range(owners - 1):
         s = n % services
-        rules.append(f"/services/svc{s}/{'src' if n % 2 else 'lib'}/module{n // services}.py @acme/team-{n % 60}"
-                     if n % 3 else f"/services/svc{s}/ @acme/team-{n % 60}")
+        rules.append(
+            f"/services/svc{s}/{'src' if n % 2 else 'lib'}/module{n // services}.py @acme/team-{n % 60}"
+            if n % 3
+            else f"/services/svc{s}/ @acme/team-{n % 60}"
+        )
     (root / ".github").mkdir()
     (root / ".github" / "CODEOWNERS").write_text("\n".join(rules) + "\n", encoding="utf-8")
     lines = []
     for n in range(attrs - 20):
         tag = ("payments", "docs", "acme")[n % 3]
         lines.append(f"services/svc{n % services}/** onbox-tags={tag}")
-    (root / ".gitattributes").write_text("\n".join(lines) + "\n*.pem onbox-label=restricted\n",
-                                         encoding="utf-8")
+    (root / ".gitattributes").write_text(
+        "\n".join(lines) + "\n*.pem onbox-label=restricted\n", encoding="utf-8"
+    )
     for n in range(19):  # nested attribute files
         nested = root / "services" / f"svc{n}" / ".gitattributes"
         nested.write_text(f"module{n}*.py onbox-label=internal\n", encoding="utf-8")
@@ -128,7 +134,9 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--owners", type=int, default=1_000)
     parser.add_argument("--attrs", type=int, default=200)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "classification.json"))
+    parser.add_argument(
+        "--out", default=str(Path(__file__).parent / "results" / "classification.json")
+    )
     parser.add_argument("--keep", help="generate the repo here and keep it")
     args = parser.parse_args()
     policy: Policy = parse_policy(POLICY, "bench-policy.toml")
@@ -158,7 +166,12 @@ def main() -> int:
 
         source = "".join(p.read_text(encoding="utf-8") for p in paths[:200])
         chunk = (source * (100_000 // len(source) + 1))[:100_000]
-        dirty = chunk[:50_000] + SECRET.format("a1B2" * 9) + 'k = "q8ZrT3vN1xW7pL2mK9sB4dF6hJ0cY5aE"\n' + chunk[50_000:]
+        dirty = (
+            chunk[:50_000]
+            + SECRET.format("a1B2" * 9)
+            + 'k = "q8ZrT3vN1xW7pL2mK9sB4dF6hJ0cY5aE"\n'
+            + chunk[50_000:]
+        )
         scan = {}
         for name, body in (("clean", chunk), ("with-secrets", dirty[:100_000])):
             runs = []
@@ -176,26 +189,50 @@ def main() -> int:
         html_s = time.perf_counter() - start
 
     results = {
-        "machine": platform.platform(), "python": sys.version.split()[0],
-        "files": args.files, "codeowners_rules": args.owners, "attribute_lines": args.attrs,
+        "machine": platform.platform(),
+        "python": sys.version.split()[0],
+        "files": args.files,
+        "codeowners_rules": args.owners,
+        "attribute_lines": args.attrs,
         "generate_s": round(generate_s, 2),
-        "cold_decision_ms": {"median": _ms(statistics.median(cold)), "max": _ms(max(cold)),
-                             "target": 50},
-        "warm_decision_ms": {"p50": _ms(warm[len(warm) // 2]),
-                             "p99": _ms(warm[int(len(warm) * 0.99)]), "target_p99": 1},
+        "cold_decision_ms": {
+            "median": _ms(statistics.median(cold)),
+            "max": _ms(max(cold)),
+            "target": 50,
+        },
+        "warm_decision_ms": {
+            "p50": _ms(warm[len(warm) // 2]),
+            "p99": _ms(warm[int(len(warm) * 0.99)]),
+            "target_p99": 1,
+        },
         "content_scan_ms_per_100kb": {k: _ms(v) for k, v in scan.items()} | {"target": 5},
-        "report_s": round(report_s, 2), "report_target_s": 60,
-        "html_render_s": round(html_s, 2), "html_bytes": len(page),
-        "by_label": report.by_label, "review_candidates": len(report.review_candidates),
+        "report_s": round(report_s, 2),
+        "report_target_s": 60,
+        "html_render_s": round(html_s, 2),
+        "html_bytes": len(page),
+        "by_label": report.by_label,
+        "review_candidates": len(report.review_candidates),
         "sample_label": decision.label.name,
     }
     rows = [
-        ("cold decision (discovery incl.), median", f"{results['cold_decision_ms']['median']} ms", "<= 50 ms"),
+        (
+            "cold decision (discovery incl.), median",
+            f"{results['cold_decision_ms']['median']} ms",
+            "<= 50 ms",
+        ),
         ("cold decision, max of 15", f"{results['cold_decision_ms']['max']} ms", ""),
         ("warm decision p50", f"{results['warm_decision_ms']['p50']} ms", ""),
         ("warm decision p99", f"{results['warm_decision_ms']['p99']} ms", "<= 1 ms"),
-        ("content scan / 100 KB (clean)", f"{results['content_scan_ms_per_100kb']['clean']} ms", "<= 5 ms"),
-        ("content scan / 100 KB (secrets)", f"{results['content_scan_ms_per_100kb']['with-secrets']} ms", "<= 5 ms"),
+        (
+            "content scan / 100 KB (clean)",
+            f"{results['content_scan_ms_per_100kb']['clean']} ms",
+            "<= 5 ms",
+        ),
+        (
+            "content scan / 100 KB (secrets)",
+            f"{results['content_scan_ms_per_100kb']['with-secrets']} ms",
+            "<= 5 ms",
+        ),
         (f"full report, {args.files} files", f"{results['report_s']} s", "<= 60 s"),
         ("HTML render", f"{results['html_render_s']} s ({len(page) // 1024} KiB)", ""),
     ]

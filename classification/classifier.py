@@ -85,14 +85,19 @@ class Classifier:
         except Exception as exc:  # fail closed, whatever happened
             logger.exception("classifier error for %s", uri)
             return default_decision(
-                policy, f"classifier error ({type(exc).__name__}: {exc}): the policy's default "
-                "label applies; please report this with `onbox classify --json`")
+                policy,
+                f"classifier error ({type(exc).__name__}: {exc}): the policy's default "
+                "label applies; please report this with `onbox classify --json`",
+            )
 
-    def _classify(self, policy: Policy, uri: str, text: str | None, version: int | None
-                  ) -> Decision:
+    def _classify(
+        self, policy: Policy, uri: str, text: str | None, version: int | None
+    ) -> Decision:
         if policy.expired(datetime.now(UTC)):
-            return default_decision(policy, f"policy {policy.id!r} expired at "
-                                    f"{policy.expires}: ask your admin for a new one")
+            return default_decision(
+                policy,
+                f"policy {policy.id!r} expired at {policy.expires}: ask your admin for a new one",
+            )
         path = uri_to_path(uri)
         if path is None:
             scheme = urlsplit(uri).scheme or "none"
@@ -102,13 +107,20 @@ class Classifier:
             try:
                 text = path.read_text(encoding="utf-8", errors="replace")
             except OSError as exc:
-                return default_decision(policy, f"cannot read {path} ({exc.strerror or exc}): "
-                                        "the policy's default label applies")
+                return default_decision(
+                    policy,
+                    f"cannot read {path} ({exc.strerror or exc}): "
+                    "the policy's default label applies",
+                )
         key = (uri, version)
         with self._lock:
             cached = self._cache.get(key)
-        if (cached is not None and cached.policy is policy and cached.text == text
-                and all(fingerprint(p) == fp for p, fp in cached.evaluation.watched)):
+        if (
+            cached is not None
+            and cached.policy is policy
+            and cached.text == text
+            and all(fingerprint(p) == fp for p, fp in cached.evaluation.watched)
+        ):
             return cached.evaluation.decision
         evaluation = self._evaluate(policy, path, text)
         with self._lock:
@@ -127,7 +139,8 @@ class Classifier:
         decision = evaluation.decision
         extra = tuple(
             replace(r, message=f"symlink target {real}: {r.message}")
-            for r in target.decision.reasons if r.signal != "content" and r.signal != "marker"
+            for r in target.decision.reasons
+            if r.signal != "content" and r.signal != "marker"
         )
         label = max(decision.label, target.decision.label)
         reasons = decision.reasons + extra

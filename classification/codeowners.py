@@ -71,7 +71,7 @@ def pattern_regex(pattern: str) -> str:
     body = pattern.strip("/") if pattern.startswith("/") else pattern.rstrip("/")
     if pattern.endswith("/"):
         tail = "/"  # a directory: everything in it, at any depth
-    elif body.endswith("/*") or body == "*" and anchored:
+    elif body.endswith("/*") or (body == "*" and anchored):
         tail = r"\Z"  # "dir/*": files directly inside only
     else:
         tail = r"(?:\Z|/)"  # a file, or a directory and everything in it
@@ -81,7 +81,7 @@ def pattern_regex(pattern: str) -> str:
     head = r"\A" if anchored else r"(?:\A|/)"
     if body == "*" and not anchored:
         return r"\A"  # "*" owns everything
-    return head + wildmatch_regex(body, brackets=False) + tail
+    return f"{head}{wildmatch_regex(body, brackets=False)}{tail}"
 
 
 def parse_codeowners(text: str, display: str) -> CodeOwners:
@@ -102,11 +102,15 @@ def parse_codeowners(text: str, display: str) -> CodeOwners:
             logger.warning("%s", message)
             continue
         unescaped = pattern.replace("\\#", "#").replace("\\ ", " ")
-        result.rules.append(OwnerRule(
-            pattern=unescaped, owners=tuple(owners), line=number,
-            regex_source=pattern_regex(unescaped),
-            literals=literal_parts(unescaped.strip("/")),
-        ))
+        result.rules.append(
+            OwnerRule(
+                pattern=unescaped,
+                owners=tuple(owners),
+                line=number,
+                regex_source=pattern_regex(unescaped),
+                literals=literal_parts(unescaped.strip("/")),
+            )
+        )
     return result
 
 

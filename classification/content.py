@@ -17,40 +17,55 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import Any
-
-from tree_sitter import QueryCursor
+from typing import Any, cast
 
 from onbox.classification import languages
 from onbox.classification.decision import Finding
 from onbox.classification.labels import Label
 from onbox.classification.patterns import compile_fast_regex
 from onbox.classification.policy_model import ContentConfig, Policy
+from tree_sitter import Query, QueryCursor
 
 logger = logging.getLogger(__name__)
 
 #: (group name, finding type, kind, regex). Groups ending in "_v" narrow the span.
 _BUILTINS: tuple[tuple[str, str, str, str], ...] = (
     ("pk", "private-key", "secret", r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"),
-    ("aws", "aws-access-key", "secret",
-     r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b"),
-    ("awss", "aws-secret-key", "secret",
-     r"(?i:aws_?secret_?(?:access_?)?key)[\"']?\s*[:=]\s*[\"']?(?P<awss_v>[A-Za-z0-9/+]{40})\b"),
+    (
+        "aws",
+        "aws-access-key",
+        "secret",
+        r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b",
+    ),
+    (
+        "awss",
+        "aws-secret-key",
+        "secret",
+        r"(?i:aws_?secret_?(?:access_?)?key)[\"']?\s*[:=]\s*[\"']?(?P<awss_v>[A-Za-z0-9/+]{40})\b",
+    ),
     ("ghp", "github-token", "secret", r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}\b"),
     ("ghpat", "github-token", "secret", r"\bgithub_pat_[A-Za-z0-9_]{82}\b"),
     ("glpat", "gitlab-token", "secret", r"\bglpat-[A-Za-z0-9_-]{20}\b"),
     ("slack", "slack-token", "secret", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
-    ("slackhook", "slack-webhook", "secret",
-     r"https://hooks\.slack\.com/services/[A-Za-z0-9_]+/[A-Za-z0-9_]+/[A-Za-z0-9_]+"),
+    (
+        "slackhook",
+        "slack-webhook",
+        "secret",
+        r"https://hooks\.slack\.com/services/[A-Za-z0-9_]+/[A-Za-z0-9_]+/[A-Za-z0-9_]+",
+    ),
     ("stripe", "stripe-key", "secret", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}\b"),
     ("gapi", "google-api-key", "secret", r"\bAIza[0-9A-Za-z_-]{35}"),
     ("goauth", "google-oauth-secret", "secret", r"\bGOCSPX-[A-Za-z0-9_-]{28}"),
-    ("jwt", "jwt", "secret",
-     r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}"),
+    ("jwt", "jwt", "secret", r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}"),
     ("card", "card-number", "pii", r"\b[2-6]\d{3}(?:[ -]?\d){9,15}\b"),
     ("ssn", "us-ssn", "pii", r"\b\d{3}-\d{2}-\d{4}\b"),
     ("iban", "iban", "pii", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"),
-    ("email", "email", "pii", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
+    (
+        "email",
+        "email",
+        "pii",
+        r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
+    ),
 )
 _TYPES = {group: (ftype, kind) for group, ftype, kind, _ in _BUILTINS}
 _COMBINED = compile_fast_regex("|".join(f"(?P<{g}>{rx})" for g, _, _, rx in _BUILTINS))
@@ -61,11 +76,44 @@ FULL_PARSE_LIMIT = 32_000  # characters; larger documents are checked line by li
 _PK_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
 
 _IBAN_LENGTHS = {
-    "AD": 24, "AE": 23, "AT": 20, "BE": 16, "BG": 22, "CH": 21, "CY": 28, "CZ": 24,
-    "DE": 22, "DK": 18, "EE": 20, "ES": 24, "FI": 18, "FR": 27, "GB": 22, "GR": 27,
-    "HR": 21, "HU": 28, "IE": 22, "IS": 26, "IT": 27, "LI": 21, "LT": 20, "LU": 20,
-    "LV": 21, "MC": 27, "MT": 31, "NL": 18, "NO": 15, "PL": 28, "PT": 25, "RO": 24,
-    "SA": 24, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "TR": 26,
+    "AD": 24,
+    "AE": 23,
+    "AT": 20,
+    "BE": 16,
+    "BG": 22,
+    "CH": 21,
+    "CY": 28,
+    "CZ": 24,
+    "DE": 22,
+    "DK": 18,
+    "EE": 20,
+    "ES": 24,
+    "FI": 18,
+    "FR": 27,
+    "GB": 22,
+    "GR": 27,
+    "HR": 21,
+    "HU": 28,
+    "IE": 22,
+    "IS": 26,
+    "IT": 27,
+    "LI": 21,
+    "LT": 20,
+    "LU": 20,
+    "LV": 21,
+    "MC": 27,
+    "MT": 31,
+    "NL": 18,
+    "NO": 15,
+    "PL": 28,
+    "PT": 25,
+    "RO": 24,
+    "SA": 24,
+    "SE": 24,
+    "SI": 19,
+    "SK": 24,
+    "SM": 27,
+    "TR": 26,
 }
 
 
@@ -217,12 +265,14 @@ def _builtin_findings(text: str, config: ContentConfig) -> Iterator[Finding]:
             yield Finding(kind, ftype, start, end, label, "builtin", _line_of(text, start))
     if config.pii is not None and len(emails) >= config.bulk_emails:
         for start, end in emails:
-            yield Finding("pii", "email", start, end, config.pii, "builtin:bulk-emails",
-                          _line_of(text, start))
+            yield Finding(
+                "pii", "email", start, end, config.pii, "builtin:bulk-emails", _line_of(text, start)
+            )
 
 
-def _entropy_findings(text: str, config: ContentConfig, label: Label, tree: _Tree,
-                      existing: Iterable[Finding]) -> Iterator[Finding]:
+def _entropy_findings(
+    text: str, config: ContentConfig, label: Label, tree: _Tree, existing: Iterable[Finding]
+) -> Iterator[Finding]:
     taken = [(f.start, f.end) for f in existing]
     for match in _CANDIDATE.finditer(text):
         start, end = match.start(), match.end()
@@ -242,8 +292,15 @@ def _entropy_findings(text: str, config: ContentConfig, label: Label, tree: _Tre
             continue
         if not tree.in_literal(start, end):
             continue
-        yield Finding("secret", "high-entropy-string", start, end, label, "builtin:entropy",
-                      _line_of(text, start))
+        yield Finding(
+            "secret",
+            "high-entropy-string",
+            start,
+            end,
+            label,
+            "builtin:entropy",
+            _line_of(text, start),
+        )
 
 
 def _detector_findings(text: str, policy: Policy, tree: _Tree) -> Iterator[Finding]:
@@ -253,15 +310,29 @@ def _detector_findings(text: str, policy: Policy, tree: _Tree) -> Iterator[Findi
         if detector.kind == "regex":
             for match in detector.compiled.finditer(text):
                 if match.end() > match.start():
-                    yield Finding("detector", detector.name, match.start(), match.end(),
-                                  detector.label, detector.name, _line_of(text, match.start()))
+                    yield Finding(
+                        "detector",
+                        detector.name,
+                        match.start(),
+                        match.end(),
+                        detector.label,
+                        detector.name,
+                        _line_of(text, match.start()),
+                    )
         elif detector.kind == "tree-sitter" and tree.language is not None:
             wanted = languages.normalise_language(detector.language)
             if wanted != tree.language:
                 continue
-            captures = QueryCursor(detector.compiled).captures(tree.root)
+            captures = QueryCursor(cast(Query, detector.compiled)).captures(tree.root)
             for nodes in captures.values():
                 for node in nodes:
                     start, end = tree.to_char(node.start_byte), tree.to_char(node.end_byte)
-                    yield Finding("detector", detector.name, start, end, detector.label,
-                                  detector.name, node.start_point[0] + 1)
+                    yield Finding(
+                        "detector",
+                        detector.name,
+                        start,
+                        end,
+                        detector.label,
+                        detector.name,
+                        node.start_point[0] + 1,
+                    )

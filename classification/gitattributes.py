@@ -97,8 +97,15 @@ def _parse_states(tokens: list[str]) -> dict[str, str]:
     return states
 
 
-def parse_attributes(text: str, base: str, display: str, *, allow_macros: bool,
-                     macros: dict[str, dict[str, str]], ignore_case: bool) -> AttributesFile:
+def parse_attributes(
+    text: str,
+    base: str,
+    display: str,
+    *,
+    allow_macros: bool,
+    macros: dict[str, dict[str, str]],
+    ignore_case: bool,
+) -> AttributesFile:
     """Parse one attributes file; keep only lines that touch the watched attributes.
 
     ``base`` is the file's directory relative to the repo root ("" or ``"a/b/"``) and
@@ -136,18 +143,25 @@ def parse_attributes(text: str, base: str, display: str, *, allow_macros: bool,
         body = pattern.rstrip("/") if must_be_dir else pattern
         basename_only = "/" not in body
         body = body.lstrip("/") if not basename_only else body
-        result.rules.append(_Rule(
-            base=base, basename_only=basename_only, must_be_dir=must_be_dir,
-            regex=LazyRegex(wildmatch_regex(body), flags),
-            literals=tuple(p.lower() for p in literal_parts(body)) if ignore_case
-            else literal_parts(body),
-            attrs=expanded, source=f"{display}:{number}",
-        ))
+        result.rules.append(
+            _Rule(
+                base=base,
+                basename_only=basename_only,
+                must_be_dir=must_be_dir,
+                regex=LazyRegex(wildmatch_regex(body), flags),
+                literals=tuple(p.lower() for p in literal_parts(body))
+                if ignore_case
+                else literal_parts(body),
+                attrs=expanded,
+                source=f"{display}:{number}",
+            )
+        )
     return result
 
 
-def lookup(files: list[AttributesFile], path: str, *, ignore_case: bool = False
-           ) -> dict[str, AttributeValue]:
+def lookup(
+    files: list[AttributesFile], path: str, *, ignore_case: bool = False
+) -> dict[str, AttributeValue]:
     """Watched attributes of ``path`` (repo-relative, "/"-separated, a file).
 
     ``files`` are ordered lowest precedence first (root, subdirectories, info/attributes).
@@ -160,8 +174,9 @@ def lookup(files: list[AttributesFile], path: str, *, ignore_case: bool = False
         for rule in reversed(attributes.rules):
             if rule.must_be_dir or all(name in found for name in rule.attrs):
                 continue
-            if rule.base and not probe_path.startswith(rule.base.lower() if ignore_case
-                                                         else rule.base):
+            if rule.base and not probe_path.startswith(
+                rule.base.lower() if ignore_case else rule.base
+            ):
                 continue
             subject = basename if rule.basename_only else path[len(rule.base) :]
             probe = subject.lower() if ignore_case else subject
@@ -187,8 +202,9 @@ def attribute_files_for(root: Path, rel_path: str, info_attributes: str) -> list
     return pairs
 
 
-def read_attributes(root: Path, rel_path: str, info_attributes: str, *,
-                    ignore_case: bool = False) -> dict[str, AttributeValue]:
+def read_attributes(
+    root: Path, rel_path: str, info_attributes: str, *, ignore_case: bool = False
+) -> dict[str, AttributeValue]:
     """Watched attributes of ``rel_path``, reading every relevant file now (no cache)."""
     macros: dict[str, dict[str, str]] = {}
     files = []
@@ -199,6 +215,14 @@ def read_attributes(root: Path, rel_path: str, info_attributes: str, *,
             continue
         is_info = absolute == info_attributes
         display = ".git/info/attributes" if is_info else f"{base}.gitattributes"
-        files.append(parse_attributes(text, base, display, allow_macros=is_info or base == "",
-                                      macros=macros, ignore_case=ignore_case))
+        files.append(
+            parse_attributes(
+                text,
+                base,
+                display,
+                allow_macros=is_info or base == "",
+                macros=macros,
+                ignore_case=ignore_case,
+            )
+        )
     return lookup(files, rel_path, ignore_case=ignore_case)

@@ -31,21 +31,48 @@ _GRAMMARS: dict[str, tuple[str, str]] = {
 }
 
 _EXTENSIONS: dict[str, str] = {
-    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript",
-    ".cjs": "javascript", ".jsx": "javascript", ".ts": "typescript", ".mts": "typescript",
-    ".tsx": "tsx", ".go": "go", ".java": "java", ".rs": "rust", ".c": "c", ".h": "c",
-    ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".hpp": "cpp", ".hh": "cpp",
+    ".py": "python",
+    ".pyi": "python",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".cjs": "javascript",
+    ".jsx": "javascript",
+    ".ts": "typescript",
+    ".mts": "typescript",
+    ".tsx": "tsx",
+    ".go": "go",
+    ".java": "java",
+    ".rs": "rust",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".cxx": "cpp",
+    ".hpp": "cpp",
+    ".hh": "cpp",
 }
 
 #: LSP languageId aliases
 _ALIASES = {"typescriptreact": "tsx", "javascriptreact": "javascript", "c++": "cpp"}
 
 #: node types that hold string literals or comments, per grammar
-LITERAL_NODE_TYPES = frozenset({
-    "string", "string_literal", "raw_string_literal", "interpreted_string_literal",
-    "template_string", "string_content", "char_literal", "comment", "line_comment",
-    "block_comment", "string_fragment", "text_block", "concatenated_string",
-})
+LITERAL_NODE_TYPES = frozenset(
+    {
+        "string",
+        "string_literal",
+        "raw_string_literal",
+        "interpreted_string_literal",
+        "template_string",
+        "string_content",
+        "char_literal",
+        "comment",
+        "line_comment",
+        "block_comment",
+        "string_fragment",
+        "text_block",
+        "concatenated_string",
+    }
+)
 
 
 def language_for_path(path: str) -> str | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -54,6 +54,8 @@ class RegexLike(Protocol):
 
     @property
     def pattern(self) -> str: ...
+    @property
+    def groupindex(self) -> Mapping[str, int]: ...
     def finditer(self, text: str) -> Iterator[Any]: ...
     def search(self, text: str) -> Any: ...
 
@@ -85,9 +87,7 @@ def compile_safe_regex(pattern: str, *, flags_ignorecase: bool = False) -> Regex
     if not pattern:
         raise PatternError("empty regex; give a pattern such as 'PAT-[0-9]{8}'")
     if len(pattern) > MAX_REGEX_LENGTH:
-        raise PatternError(
-            f"regex is {len(pattern)} characters; keep it under {MAX_REGEX_LENGTH}"
-        )
+        raise PatternError(f"regex is {len(pattern)} characters; keep it under {MAX_REGEX_LENGTH}")
     if _re2 is not None:
         options = _re2.Options()
         options.case_sensitive = not flags_ignorecase

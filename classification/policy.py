@@ -37,9 +37,9 @@ from onbox.classification.policy_model import (
 from onbox.classification.policy_toml import parse_policy
 
 __all__ = [
+    "BUILTIN_POLICY_ID",
     "DESTINATION_KINDS",
     "ON_BOX",
-    "BUILTIN_POLICY_ID",
     "ClassificationError",
     "ContentConfig",
     "DestinationConfig",
@@ -66,8 +66,10 @@ def load_policy(path: Path) -> Policy:
         data = path.read_bytes()
     except OSError as exc:
         raise PolicyError(
-            f"cannot read the policy file ({exc.strerror or exc}); check the path in the "
-            "settings", file=str(path), line=None, key=None,
+            f"cannot read the policy file ({exc.strerror or exc}); check the path in the settings",
+            file=str(path),
+            line=None,
+            key=None,
         ) from None
     policy = parse_policy(data, str(path))
     logger.info("loaded policy %s from %s (sha256 %s)", policy.id, path, policy.sha256[:12])

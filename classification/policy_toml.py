@@ -15,7 +15,7 @@ import logging
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -95,7 +95,7 @@ class KeyLocator:
 class _Ctx:
     source: str
     locator: KeyLocator
-    scale: LabelScale = LabelScale()
+    scale: LabelScale = field(default_factory=LabelScale)
 
     def fail(self, key: str, message: str) -> NoReturn:
         raise PolicyError(message, file=self.source, line=self.locator.line(key), key=key)
@@ -142,7 +142,9 @@ def parse_policy(data: bytes, source: str) -> Policy:
     except UnicodeDecodeError as exc:
         raise PolicyError(
             f"not UTF-8 text (byte {exc.start}); save the policy as UTF-8",
-            file=source, line=None, key=None,
+            file=source,
+            line=None,
+            key=None,
         ) from None
     ctx = _Ctx(source, KeyLocator(text))
     try:
@@ -154,7 +156,7 @@ def parse_policy(data: bytes, source: str) -> Policy:
     ctx.table(doc, "", _TOP_KEYS)
     head = ctx.table(doc.get("policy"), "policy", _POLICY_KEYS) if "policy" in doc else {}
     if "id" not in head:
-        ctx.fail("policy.id", "missing; every policy needs [policy] id = \"...\"")
+        ctx.fail("policy.id", 'missing; every policy needs [policy] id = "..."')
     policy_id = ctx.typed(head["id"], "policy.id", str, "a string")
     if not policy_id.strip():
         ctx.fail("policy.id", "must not be empty")
@@ -178,14 +180,16 @@ def parse_policy(data: bytes, source: str) -> Policy:
     detectors = tuple(
         _detector(ctx, item, i) for i, item in enumerate(_array(ctx, doc, "detectors"))
     )
-    names = [d.name for d in detectors]
-    if len(set(names)) != len(names):
-        ctx.fail("detectors", f"detector names must be unique: {names}")
+    detector_names = [d.name for d in detectors]
+    if len(set(detector_names)) != len(detector_names):
+        ctx.fail("detectors", f"detector names must be unique: {detector_names}")
     destinations = _destinations(ctx, _tbl(ctx, doc, "destinations"))
     routes = _routes(ctx, _tbl(ctx, doc, "routes"), destinations)
     audit = ctx.table(doc.get("audit", {}), "audit", _AUDIT_KEYS)
     store = ctx.typed(
-        audit.get("store_encrypted_prompts", False), "audit.store_encrypted_prompts", bool,
+        audit.get("store_encrypted_prompts", False),
+        "audit.store_encrypted_prompts",
+        bool,
         "true or false",
     )
     if store and not team_key:
@@ -194,10 +198,21 @@ def parse_policy(data: bytes, source: str) -> Policy:
             "needs [policy] security_team_key (the X25519 public key prompts are encrypted to)",
         )
     return Policy(
-        id=policy_id, scale=ctx.scale, default_label=default, destinations=destinations,
-        routes=routes, expires=expires, security_team_key=team_key,
-        store_encrypted_prompts=store, source=source, sha256=hashlib.sha256(data).hexdigest(),
-        repos=repos, tags=tags, owners=owners, content=content, detectors=detectors,
+        id=policy_id,
+        scale=ctx.scale,
+        default_label=default,
+        destinations=destinations,
+        routes=routes,
+        expires=expires,
+        security_team_key=team_key,
+        store_encrypted_prompts=store,
+        source=source,
+        sha256=hashlib.sha256(data).hexdigest(),
+        repos=repos,
+        tags=tags,
+        owners=owners,
+        content=content,
+        detectors=detectors,
         lines=dict(ctx.locator.lines),
     )
 
@@ -227,7 +242,7 @@ def _expires(ctx: _Ctx, value: object) -> datetime | None:
 def _team_key(ctx: _Ctx, value: object) -> str | None:
     if value is None or value == "":
         return None
-    text = ctx.typed(value, "policy.security_team_key", str, "a base64 string")
+    text = str(ctx.typed(value, "policy.security_team_key", str, "a base64 string"))
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -260,19 +275,27 @@ def _content(ctx: _Ctx, value: object, default: Label) -> ContentConfig:
         return ctx.label(raw, f"content.{key}")
 
     get: Callable[[str, Any], Any] = table.get
-    threshold = ctx.typed(get("entropy_threshold", 4.0), "content.entropy_threshold",
-                          (int, float), "a number of bits per character")
+    threshold = ctx.typed(
+        get("entropy_threshold", 4.0),
+        "content.entropy_threshold",
+        (int, float),
+        "a number of bits per character",
+    )
     if not 2.0 <= float(threshold) <= 6.0:
         ctx.fail("content.entropy_threshold", "must be between 2.0 and 6.0 bits per character")
-    min_len = ctx.typed(get("entropy_min_length", 20), "content.entropy_min_length", int,
-                        "an integer")
+    min_len = ctx.typed(
+        get("entropy_min_length", 20), "content.entropy_min_length", int, "an integer"
+    )
     bulk = ctx.typed(get("bulk_emails", 10), "content.bulk_emails", int, "an integer")
     if bulk < 1 or min_len < 8:
         ctx.fail("content", "bulk_emails must be >= 1 and entropy_min_length >= 8")
     return ContentConfig(
-        secrets=optional_label("secrets"), pii=optional_label("pii"),
+        secrets=optional_label("secrets"),
+        pii=optional_label("pii"),
         entropy=ctx.typed(get("entropy", True), "content.entropy", bool, "true or false"),
-        entropy_threshold=float(threshold), entropy_min_length=min_len, bulk_emails=bulk,
+        entropy_threshold=float(threshold),
+        entropy_min_length=min_len,
+        bulk_emails=bulk,
         markers=ctx.typed(get("markers", True), "content.markers", bool, "true or false"),
     )
 
@@ -306,15 +329,19 @@ def _detector(ctx: _Ctx, item: object, index: int) -> Detector:
     if kind == "tree-sitter":
         language = ctx.typed(table.get("language"), f"{key}.language", str, "a language name")
         if normalise_language(language) is None:
-            ctx.fail(f"{key}.language", f"unknown language {language!r}; tree-sitter detectors "
-                     f"support {', '.join(known_languages())}")
+            ctx.fail(
+                f"{key}.language",
+                f"unknown language {language!r}; tree-sitter detectors "
+                f"support {', '.join(known_languages())}",
+            )
         query = ctx.typed(table.get("query"), f"{key}.query", str, "a tree-sitter query")
         try:
             compiled_query = compile_query(language, query)
         except ValueError as exc:
             ctx.fail(f"{key}.query", str(exc))
-        return Detector(name, kind, label, query=query, language=language, line=line,
-                        compiled=compiled_query)
+        return Detector(
+            name, kind, label, query=query, language=language, line=line, compiled=compiled_query
+        )
     ctx.fail(f"{key}.kind", f"unknown detector kind {kind!r}; use 'regex' or 'tree-sitter'")
 
 
@@ -327,8 +354,11 @@ def _destinations(ctx: _Ctx, table: dict[str, Any]) -> dict[str, DestinationConf
         if isinstance(raw, dict):
             for secret_key in raw:
                 if secret_key.lower() in _INLINE_SECRET_KEYS:
-                    ctx.fail(f"{key}.{secret_key}", "API keys must not be written in the policy; "
-                             "use api_key_env or api_key_keyring")
+                    ctx.fail(
+                        f"{key}.{secret_key}",
+                        "API keys must not be written in the policy; "
+                        "use api_key_env or api_key_keyring",
+                    )
         spec = ctx.table(raw, key, _DEST_KEYS)
         kind = ctx.typed(spec.get("kind"), f"{key}.kind", str, "a destination kind")
         if kind not in DESTINATION_KINDS:
@@ -338,12 +368,17 @@ def _destinations(ctx: _Ctx, table: dict[str, Any]) -> dict[str, DestinationConf
         for header, hvalue in headers.items():
             ctx.typed(hvalue, f"{key}.headers.{header}", str, "a string")
             if header.lower() in _SECRET_HEADERS:
-                ctx.fail(f"{key}.headers.{header}", "credentials must not be written in the "
-                         "policy; use api_key_env or api_key_keyring")
+                ctx.fail(
+                    f"{key}.headers.{header}",
+                    "credentials must not be written in the "
+                    "policy; use api_key_env or api_key_keyring",
+                )
 
         def opt_str(field_name: str, spec: dict[str, Any] = spec, key: str = key) -> str | None:
             value = spec.get(field_name)
-            return None if value is None else ctx.typed(value, f"{key}.{field_name}", str, "a string")
+            return (
+                None if value is None else ctx.typed(value, f"{key}.{field_name}", str, "a string")
+            )
 
         timeout = ctx.typed(spec.get("timeout", 10.0), f"{key}.timeout", (int, float), "seconds")
         if timeout <= 0:
@@ -354,15 +389,26 @@ def _destinations(ctx: _Ctx, table: dict[str, Any]) -> dict[str, DestinationConf
         if kind != "llama-cpp" and not spec.get("base_url"):
             ctx.fail(f"{key}.base_url", f"a {kind} destination needs base_url")
         if name == ON_BOX and (kind != "llama-cpp" or clearance != ctx.scale.highest):
-            ctx.fail(key, f"'{ON_BOX}' is the local llama.cpp model with clearance "
-                     f"{ctx.scale.highest.name!r}; give other destinations another name")
+            ctx.fail(
+                key,
+                f"'{ON_BOX}' is the local llama.cpp model with clearance "
+                f"{ctx.scale.highest.name!r}; give other destinations another name",
+            )
         result[name] = DestinationConfig(
-            name=name, kind=kind, clearance=clearance, base_url=opt_str("base_url"),
-            model=opt_str("model"), api_key_env=opt_str("api_key_env"),
-            api_key_keyring=opt_str("api_key_keyring"), timeout=float(timeout),
+            name=name,
+            kind=kind,
+            clearance=clearance,
+            base_url=opt_str("base_url"),
+            model=opt_str("model"),
+            api_key_env=opt_str("api_key_env"),
+            api_key_keyring=opt_str("api_key_keyring"),
+            timeout=float(timeout),
             fim=ctx.typed(spec.get("fim", True), f"{key}.fim", bool, "true or false"),
-            api_version=opt_str("api_version"), headers=dict(headers),
-            ca_bundle=opt_str("ca_bundle"), proxy=opt_str("proxy"), max_tokens=max_tokens,
+            api_version=opt_str("api_version"),
+            headers=dict(headers),
+            ca_bundle=opt_str("ca_bundle"),
+            proxy=opt_str("proxy"),
+            max_tokens=max_tokens,
         )
     result.setdefault(ON_BOX, DestinationConfig(ON_BOX, "llama-cpp", ctx.scale.highest))
     return result
@@ -383,8 +429,11 @@ def _routes(
                 ctx.fail(key, f"unknown destination {name!r}; define [destinations.{name}]")
             clearance = destinations[name].clearance
             if clearance < label:
-                ctx.fail(key, f"destination {name!r} has clearance {clearance.name!r}, below "
-                         f"{label_name!r}: it may not receive {label_name} files")
+                ctx.fail(
+                    key,
+                    f"destination {name!r} has clearance {clearance.name!r}, below "
+                    f"{label_name!r}: it may not receive {label_name} files",
+                )
         if len(set(names)) != len(names):
             ctx.fail(key, "a destination is listed twice")
         routes[label_name] = names if ON_BOX in names else (*names, ON_BOX)

@@ -174,6 +174,10 @@ def discover(path: Path) -> Repository | None:
     ignore_case = config.get("core", {}).get("ignorecase", "false").lower() in ("true", "yes", "1")
     identity = normalise_remote(url) if url else None
     return Repository(
-        root=root, git_dir=git_dir, common_dir=common, identity=identity,
-        remote_url=redact_url(url) if url else None, ignore_case=ignore_case,
+        root=root,
+        git_dir=git_dir,
+        common_dir=common,
+        identity=identity,
+        remote_url=redact_url(url) if url else None,
+        ignore_case=ignore_case,
     )

@@ -44,9 +44,13 @@ class FileEntry:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping."""
         return {
-            "path": self.path, "size": self.size, "label": self.label,
-            "structural": self.structural, "deciding": list(self.deciding),
-            "findings": self.findings, "error": self.error,
+            "path": self.path,
+            "size": self.size,
+            "label": self.label,
+            "structural": self.structural,
+            "deciding": list(self.deciding),
+            "findings": self.findings,
+            "error": self.error,
         }
 
 
@@ -85,9 +89,13 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary with every file."""
         return {
-            "root": self.root, "repo": self.repo, "policy": self.policy_id,
-            "labels": list(self.labels), "seconds": round(self.seconds, 3),
-            "by_label": self.by_label, "by_signal": self.by_signal,
+            "root": self.root,
+            "repo": self.repo,
+            "policy": self.policy_id,
+            "labels": list(self.labels),
+            "seconds": round(self.seconds, 3),
+            "by_label": self.by_label,
+            "by_signal": self.by_signal,
             "review_candidates": [f.path for f in self.review_candidates],
             "files": [f.to_json() for f in self.files],
         }
@@ -98,8 +106,19 @@ def list_files(root: Path) -> list[str]:
     if discover(root) is not None:
         try:
             out = subprocess.run(
-                ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others",
-                 "--exclude-standard"], capture_output=True, check=True, timeout=120,
+                [
+                    "git",
+                    "-C",
+                    str(root),
+                    "ls-files",
+                    "-z",
+                    "--cached",
+                    "--others",
+                    "--exclude-standard",
+                ],
+                capture_output=True,
+                check=True,
+                timeout=120,
             ).stdout
             names = sorted({n for n in out.decode("utf-8", "surrogateescape").split("\0") if n})
             return [n for n in names if os.path.isfile(root / n) or os.path.islink(root / n)]
@@ -140,14 +159,38 @@ def build_report(root: Path, policy: Policy, progress: Progress | None = None) -
             decision = evaluation.decision
             findings = Counter(f.type for f in decision.findings)
             structural = evaluation.structural or decision.label
-            entries.append(FileEntry(name, size, decision.label.name, decision.label.rank,
-                                     structural.name, decision.deciding, dict(findings)))
+            entries.append(
+                FileEntry(
+                    name,
+                    size,
+                    decision.label.name,
+                    decision.label.rank,
+                    structural.name,
+                    decision.deciding,
+                    dict(findings),
+                )
+            )
         except Exception as exc:  # one bad file must not stop the exercise
             logger.warning("cannot classify %s: %s", name, exc)
             default = policy.default_label
-            entries.append(FileEntry(name, 0, default.name, default.rank, default.name,
-                                     ("fail-closed",), error=f"{type(exc).__name__}: {exc}"))
+            entries.append(
+                FileEntry(
+                    name,
+                    0,
+                    default.name,
+                    default.rank,
+                    default.name,
+                    ("fail-closed",),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            )
         if progress is not None:
             progress(index + 1, len(names))
-    return Report(str(root), repo.identity if repo else None, policy.id, policy.scale.names,
-                  entries, time.perf_counter() - started)
+    return Report(
+        str(root),
+        repo.identity if repo else None,
+        policy.id,
+        policy.scale.names,
+        entries,
+        time.perf_counter() - started,
+    )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from onbox.classification.report import FileEntry, Report
 
 WIDTH, HEIGHT = 1200.0, 640.0
-_STOPS = ((0x2e, 0x9d, 0x58), (0xf0, 0xa2, 0x02), (0xd6, 0x33, 0x3a))
+_STOPS = ((0x2E, 0x9D, 0x58), (0xF0, 0xA2, 0x02), (0xD6, 0x33, 0x3A))
 
 
 def label_colours(labels: Sequence[str]) -> dict[str, str]:
@@ -27,7 +27,7 @@ def label_colours(labels: Sequence[str]) -> dict[str, str]:
         local = t * 2 - segment
         a, b = _STOPS[segment], _STOPS[segment + 1]
         rgb = tuple(round(a[k] + (b[k] - a[k]) * local) for k in range(3))
-        colours[name] = "#%02x%02x%02x" % rgb
+        colours[name] = "#" + "".join(f"{c:02x}" for c in rgb)
     return colours
 
 
@@ -55,12 +55,14 @@ def _tree(files: Sequence[FileEntry]) -> _Node:
 
 def _worst(row: list[float], side: float) -> float:
     total = sum(row)
-    return max(max(side * side * r / (total * total), total * total / (side * side * r))
-               for r in row)
+    return max(
+        max(side * side * r / (total * total), total * total / (side * side * r)) for r in row
+    )
 
 
-def squarify(sizes: Sequence[float], x: float, y: float, w: float, h: float
-             ) -> list[tuple[float, float, float, float]]:
+def squarify(
+    sizes: Sequence[float], x: float, y: float, w: float, h: float
+) -> list[tuple[float, float, float, float]]:
     """Rectangles (x, y, w, h) for ``sizes`` (sorted descending) filling the box."""
     total = sum(sizes)
     if total <= 0 or w <= 0 or h <= 0:
@@ -93,8 +95,13 @@ def squarify(sizes: Sequence[float], x: float, y: float, w: float, h: float
     return rects
 
 
-def _layout(node: _Node, box: tuple[float, float, float, float], depth: int,
-            colours: dict[str, str], out: list[str]) -> None:
+def _layout(
+    node: _Node,
+    box: tuple[float, float, float, float],
+    depth: int,
+    colours: dict[str, str],
+    out: list[str],
+) -> None:
     x, y, w, h = box
     children = sorted(node.children.values(), key=lambda n: -n.size)
     rects = squarify([c.size for c in children], x, y, w, h)
@@ -104,19 +111,30 @@ def _layout(node: _Node, box: tuple[float, float, float, float], depth: int,
         if child.entry is not None:
             entry = child.entry
             tip = html.escape(f"{entry.path} — {entry.label} ({', '.join(entry.deciding)})")
-            out.append(f'<rect x="{cx:.1f}" y="{cy:.1f}" width="{cw:.1f}" height="{ch:.1f}" '
-                       f'fill="{colours.get(entry.label, "#888")}" data-l="{entry.label}">'
-                       f"<title>{tip}</title></rect>")
+            out.append(
+                f'<rect x="{cx:.1f}" y="{cy:.1f}" width="{cw:.1f}" height="{ch:.1f}" '
+                f'fill="{colours.get(entry.label, "#888")}" data-l="{entry.label}">'
+                f"<title>{tip}</title></rect>"
+            )
             continue
         pad = 2.0 if depth < 3 and cw > 12 and ch > 12 else 0.0
         head = 13.0 if depth < 2 and cw > 60 and ch > 40 else 0.0
-        out.append(f'<rect class="dir" x="{cx:.1f}" y="{cy:.1f}" width="{cw:.1f}" '
-                   f'height="{ch:.1f}"><title>{html.escape(child.name)}/</title></rect>')
+        out.append(
+            f'<rect class="dir" x="{cx:.1f}" y="{cy:.1f}" width="{cw:.1f}" '
+            f'height="{ch:.1f}"><title>{html.escape(child.name)}/</title></rect>'
+        )
         if head:
-            out.append(f'<text x="{cx + 3:.1f}" y="{cy + 10:.1f}">'
-                       f"{html.escape(child.name[: int(cw / 6)])}</text>")
-        _layout(child, (cx + pad, cy + pad + head, cw - 2 * pad, ch - 2 * pad - head),
-                depth + 1, colours, out)
+            out.append(
+                f'<text x="{cx + 3:.1f}" y="{cy + 10:.1f}">'
+                f"{html.escape(child.name[: int(cw / 6)])}</text>"
+            )
+        _layout(
+            child,
+            (cx + pad, cy + pad + head, cw - 2 * pad, ch - 2 * pad - head),
+            depth + 1,
+            colours,
+            out,
+        )
 
 
 def treemap_svg(report: Report) -> str:
@@ -124,8 +142,10 @@ def treemap_svg(report: Report) -> str:
     colours = label_colours(report.labels)
     parts: list[str] = []
     _layout(_tree(report.files), (0.0, 0.0, WIDTH, HEIGHT), 0, colours, parts)
-    return (f'<svg id="map" viewBox="0 0 {WIDTH:.0f} {HEIGHT:.0f}" '
-            f'xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>')
+    return (
+        f'<svg id="map" viewBox="0 0 {WIDTH:.0f} {HEIGHT:.0f}" '
+        f'xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
+    )
 
 
 _CSS = """
@@ -160,17 +180,24 @@ def render_html(report: Report, *, max_candidates: int = 500) -> str:
     esc = html.escape
     cards = "".join(
         f'<div class="card" data-l="{esc(n)}"><span class="sw" style="background:{colours[n]}">'
-        f"</span>{esc(n)}<b>{c}</b></div>" for n, c in report.by_label.items())
-    signals = "".join(f"<tr><td>{esc(s)}</td><td>{c}</td></tr>"
-                      for s, c in report.by_signal.items())
+        f"</span>{esc(n)}<b>{c}</b></div>"
+        for n, c in report.by_label.items()
+    )
+    signals = "".join(
+        f"<tr><td>{esc(s)}</td><td>{c}</td></tr>" for s, c in report.by_signal.items()
+    )
     candidates = report.review_candidates
     rows = "".join(
         f'<tr><td><code>{esc(f.path)}</code></td><td><span class="sw" '
         f'style="background:{colours.get(f.label, "#888")}"></span>{esc(f.label)}</td>'
         f"<td>{esc(f.structural)}</td><td>{esc(', '.join(f'{k} ×{v}' for k, v in f.findings.items()) or 'marker')}</td></tr>"
-        for f in candidates[:max_candidates])
-    more = (f"<p>… and {len(candidates) - max_candidates} more (see --json).</p>"
-            if len(candidates) > max_candidates else "")
+        for f in candidates[:max_candidates]
+    )
+    more = (
+        f"<p>… and {len(candidates) - max_candidates} more (see --json).</p>"
+        if len(candidates) > max_candidates
+        else ""
+    )
     data = json.dumps({"by_label": report.by_label, "by_signal": report.by_signal})
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'">

@@ -8,6 +8,7 @@ every file it consulted so that the classifier can tell when a decision is stale
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import os
 import threading
@@ -52,8 +53,9 @@ class SignalReader:
         with self._lock:
             self._files.clear()
 
-    def load(self, path: str, kind: str, parse: Callable[[str], T], seen: list[tuple[str, Fingerprint]]
-             ) -> T | None:
+    def load(
+        self, path: str, kind: str, parse: Callable[[str], T], seen: list[tuple[str, Fingerprint]]
+    ) -> T | None:
         """Parsed content of ``path`` (``None`` if missing), re-read when its stat changes."""
         fp = fingerprint(path)
         seen.append((path, fp))
@@ -102,27 +104,51 @@ def evaluate(policy: Policy, reader: SignalReader, path: Path, text: str) -> Eva
         marker = find_marker(text)
         if marker is not None:
             label, note = _label_or_highest(policy, marker.label)
-            reasons.append(Reason("marker", label, f"manual marker 'onbox: {marker.label}'{note}",
-                                  f"{display}:{marker.line}"))
+            reasons.append(
+                Reason(
+                    "marker",
+                    label,
+                    f"manual marker 'onbox: {marker.label}'{note}",
+                    f"{display}:{marker.line}",
+                )
+            )
     final = max(r.label for r in reasons)
     deciding = tuple(dict.fromkeys(r.signal for r in reasons if r.label == final))
-    decision = Decision(final, tuple(reasons), policy.id, policy.serial, findings,
-                        repo.identity if repo else None, rel, deciding)
+    decision = Decision(
+        final,
+        tuple(reasons),
+        policy.id,
+        policy.serial,
+        findings,
+        repo.identity if repo else None,
+        rel,
+        deciding,
+    )
     return Evaluation(decision, tuple(seen), base, structural)
 
 
-def _policy_repo(policy: Policy, repo: Repository | None, reasons: list[Reason]
-                 ) -> tuple[Label, list[tuple[str, str, str]]]:
+def _policy_repo(
+    policy: Policy, repo: Repository | None, reasons: list[Reason]
+) -> tuple[Label, list[tuple[str, str, str]]]:
     """The base label and the tags the policy's [[repos]] rules give."""
     tags: list[tuple[str, str, str]] = []  # (tag, origin, source)
     if repo is None:
-        reasons.append(Reason("policy-default", policy.default_label,
-                              "not in a git repository: the policy's default label applies"))
+        reasons.append(
+            Reason(
+                "policy-default",
+                policy.default_label,
+                "not in a git repository: the policy's default label applies",
+            )
+        )
         return policy.default_label, tags
     if repo.identity is None:
-        reasons.append(Reason("policy-default", policy.default_label,
-                              f"repository {repo.root} has no network remote: the policy's "
-                              "default label applies"))
+        reasons.append(
+            Reason(
+                "policy-default",
+                policy.default_label,
+                f"repository {repo.root} has no network remote: the policy's default label applies",
+            )
+        )
         return policy.default_label, tags
     base: Label | None = None
     for index, rule in enumerate(policy.repos):
@@ -132,49 +158,94 @@ def _policy_repo(policy: Policy, repo: Repository | None, reasons: list[Reason]
         tags.extend((tag, f"policy rule {rule.match!r}", source) for tag in rule.tags)
         if rule.label is not None and base is None:
             base = rule.label
-            reasons.append(Reason("policy-repo", rule.label,
-                                  f"policy rule {rule.match!r} labels repo {repo.identity}",
-                                  policy.where(f"repos.{index}.label")))
+            reasons.append(
+                Reason(
+                    "policy-repo",
+                    rule.label,
+                    f"policy rule {rule.match!r} labels repo {repo.identity}",
+                    policy.where(f"repos.{index}.label"),
+                )
+            )
     if base is None:
         base = policy.default_label
-        reasons.append(Reason("policy-default", base,
-                              f"no policy rule sets a label for repo {repo.identity}: the "
-                              "policy's default label applies"))
+        reasons.append(
+            Reason(
+                "policy-default",
+                base,
+                f"no policy rule sets a label for repo {repo.identity}: the "
+                "policy's default label applies",
+            )
+        )
     return base, tags
 
 
-def _repo_file(policy: Policy, reader: SignalReader, repo: Repository, reasons: list[Reason],
-               tags: list[tuple[str, str, str]], seen: list[tuple[str, Fingerprint]]) -> None:
+def _repo_file(
+    policy: Policy,
+    reader: SignalReader,
+    repo: Repository,
+    reasons: list[Reason],
+    tags: list[tuple[str, str, str]],
+    seen: list[tuple[str, Fingerprint]],
+) -> None:
     path = str(repo.root / ".onbox.toml")
     try:
         repo_file = reader.load(path, "onbox-toml", parse_repo_file, seen)
     except (RepoFileError, OSError) as exc:
-        reasons.append(Reason("fail-closed", policy.default_label,
-                              f".onbox.toml cannot be used ({exc}): the default label applies",
-                              ".onbox.toml:1"))
+        reasons.append(
+            Reason(
+                "fail-closed",
+                policy.default_label,
+                f".onbox.toml cannot be used ({exc}): the default label applies",
+                ".onbox.toml:1",
+            )
+        )
         return
     if repo_file is None:
         return
     tags.extend((t, ".onbox.toml", f".onbox.toml:{repo_file.tags_line}") for t in repo_file.tags)
     if repo_file.label:
         label, note = _label_or_highest(policy, repo_file.label)
-        reasons.append(Reason("repo-tag", label, f".onbox.toml sets label {repo_file.label!r}{note}",
-                              f".onbox.toml:{repo_file.label_line}"))
+        reasons.append(
+            Reason(
+                "repo-tag",
+                label,
+                f".onbox.toml sets label {repo_file.label!r}{note}",
+                f".onbox.toml:{repo_file.label_line}",
+            )
+        )
 
 
-def _attributes(policy: Policy, reader: SignalReader, repo: Repository, rel: str,
-                reasons: list[Reason], tags: list[tuple[str, str, str]],
-                seen: list[tuple[str, Fingerprint]]) -> None:
+def _attributes(
+    policy: Policy,
+    reader: SignalReader,
+    repo: Repository,
+    rel: str,
+    reasons: list[Reason],
+    tags: list[tuple[str, str, str]],
+    seen: list[tuple[str, Fingerprint]],
+) -> None:
     macros: dict[str, dict[str, str]] = {}
     files: list[gitattributes.AttributesFile] = []
-    for absolute, base in gitattributes.attribute_files_for(repo.root, rel, repo.info_attributes_path):
+    for absolute, base in gitattributes.attribute_files_for(
+        repo.root, rel, repo.info_attributes_path
+    ):
         is_info = absolute == repo.info_attributes_path
         display = ".git/info/attributes" if is_info else f"{base}.gitattributes"
 
-        def parse(text: str, base: str = base, display: str = display,
-                  macro_ok: bool = is_info or base == "") -> gitattributes.AttributesFile:
-            return gitattributes.parse_attributes(text, base, display, allow_macros=macro_ok,
-                                                  macros=macros, ignore_case=repo.ignore_case)
+        def parse(
+            text: str,
+            base: str = base,
+            display: str = display,
+            macro_ok: bool = is_info or base == "",
+        ) -> gitattributes.AttributesFile:
+            return gitattributes.parse_attributes(
+                text,
+                base,
+                display,
+                allow_macros=macro_ok,
+                macros=macros,
+                ignore_case=repo.ignore_case,
+            )
 
         parsed = reader.load(absolute, f"attributes:{repo.ignore_case}", parse, seen)
         if parsed is not None:
@@ -199,16 +270,31 @@ def _tags(policy: Policy, tags: list[tuple[str, str, str]], reasons: list[Reason
             logger.debug("tag %r from %s has no label in policy %s", tag, origin, policy.id)
             continue
         signal = "path-attribute" if origin.startswith("onbox-tags") else "repo-tag"
-        reasons.append(Reason(signal, label, f"tag {tag!r} (from {origin}) is "
-                              f"{label.name} per {policy.where('tags.' + tag)}", source))
+        reasons.append(
+            Reason(
+                signal,
+                label,
+                f"tag {tag!r} (from {origin}) is {label.name} per {policy.where('tags.' + tag)}",
+                source,
+            )
+        )
 
 
-def _owners(policy: Policy, reader: SignalReader, repo: Repository, rel: str,
-            reasons: list[Reason], seen: list[tuple[str, Fingerprint]]) -> None:
+def _owners(
+    policy: Policy,
+    reader: SignalReader,
+    repo: Repository,
+    rel: str,
+    reasons: list[Reason],
+    seen: list[tuple[str, Fingerprint]],
+) -> None:
     for location in codeowners.LOCATIONS:
-        parsed = reader.load(str(repo.root / location), "codeowners",
-                             lambda text, loc=location: codeowners.parse_codeowners(text, loc),
-                             seen)
+        parsed = reader.load(
+            str(repo.root / location),
+            "codeowners",
+            functools.partial(_parse_owners, display=location),
+            seen,
+        )
         if parsed is None:
             continue
         hit = parsed.owners_of(rel)
@@ -219,11 +305,20 @@ def _owners(policy: Policy, reader: SignalReader, repo: Repository, rel: str,
         for owner in owners:
             entry = lowered.get(owner.lower())
             if entry is not None:
-                reasons.append(Reason("codeowners", entry[1],
-                                      f"owned by {owner}, which is {entry[1].name} per "
-                                      f"{policy.where('owners.' + entry[0])}",
-                                      f"{location}:{line}"))
+                reasons.append(
+                    Reason(
+                        "codeowners",
+                        entry[1],
+                        f"owned by {owner}, which is {entry[1].name} per "
+                        f"{policy.where('owners.' + entry[0])}",
+                        f"{location}:{line}",
+                    )
+                )
         return
+
+
+def _parse_owners(text: str, display: str) -> codeowners.CodeOwners:
+    return codeowners.parse_codeowners(text, display)
 
 
 def _content_reasons(findings: tuple[Finding, ...], display: str) -> list[Reason]:
@@ -234,6 +329,7 @@ def _content_reasons(findings: tuple[Finding, ...], display: str) -> list[Reason
     for (kind, ftype), items in grouped.items():
         label = max(f.label for f in items)
         count = f"{len(items)} × " if len(items) > 1 else ""
-        reasons.append(Reason("content", label, f"{kind}: {count}{ftype}",
-                              f"{display}:{items[0].line}"))
+        reasons.append(
+            Reason("content", label, f"{kind}: {count}{ftype}", f"{display}:{items[0].line}")
+        )
     return reasons
