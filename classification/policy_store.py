@@ -71,6 +71,23 @@ class ApplyResult:
         return dataclasses.asdict(self)
 
 
+class _Stop(Exception):
+    """Internal: :meth:`PolicyStore._check` stops with a reason (never leaves the module)."""
+
+    def __init__(self, reason: str, serial: int | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.serial = serial
+
+
+class _Rejected(_Stop):
+    """A check failed."""
+
+
+class _AlreadyApplied(_Stop):
+    """The bundle is the one in force already."""
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -218,12 +235,16 @@ class PolicyStore:
         """Verify ``bundle_bytes`` and make it the policy in force if every check passes."""
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            result, bundle, policy = self._check(bundle_bytes, origin)
-            if result is not None:
-                if result.rejected:
-                    self._record_rejection(result, bundle_bytes)
+            try:
+                bundle, policy = self._check(bundle_bytes)
+            except _AlreadyApplied as done:
+                return ApplyResult(True, False, done.serial, done.reason, origin)
+            except _Rejected as rejection:
+                result = ApplyResult(
+                    False, False, rejection.serial, rejection.reason, origin, rejected=True
+                )
+                self._record_rejection(result, bundle_bytes)
                 return result
-            assert bundle is not None and policy is not None
             atomic_write(self.last_good_path, bundle_bytes)
             # Under the lock nobody else can replace the file: prime the cache so the
             # next current() does not parse the policy a second time.
@@ -255,71 +276,45 @@ class PolicyStore:
         )
         return ApplyResult(True, True, bundle.serial, f"applied serial {bundle.serial}", origin)
 
-    def _check(
-        self, data: bytes, origin: str
-    ) -> tuple[ApplyResult | None, PolicyBundle | None, Policy | None]:
-        """Run every check; a non-None result means "stop here" (no-op or rejection)."""
-
-        def reject(reason: str, serial: int | None = None) -> ApplyResult:
-            return ApplyResult(False, False, serial, reason, origin, rejected=True)
-
+    def _check(self, data: bytes) -> tuple[PolicyBundle, Policy]:
+        """Run every check in order; raises :class:`_Rejected` or :class:`_AlreadyApplied`."""
         try:
             bundle = PolicyBundle.from_bytes(data, self.max_bundle_bytes)
         except BundleError as exc:
-            return reject(str(exc)), None, None
+            raise _Rejected(str(exc), None) from None
         try:
             bundle.verify(self.trust_root())
         except DistributionError as exc:
-            return reject(str(exc), bundle.serial), None, None
+            raise _Rejected(str(exc), bundle.serial) from None
+        serial = bundle.serial
         last = self._last_good_unverified()
-        if last is not None:
-            if bundle.serial == last.serial:
-                if bundle.signed_payload() == last.signed_payload():
-                    noop = ApplyResult(
-                        True,
-                        False,
-                        bundle.serial,
-                        f"serial {bundle.serial} already applied",
-                        origin,
-                    )
-                    return noop, None, None
-                return (
-                    reject(
-                        f"serial {bundle.serial} is already applied with different content;"
-                        " publish the change with a higher serial",
-                        bundle.serial,
-                    ),
-                    None,
-                    None,
-                )
-            if bundle.serial < last.serial:
-                return (
-                    reject(
-                        f"rollback refused: serial {bundle.serial} is older than the applied"
-                        f" serial {last.serial}",
-                        bundle.serial,
-                    ),
-                    None,
-                    None,
-                )
+        if last is not None and serial == last.serial:
+            if bundle.signed_payload() == last.signed_payload():
+                raise _AlreadyApplied(f"serial {serial} already applied", serial)
+            raise _Rejected(
+                f"serial {serial} is already applied with different content;"
+                " publish the change with a higher serial",
+                serial,
+            )
+        if last is not None and serial < last.serial:
+            raise _Rejected(
+                f"rollback refused: serial {serial} is older than the applied serial {last.serial}",
+                serial,
+            )
         if bundle.is_expired(self.clock()):
-            return (
-                reject(
-                    f"bundle serial {bundle.serial} expired at {format_time(bundle.expires)};"
-                    " ask an admin to re-sign it with a later --expires",
-                    bundle.serial,
-                ),
-                None,
-                None,
+            raise _Rejected(
+                f"bundle serial {serial} expired at {format_time(bundle.expires)};"
+                " ask an admin to re-sign it with a later --expires",
+                serial,
             )
         try:
-            policy = parse_policy(bundle.policy, f"policy bundle serial {bundle.serial}")
+            policy = parse_policy(bundle.policy, f"policy bundle serial {serial}")
         except PolicyError as exc:
-            return reject(f"policy is invalid: {exc}", bundle.serial), None, None
+            raise _Rejected(f"policy is invalid: {exc}", serial) from None
         except Exception as exc:  # a parser bug is a rejection, never a half-applied policy
-            logger.exception("unexpected error parsing bundle serial %d", bundle.serial)
-            return reject(f"policy is invalid (parser error {exc!r})", bundle.serial), None, None
-        return None, bundle, policy
+            logger.exception("unexpected error parsing bundle serial %d", serial)
+            raise _Rejected(f"policy is invalid (parser error {exc!r})", serial) from None
+        return bundle, policy
 
     def rotate_trust_root(self, root_bytes: bytes, origin: str) -> ApplyResult:
         """Replace the trust root with a valid successor (see :meth:`TrustRoot.accept_successor`).
