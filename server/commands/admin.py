@@ -24,7 +24,8 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "admin",
         help="admin keys and the trust root for signed policy",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Exit codes: 0 ok, 1 verification failed, 2 usage or input error,"
         " 3 environment error (cannot write the trust root).",
     )

@@ -74,7 +74,8 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "policy",
         help="write, check, sign, verify and pull the signed classification policy",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Exit codes: 0 ok, 1 check failed (invalid, unsigned, rejected), 2 usage"
         " error, 3 environment error (no trust root, unreadable key).",
     )
