@@ -25,7 +25,6 @@ import itertools
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -42,9 +41,6 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from onbox.audit import JournalError, iter_entries, open_journal
 from onbox.classification.classifier import Classifier
 from onbox.classification.policy import parse_policy
@@ -53,7 +49,8 @@ from onbox.inference.errors import Cancelled
 from onbox.inference.health import CircuitBreaker
 from onbox.inference.remote import RemoteDestination, build_destinations
 from onbox.inference.routing import DocumentView, RequestSettings, Router
-from support.recording_server import Fault, RecordingServer
+
+from tests.support.recording_server import Fault, RecordingServer
 
 SESSIONS = int(os.environ.get("ONBOX_LEAK_SESSIONS", "500"))
 LABELS = ("public", "internal", "restricted")

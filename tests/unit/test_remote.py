@@ -6,16 +6,11 @@ arrived on the wire and how failures map onto :mod:`onbox.inference.errors`.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from onbox.classification.labels import LabelScale
 from onbox.classification.policy_model import DestinationConfig
 from onbox.inference.anthropic import AnthropicDestination
@@ -33,7 +28,8 @@ from onbox.inference.remote import (
     resolve_api_key,
     unwrap_chat_answer,
 )
-from support.recording_server import Fault, RecordingServer
+
+from tests.support.recording_server import Fault, RecordingServer
 
 SCALE = LabelScale()
 KEY = "sk-test-NEVER-LOG-THIS-0123456789"

@@ -9,16 +9,12 @@ recording stand-in because the model itself is not what these tests exercise.
 from __future__ import annotations
 
 import base64
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from onbox.audit import (
     decrypt_prompt,
     generate_recipient_key,
@@ -44,7 +40,8 @@ from onbox.inference.routing import (
     RequestSettings,
     Router,
 )
-from support.recording_server import Fault, RecordingServer
+
+from tests.support.recording_server import Fault, RecordingServer
 
 SECRET = "AKIAABCDEFGHIJKLMNOP"  # an AWS access key id the content scanner finds
 
