@@ -17,7 +17,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from onbox.classification.patterns import literal_parts, wildmatch_regex
+from onbox.classification.patterns import LazyRegex, literal_parts, wildmatch_regex
 
 logger = logging.getLogger(__name__)
 
@@ -36,17 +36,14 @@ class OwnerRule:
     pattern: str
     owners: tuple[str, ...]
     line: int
-    regex_source: str
+    regex: LazyRegex
     literals: tuple[str, ...]
-    _compiled: re.Pattern[str] | None = None
 
     def matches(self, path: str) -> bool:
         """Whether this rule's pattern matches the repo-relative file ``path``."""
         if any(part not in path for part in self.literals):
             return False
-        if self._compiled is None:
-            self._compiled = re.compile(self.regex_source)
-        return self._compiled.search(path) is not None
+        return self.regex.search(path) is not None
 
 
 @dataclass
@@ -107,7 +104,7 @@ def parse_codeowners(text: str, display: str) -> CodeOwners:
                 pattern=unescaped,
                 owners=tuple(owners),
                 line=number,
-                regex_source=pattern_regex(unescaped),
+                regex=LazyRegex(unescaped, translate=pattern_regex),
                 literals=literal_parts(unescaped.strip("/")),
             )
         )

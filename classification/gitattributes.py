@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onbox.classification.patterns import LazyRegex, literal_parts, wildmatch_regex
+from onbox.classification.patterns import LazyRegex, literal_parts
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def parse_attributes(
                 base=base,
                 basename_only=basename_only,
                 must_be_dir=must_be_dir,
-                regex=LazyRegex(wildmatch_regex(body), flags),
+                regex=LazyRegex(body, flags),
                 literals=tuple(p.lower() for p in literal_parts(body))
                 if ignore_case
                 else literal_parts(body),

@@ -208,46 +208,44 @@ def wildmatch_regex(glob: str, *, brackets: bool = True) -> str:
     return "".join(out)
 
 
+_GLOB_SPECIAL = re.compile(r"\[[!^]?\]?[^\]]*\]|\\.?|[*?\[]")
+
+
 def literal_parts(glob: str) -> tuple[str, ...]:
     """Literal runs of ``glob`` that any matching path must contain.
 
-    Bracket expressions and escapes end a run (their content is not literal text).
+    Bracket expressions and escapes end a run (their content is not literal text), and
+    the slashes around a run are dropped because ``**/`` may match nothing.
     """
-    parts: list[str] = []
-    current: list[str] = []
-    i = 0
-    while i < len(glob):
-        c = glob[i]
-        if c in "*?\\[":
-            if current:
-                parts.append("".join(current))
-                current = []
-            if c == "[":
-                close = glob.find("]", i + 2)
-                i = close + 1 if close != -1 else len(glob)
-                continue
-            i += 2 if c == "\\" else 1
-            continue
-        current.append(c)
-        i += 1
-    if current:
-        parts.append("".join(current))
-    # "**/" may match nothing, so the slashes around a run are not guaranteed.
-    stripped = (p.strip("/") for p in parts)
-    return tuple(p for p in stripped if p)
+    stripped = (part.strip("/") for part in _GLOB_SPECIAL.split(glob))
+    return tuple(part for part in stripped if part)
 
 
 @dataclass
 class LazyRegex:
-    """A regex compiled on first use; keeps cold start cheap when most rules never run."""
+    """A glob translated and compiled on first use.
 
-    source: str
+    Cold start stays cheap: with a thousand rules, most are never tried because their
+    literal parts are not in the path.
+    """
+
+    glob: str
     flags: int = 0
+    translate: Callable[[str], str] | None = None
     _compiled: re.Pattern[str] | None = None
 
     @property
-    def fullmatch(self) -> Callable[[str], re.Match[str] | None]:
-        """The compiled pattern's ``fullmatch``."""
+    def compiled(self) -> re.Pattern[str]:
+        """The compiled regex (translated with ``translate``, default :func:`wildmatch_regex`)."""
         if self._compiled is None:
-            self._compiled = re.compile(self.source, self.flags)
-        return self._compiled.fullmatch
+            source = (self.translate or wildmatch_regex)(self.glob)
+            self._compiled = re.compile(source, self.flags)
+        return self._compiled
+
+    def fullmatch(self, text: str) -> re.Match[str] | None:
+        """Match the whole of ``text``."""
+        return self.compiled.fullmatch(text)
+
+    def search(self, text: str) -> re.Match[str] | None:
+        """Search ``text``."""
+        return self.compiled.search(text)
