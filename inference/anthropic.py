@@ -17,7 +17,8 @@ from typing import Any
 
 from onbox.inference.destination import CompletionRequest
 from onbox.inference.errors import DestinationProtocolError, DestinationUnavailable
-from onbox.inference.remote import (
+
+from .remote import (
     CHAT_SYSTEM,
     PreparedRequest,
     RemoteDestination,

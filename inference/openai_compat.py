@@ -21,7 +21,8 @@ from urllib.parse import urlencode
 
 from onbox.inference.destination import CompletionRequest
 from onbox.inference.errors import DestinationProtocolError
-from onbox.inference.remote import (
+
+from .remote import (
     CHAT_SYSTEM,
     PreparedRequest,
     RemoteDestination,

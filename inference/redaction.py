@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from onbox.classification.decision import Finding
@@ -37,7 +37,7 @@ class Redacted:
 
     def counts(self) -> dict[str, int]:
         """Replaced findings by type."""
-        return dict(Counter(f.type for f in self.replaced))
+        return count_types(self.replaced)
 
 
 def redact_window(
@@ -75,15 +75,17 @@ def redact_window(
     return Redacted("".join(parts), tuple(hits))
 
 
-def merge_counts(*counts: Iterable[Finding] | dict[str, int]) -> dict[str, int]:
-    """Sum redaction counts given as findings or as ``{type: n}`` mappings."""
+def merge_counts(*counts: Mapping[str, int]) -> dict[str, int]:
+    """Sum redaction counts given as ``{type: n}`` mappings."""
     total: Counter[str] = Counter()
     for item in counts:
-        if isinstance(item, dict):
-            total.update(item)
-        else:
-            total.update(f.type for f in item)
+        total.update(item)
     return dict(total)
+
+
+def count_types(findings: Iterable[Finding]) -> dict[str, int]:
+    """Findings counted by type."""
+    return dict(Counter(f.type for f in findings))
 
 
 def strip_placeholders(answer: str) -> str:

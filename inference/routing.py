@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from onbox.classification.decision import Decision, Finding
 from onbox.classification.labels import Label, LabelScale
+from onbox.classification.policy_model import Policy
 from onbox.inference.context import (
     ContextLimits,
     DocumentView,
@@ -52,7 +53,12 @@ from onbox.inference.errors import (
     DestinationTimeout,
 )
 from onbox.inference.health import CircuitBreaker
-from onbox.inference.redaction import merge_counts, redact_window, strip_placeholders
+from onbox.inference.redaction import (
+    count_types,
+    merge_counts,
+    redact_window,
+    strip_placeholders,
+)
 from onbox.inference.remote import DeltaCallback, PreparedRequest, RemoteDestination
 
 logger = logging.getLogger(__name__)
@@ -90,21 +96,6 @@ class Journal(Protocol):
     """The part of :mod:`onbox.audit`'s journal routing uses."""
 
     def append(self, kind: str, body: Mapping[str, Any], *, durable: bool = False) -> Receipt: ...
-
-
-class RoutingPolicy(Protocol):
-    """The part of the classification policy routing reads."""
-
-    @property
-    def destinations(self) -> Mapping[str, Any]: ...
-    @property
-    def routes(self) -> Mapping[str, Sequence[str]]: ...
-    @property
-    def scale(self) -> LabelScale: ...
-    @property
-    def security_team_key(self) -> str | None: ...
-    @property
-    def store_encrypted_prompts(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -177,7 +168,7 @@ class Router:
 
     def __init__(
         self,
-        policy: RoutingPolicy,
+        policy: Policy,
         destinations: Mapping[str, Destination],
         journal: Journal | None,
         *,
@@ -205,9 +196,8 @@ class Router:
         dest = self.destinations[name]
         clearance = label_in(self._scale, Label(-1, dest.clearance))
         config = self.policy.destinations.get(name)
-        configured = getattr(config, "clearance", None)
-        if isinstance(configured, Label):
-            clearance = min(clearance, label_in(self._scale, configured))
+        if config is not None:
+            clearance = min(clearance, label_in(self._scale, config.clearance))
         return clearance
 
     def plan(self, decision: Decision) -> list[RouteStep]:
@@ -316,7 +306,7 @@ class Router:
         findings = list({(f.start, f.end): f for f in reversed(findings)}.values())
         prefix = redact_window(doc.text, findings, lo, doc.offset)
         suffix = redact_window(doc.text, findings, doc.offset, hi)
-        counts = merge_counts(set(prefix.replaced) | set(suffix.replaced))
+        counts = count_types(set(prefix.replaced) | set(suffix.replaced))
         return _Window(prefix.text, suffix.text, counts, raised)
 
     def _try_remote(
@@ -494,7 +484,7 @@ class _Window:
     raised: Label  # the highest label of content found by the fresh scan
 
 
-def _policy_scanner(policy: RoutingPolicy) -> Scanner | None:
+def _policy_scanner(policy: Policy) -> Scanner | None:
     try:
         from onbox.classification.content import scan_content
     except ImportError:
