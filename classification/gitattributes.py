@@ -172,7 +172,7 @@ def lookup(
     probe_path = path.lower() if ignore_case else path
     for attributes in reversed(files):
         for rule in reversed(attributes.rules):
-            if rule.must_be_dir or all(name in found for name in rule.attrs):
+            if rule.must_be_dir or (found and all(name in found for name in rule.attrs)):
                 continue
             if rule.base and not probe_path.startswith(
                 rule.base.lower() if ignore_case else rule.base

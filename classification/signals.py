@@ -137,7 +137,8 @@ def _policy_repo(
             Reason(
                 "policy-default",
                 policy.default_label,
-                "not in a git repository: the policy's default label applies",
+                "not in a git repository: the policy's default label applies" + _why(policy),
+                _default_source(policy),
             )
         )
         return policy.default_label, tags
@@ -146,7 +147,9 @@ def _policy_repo(
             Reason(
                 "policy-default",
                 policy.default_label,
-                f"repository {repo.root} has no network remote: the policy's default label applies",
+                f"repository {repo.root} has no network remote: the policy's default label "
+                "applies" + _why(policy),
+                _default_source(policy),
             )
         )
         return policy.default_label, tags
@@ -173,10 +176,22 @@ def _policy_repo(
                 "policy-default",
                 base,
                 f"no policy rule sets a label for repo {repo.identity}: the "
-                "policy's default label applies",
+                "policy's default label applies" + _why(policy),
+                _default_source(policy),
             )
         )
     return base, tags
+
+
+def _default_source(policy: Policy) -> str | None:
+    return None if policy.source.startswith("<") else policy.where("policy.default_label")
+
+
+def _why(policy: Policy) -> str:
+    """Say so when the fail-closed built-in policy is what is in force."""
+    if policy.source.startswith("<"):
+        return f" (policy {policy.id}: {policy.source.strip('<>')})"
+    return ""
 
 
 def _repo_file(
