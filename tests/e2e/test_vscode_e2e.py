@@ -217,13 +217,13 @@ class Session:
     env: dict[str, str]
     tools: Tools
     expected: dict[str, str]
-    logs: Path
+    logs: Path  # searched for the Onbox output channel's log and code-server.log
     seconds: float
 
     def diagnostics(self) -> str:
         """The Onbox output channel and code-server's log, for failure messages."""
         parts = []
-        for log in sorted(self.logs.rglob("*Onbox*.log")) + [self.logs / "code-server.log"]:
+        for log in [*sorted(self.logs.rglob("*Onbox*.log")), self.logs / "code-server.log"]:
             if log.is_file():
                 parts.append(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
         return "\n".join(parts)
@@ -275,7 +275,13 @@ def session(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> 
             }
         )
     )
-    base = [str(tools.code_server), "--user-data-dir", str(user_data), "--extensions-dir", str(extensions)]
+    base = [
+        str(tools.code_server),
+        "--user-data-dir",
+        str(user_data),
+        "--extensions-dir",
+        str(extensions),
+    ]
     run([*base, "--install-extension", str(vsix)], env, timeout=120)
 
     port = free_port()
@@ -307,16 +313,21 @@ def session(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> 
             [tools.node, str(EXTENSION_DIR / "e2e" / "run.mjs"), str(root / "e2e.json")],
             cwd=EXTENSION_DIR, env=env, capture_output=True, text=True, timeout=900, check=False,
         )  # fmt: skip
-        observed = json.loads((root / "observed.json").read_text()) if (root / "observed.json").is_file() else {}
-        sess = Session(observed, repo, journal_dir, env, tools, expected, user_data / "logs", 0.0)
-        sess.logs = root
+        observed = (
+            json.loads((root / "observed.json").read_text())
+            if (root / "observed.json").is_file()
+            else {}
+        )
+        sess = Session(observed, repo, journal_dir, env, tools, expected, root, 0.0)
         if driver.returncode != 0 or not observed:
             pytest.fail(
                 f"the browser driver failed ({driver.returncode}): {observed.get('errors')}\n"
                 f"{driver.stderr[-4000:]}\n{sess.diagnostics()}"
             )
         sess.seconds = time.monotonic() - began
-        print(f"\nVS Code e2e: {sess.seconds:.0f} s in all, browser session {observed['elapsedMs'] / 1000:.0f} s")
+        print(
+            f"\nVS Code e2e: {sess.seconds:.0f} s in all, browser session {observed['elapsedMs'] / 1000:.0f} s"
+        )
         yield sess
     finally:
         try:
@@ -346,6 +357,15 @@ def test_status_bar_shows_each_files_label_and_destination(session: Session) -> 
     assert not files["restricted"]["warning"]
 
 
+def test_status_tooltip_gives_the_reasons_and_the_policy(session: Session) -> None:
+    tooltip = session.observed["files"]["restrictedTooltip"]
+    assert "Onbox: restricted → on-box" in tooltip
+    assert "Why restricted:" in tooltip
+    assert "@acme/payments" in tooltip  # the CODEOWNERS reason
+    assert "Policy: vscode-e2e (serial 1)" in tooltip
+    assert "Journal: ok" in tooltip
+
+
 def test_ghost_text_from_the_on_box_model_is_inserted_by_tab(session: Session) -> None:
     ghost = session.observed["ghost"]
     assert ghost.strip(), "the model's suggestion was empty"
@@ -367,8 +387,13 @@ def test_acceptance_is_journaled_with_label_and_destination(session: Session) ->
     assert entries, f"no acceptance for {uri} in the journal:\n{session.diagnostics()}"
     body = entries[-1]["body"]
     assert (body["how"], body["label"], body["destination"]) == ("whole", "restricted", "on-box")
-    completions = journal(session, "completion")
-    assert any(e["body"].get("completionId") == body["completionId"] for e in completions) or completions
+    # The acceptance names the completion the server served and journaled for this file.
+    served = [
+        e["body"]
+        for e in journal(session, "completion")
+        if e["body"].get("id") == body["completionId"]
+    ]
+    assert served and served[0]["uri"] == uri and served[0]["label"] == "restricted", served
     verify = subprocess.run(
         [session.tools.onbox, "journal", "verify", "--no-progress", str(session.journal_dir)],
         env=session.env, capture_output=True, text=True, check=False,
@@ -384,6 +409,8 @@ def test_status_click_explains_and_verify_journal_reports(session: Session) -> N
 def test_screenshots_were_taken(session: Session) -> None:
     shots = [Path(p) for p in session.observed["screenshots"]]
     names = [p.stem.split("-", 1)[1] for p in shots]
-    assert names == ["restricted-status", "ghost-text", "accepted", "public-status", "explain", "verify"]
+    assert names == [
+        "restricted-status", "tooltip", "ghost-text", "accepted", "public-status", "explain", "verify",
+    ]  # fmt: skip
     for shot in shots:
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000

@@ -49,8 +49,12 @@ function basename(uri: string): string {
   return path.slice(path.lastIndexOf('/') + 1) || uri;
 }
 
-/** Register every UI command; returns their disposables. */
-export function registerCommands(supervisor: ServerSupervisor, output: vscode.LogOutputChannel): vscode.Disposable[] {
+/** Register every UI command; `currentUri` names the document Explain explains by default. */
+export function registerCommands(
+  supervisor: ServerSupervisor,
+  output: vscode.LogOutputChannel,
+  currentUri: () => string | undefined,
+): vscode.Disposable[] {
   const panels = new Panels();
 
   const run = (what: string, body: () => Promise<void>) => async (): Promise<void> => {
@@ -64,7 +68,7 @@ export function registerCommands(supervisor: ServerSupervisor, output: vscode.Lo
   };
 
   const explain = async (target?: vscode.Uri): Promise<void> => {
-    const uri = (target instanceof vscode.Uri ? target : vscode.window.activeTextEditor?.document.uri)?.toString();
+    const uri = target instanceof vscode.Uri ? target.toString() : currentUri();
     if (uri === undefined) {
       void vscode.window.showInformationMessage('Onbox: open a file to explain its classification.');
       return;

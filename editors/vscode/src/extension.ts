@@ -32,7 +32,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     server.onHealth((health) => {
       statusBar.setHealth(health);
     }),
-    ...registerCommands(server, output),
+    ...registerCommands(server, output, () => statusBar.uri),
     vscode.workspace.onDidChangeConfiguration((event) => {
       if (!event.affectsConfiguration('onbox')) {
         return;

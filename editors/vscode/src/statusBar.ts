@@ -30,6 +30,9 @@ export class StatusBar implements vscode.Disposable {
   private connection: ConnectionEvent = { state: 'starting' };
   private health: HealthResult | undefined;
   private seq = 0;
+  /** The document the item describes: the active text editor's, kept while a webview
+   * (e.g. Explain) or another non-text editor has focus. */
+  private shownUri: string | undefined;
   private readonly subscriptions: vscode.Disposable[] = [];
 
   constructor() {
@@ -37,13 +40,22 @@ export class StatusBar implements vscode.Disposable {
     this.item.name = 'Onbox';
     this.item.command = UI_COMMANDS.explain;
     this.subscriptions.push(
-      vscode.window.onDidChangeActiveTextEditor(() => {
+      vscode.window.onDidChangeActiveTextEditor((editor) => {
+        if (editor !== undefined) {
+          this.shownUri = editor.document.uri.toString();
+        }
         this.render();
       }),
       vscode.workspace.onDidCloseTextDocument((doc) => {
-        this.documents.delete(doc.uri.toString());
+        const uri = doc.uri.toString();
+        this.documents.delete(uri);
+        if (uri === this.shownUri) {
+          this.shownUri = vscode.window.activeTextEditor?.document.uri.toString();
+          this.render();
+        }
       }),
     );
+    this.shownUri = vscode.window.activeTextEditor?.document.uri.toString();
     this.render();
     this.item.show();
   }
@@ -75,9 +87,14 @@ export class StatusBar implements vscode.Disposable {
     this.render();
   }
 
-  /** What the item would show now (also used by tests through the command palette). */
+  /** The document the item describes, if any (what Explain explains). */
+  get uri(): string | undefined {
+    return vscode.window.activeTextEditor?.document.uri.toString() ?? this.shownUri;
+  }
+
+  /** What the item shows now. */
   input(): StatusInput {
-    const uri = vscode.window.activeTextEditor?.document.uri.toString();
+    const uri = vscode.window.activeTextEditor?.document.uri.toString() ?? this.shownUri;
     const doc = uri === undefined ? undefined : this.documents.get(uri);
     const input: StatusInput = { connection: this.connection.state };
     if (doc !== undefined) {
