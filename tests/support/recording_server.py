@@ -27,6 +27,7 @@ import hashlib
 import json
 import ssl
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -78,6 +79,7 @@ class _State:
     script: deque[_Script] = field(default_factory=deque)
     default: Fault = Fault.OK
     reply: str = "return total\n"
+    latency: float = 0.0  # seconds before answering, like a model's time to first token
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -135,6 +137,8 @@ class _Handler(BaseHTTPRequestHandler):
         self, request: dict[str, Any], *, anthropic: bool, chat: bool, fault: Fault
     ) -> None:
         text = self.server.state.reply
+        if self.server.state.latency:
+            time.sleep(self.server.state.latency)
         if not request.get("stream"):
             if anthropic:
                 body: dict[str, Any] = {
@@ -286,6 +290,10 @@ class RecordingServer:
     def set_reply(self, text: str) -> None:
         """The completion text the server answers with."""
         self._httpd.state.reply = text
+
+    def set_latency(self, seconds: float) -> None:
+        """Wait this long before answering each request (simulated model latency)."""
+        self._httpd.state.latency = seconds
 
     def release(self) -> None:
         """Let requests held by ``TIMEOUT`` or ``STALL`` finish (and later ones not wait)."""
