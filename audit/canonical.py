@@ -7,7 +7,9 @@ insignificant whitespace, strings with only ``"``, ``\\`` and control characters
 writes them. NaN and infinities are rejected.
 
 The fast path uses :func:`json.dumps`, which already produces JCS output when the value
-holds no floats and only ASCII object keys; anything else goes through a small encoder.
+holds only ASCII object keys, safe integers and "plain" floats (:func:`plain_float`);
+anything else goes through a small encoder. :func:`fast_loads` parses a line and says
+whether the fast path applies, which keeps verification cheap.
 """
 
 from __future__ import annotations
@@ -44,12 +46,24 @@ def canonical_json(value: Any) -> bytes:
         ) from exc
 
 
+def plain_float(value: float) -> bool:
+    """True when ``repr`` already writes ``value`` as RFC 8785 does.
+
+    That holds for finite, non-integral floats with 1e-4 <= |value| < 1e16: repr then
+    prints the shortest round-trip digits without an exponent, exactly as ECMAScript.
+    """
+    magnitude = abs(value)
+    return 1e-4 <= magnitude < 1e16 and not value.is_integer()
+
+
 def _is_plain(value: Any) -> bool:
-    """True when json.dumps already yields JCS: no floats, ASCII keys, safe ints."""
+    """True when json.dumps already yields JCS: plain floats, ASCII keys, safe ints."""
     if isinstance(value, str) or value is None or isinstance(value, bool):
         return True
     if isinstance(value, int):
         return -MAX_SAFE_INT <= value <= MAX_SAFE_INT
+    if isinstance(value, float):
+        return plain_float(value)
     if isinstance(value, Mapping):
         return all(isinstance(k, str) and k.isascii() and _is_plain(v) for k, v in value.items())
     if isinstance(value, list | tuple):
@@ -110,3 +124,43 @@ def format_number(value: float) -> str:
         text = digits[0] + ("." + digits[1:] if k > 1 else "") + "e" + ("+" if exp >= 0 else "-")
         text += str(abs(exp))
     return sign + text
+
+
+class _Scan:
+    """Parse hooks that note numbers json.dumps would not write canonically."""
+
+    odd = False
+
+    @classmethod
+    def parse_float(cls, text: str) -> float:
+        value = float(text)
+        if not plain_float(value):
+            cls.odd = True
+        return value
+
+    @classmethod
+    def parse_int(cls, text: str) -> int:
+        value = int(text)
+        if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+            cls.odd = True
+        return value
+
+
+_decoder = json.JSONDecoder(parse_float=_Scan.parse_float, parse_int=_Scan.parse_int)
+
+
+def fast_loads(raw: bytes) -> tuple[Any, bool]:
+    """Parse one JSON line; also say whether ``json.dumps`` re-encodes it canonically.
+
+    Not thread-safe (a class-level flag); verification runs one segment per process.
+    """
+    _Scan.odd = False
+    value = _decoder.decode(raw.decode("utf-8"))
+    return value, not _Scan.odd and raw.isascii()
+
+
+def canonical_json_fast(value: Any, plain: bool) -> bytes:
+    """:func:`canonical_json`, skipping the scan when ``plain`` is already known."""
+    if plain:
+        return _dumps(value).encode("utf-8")
+    return canonical_json(value)

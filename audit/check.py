@@ -10,12 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onbox.audit.canonical import canonical_json
+from onbox.audit.canonical import canonical_json_fast, fast_loads
 from onbox.audit.entry import CORE_FIELDS, FORMAT_VERSION, HEADER_KIND, signing_message
 from onbox.audit.errors import CanonicalEncodingError
 from onbox.audit.keys import fingerprint_of, public_key_from_b64, verify_signature
@@ -126,7 +125,7 @@ def check_segment(path: Path, index: int, watch_seq: int | None = None) -> Segme
 
 def _parse(raw: bytes) -> tuple[dict[str, Any], str | None]:
     try:
-        entry = json.loads(raw)
+        entry, plain = fast_loads(raw)
     except ValueError:
         return {}, "line is not valid JSON (bytes were changed or the line was cut)"
     if not isinstance(entry, dict):
@@ -138,7 +137,8 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], str | None]:
     if entry["v"] != FORMAT_VERSION:
         return entry, f"unknown format version {entry['v']}"
     try:
-        digest = hashlib.sha256(canonical_json({k: entry[k] for k in CORE_FIELDS})).hexdigest()
+        core = {k: entry[k] for k in CORE_FIELDS}
+        digest = hashlib.sha256(canonical_json_fast(core, plain)).hexdigest()
     except CanonicalEncodingError as exc:
         return entry, f"entry cannot be encoded canonically: {exc}"
     if digest != entry["hash"]:

@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -332,7 +333,10 @@ def _reports(
             if report.problem is not None:
                 return
         return
-    context = multiprocessing.get_context("spawn")
+    # fork is cheapest and safe while this process runs no other thread (the CLI); a
+    # threaded host (the language server) gets fresh interpreters instead.
+    method = "fork" if threading.active_count() == 1 and os.name == "posix" else "spawn"
+    context = multiprocessing.get_context(method)
     with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
         futures = [pool.submit(check_segment, path, index, watch) for index, path in segments]
         try:

@@ -22,7 +22,7 @@ from tests.e2e.lsp_support import (
     wait_ready,
 )
 
-pytestmark = [pytest.mark.model, pytest.mark.slow]
+pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 FUNCTION = '''def fizzbuzz(n):
     """Return "Fizz" for multiples of 3, "Buzz" for multiples of 5, "FizzBuzz" for both, else the number."""
@@ -32,13 +32,16 @@ FUNCTION = '''def fizzbuzz(n):
 @pytest_lsp.fixture(
     config=ClientServerConfig(server_command=SERVER_COMMAND, client_factory=make_client),
     params=["neovim", "visual-studio-code"],
+    scope="module",
 )
-async def client(lsp_client: LanguageClient, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+async def client(
+    lsp_client: LanguageClient, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
     """A server with the default model, initialised like the named editor (real capability sets)."""
     await lsp_client.initialize_session(
         types.InitializeParams(
             capabilities=client_capabilities(str(request.param)),
-            root_uri=tmp_path.as_uri(),
+            root_uri=tmp_path_factory.mktemp("root").as_uri(),
             initialization_options={"completion": {"maxTokens": 48, "debounceMs": 0}},
         )
     )
@@ -48,7 +51,15 @@ async def client(lsp_client: LanguageClient, request: pytest.FixtureRequest, tmp
     await lsp_client.shutdown_session()
 
 
+def set_max_tokens(client: LanguageClient, n: int) -> None:
+    """Push a new completion limit to the running server."""
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"onbox": {"completion": {"maxTokens": n}}})
+    )
+
+
 async def test_function_body_gets_multiline_completion_both_ways(client: LanguageClient, tmp_path: Path) -> None:
+    set_max_tokens(client, 48)
     uri = (tmp_path / "fizz.py").as_uri()
     open_doc(client, uri, FUNCTION)
     status = await wait_for_status(client, lambda p: p.get("uri") == uri and "label" in p)
@@ -80,9 +91,7 @@ async def test_cancel_during_generation_then_next_request_is_served(client: Lang
     uri = (tmp_path / "long.py").as_uri()
     # A list the model happily continues for hundreds of tokens.
     open_doc(client, uri, "numbers = [\n    1,\n    2,\n")
-    client.workspace_did_change_configuration(
-        types.DidChangeConfigurationParams(settings={"onbox": {"completion": {"maxTokens": 400}}})
-    )
+    set_max_tokens(client, 400)
     future = client.protocol.send_request(
         types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 3, 0), msg_id="cancel-me"
     )
@@ -97,9 +106,7 @@ async def test_cancel_during_generation_then_next_request_is_served(client: Lang
     assert last["lastFinish"] == "cancelled", last
     assert last["lastTokensOut"] < 400
 
-    client.workspace_did_change_configuration(
-        types.DidChangeConfigurationParams(settings={"onbox": {"completion": {"maxTokens": 32}}})
-    )
+    set_max_tokens(client, 32)
     served = await client.text_document_inline_completion_async(inline_params(uri, 3, 0))
     assert served is not None and len(served.items) == 1 and served.items[0].insert_text
 
