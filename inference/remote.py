@@ -36,7 +36,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -377,7 +377,7 @@ class RemoteDestination:
     ) -> int:
         deadline = started + 2 * self._timeout
         received = 0
-        for line in _iter_lines(resp):
+        for line in resp.iter_lines():
             received += len(line) + 1
             if cancel.cancelled:
                 raise Cancelled(cancel.reason or "cancelled")
@@ -427,10 +427,6 @@ class RemoteDestination:
             f"destination {self.name} rejected the request with HTTP {status}; check its "
             "base_url, model and api_version in the policy"
         )
-
-
-def _iter_lines(resp: httpx.Response) -> Iterator[str]:
-    yield from resp.iter_lines()
 
 
 def _loads(raw: bytes, name: str) -> Mapping[str, Any]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -131,7 +132,8 @@ class RequestSettings:
     suffix_chars: int = 1024
     stop: tuple[str, ...] = ()
     context: ContextLimits = field(default_factory=ContextLimits)
-    on_delta: DeltaCallback | None = None  # streamed text from remote destinations
+    on_delta: DeltaCallback | None = None  # raw streamed text (may hold placeholders)
+    on_first_line: DeltaCallback | None = None  # the answer's first line, cleaned, once
 
 
 @dataclass
@@ -373,7 +375,8 @@ class Router:
         try:
             if prepared is not None:
                 assert isinstance(dest, RemoteDestination)
-                completion = dest.send(prepared, cancel, on_delta=settings.on_delta)
+                hook = _first_line_hook(settings, chat=prepared.chat)
+                completion = dest.send(prepared, cancel, on_delta=hook)
             else:
                 completion = dest.complete(request, cancel)
         except Cancelled:
@@ -482,6 +485,36 @@ class _Window:
     suffix: str
     redactions: dict[str, int]
     raised: Label  # the highest label of content found by the fresh scan
+
+
+def _first_line_hook(settings: RequestSettings, *, chat: bool) -> DeltaCallback | None:
+    """Pass deltas on, and report the first complete line once, placeholders removed."""
+    if settings.on_first_line is None:
+        return settings.on_delta
+    report = settings.on_first_line
+    parts: list[str] = []
+    fired = False
+
+    def hook(delta: str) -> None:
+        nonlocal fired
+        if settings.on_delta is not None:
+            settings.on_delta(delta)
+        if fired:
+            return
+        parts.append(delta)
+        text = "".join(parts)
+        if chat:
+            text = _FENCE_OPEN.sub("", text, count=1)
+        start = len(text) - len(text.lstrip())
+        end = text.find("\n", start)
+        if end != -1 and not (chat and text.startswith("```")):
+            fired = True
+            report(strip_placeholders(text[:end]))
+
+    return hook
+
+
+_FENCE_OPEN = re.compile(r"^\s*```[\w+#.-]*\n")
 
 
 def _policy_scanner(policy: Policy) -> Scanner | None:

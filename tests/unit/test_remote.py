@@ -6,6 +6,7 @@ arrived on the wire and how failures map onto :mod:`onbox.inference.errors`.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -292,3 +293,31 @@ def _dest(
         cfg = config(server.url, kind="anthropic", base_url=server.url, timeout=timeout)
         return anthropic(cfg)
     return openai(config(server.url, timeout=timeout))
+
+
+def test_a_keyring_entry_without_the_keyring_package_means_no_key(
+    server: RecordingServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "keyring", None)  # as if onbox[keyring] were not installed
+    cfg = config(server.url, api_key_env=None, api_key_keyring="onbox:corp")
+    assert resolve_api_key(cfg) is None
+    assert "pip install 'onbox[keyring]'" in caplog.text
+    with pytest.raises(DestinationUnavailable, match="onbox:corp"):
+        openai(cfg, None).complete(REQUEST, CancelToken())
+    assert server.requests == []
+
+
+def test_a_service_without_a_key_gets_no_auth_header(server: RecordingServer) -> None:
+    openai(config(server.url, api_key_env=None), None).complete(REQUEST, CancelToken())
+    assert "Authorization" not in server.requests[0].headers
+
+
+def test_a_json_answer_without_streaming_is_accepted() -> None:
+    """Some services ignore ``stream``; the plain JSON answer still works."""
+    with RecordingServer() as plain:
+        plain.set_reply("x = 1")
+        dest = openai(config(plain.url))
+        prepared = dest.prepare(REQUEST)
+        body = prepared.body.replace(b'"stream":true', b'"stream":false')
+        unstreamed = type(prepared)(prepared.url, body, prepared.headers, prepared.chat)
+        assert dest.send(unstreamed, CancelToken()).text == "x = 1"

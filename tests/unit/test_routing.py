@@ -462,3 +462,19 @@ def test_a_destination_below_the_label_is_refused_right_before_sending(
     with pytest.raises(ClearanceViolation):
         router.complete(doc(name="internal"), [], SETTINGS, CancelToken())
     assert cloud.requests == []
+
+
+@pytest.mark.parametrize("kind", ["cloud", "corp"])
+def test_the_first_line_is_shown_early_and_clean(
+    setup: Setup, cloud: RecordingServer, corp: RecordingServer, kind: str
+) -> None:
+    server = cloud if kind == "cloud" else corp
+    server.set_reply("return <ONBOX_REDACTED:jwt>total\n    more()\n")
+    lines: list[str] = []
+    deltas: list[str] = []
+    settings = replace(SETTINGS, on_first_line=lines.append, on_delta=deltas.append)
+    name = "public" if kind == "cloud" else "internal"
+    routed = setup.router.complete(doc(name=name), [], settings, CancelToken())
+    assert routed.destination == kind
+    assert lines == ["return total"]
+    assert "".join(deltas).startswith("return <ONBOX_REDACTED:jwt>")
