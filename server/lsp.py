@@ -170,7 +170,15 @@ def initialize(ls: OnboxServer, params: types.InitializeParams) -> None:
     """Read settings from ``initializationOptions`` and build the wiring."""
     settings, problems = parse_settings(params.initialization_options, ls.settings)
     ls.settings = settings
-    ls.wiring = Wiring(settings, ls)
+    loop = asyncio.get_running_loop()
+
+    def notify_error(message: str) -> None:
+        loop.call_soon_threadsafe(ls.show_once, message)
+
+    def on_policy_change() -> None:
+        loop.call_soon_threadsafe(ls.relabel_all)
+
+    ls.wiring = Wiring(settings, notify_error=notify_error, on_policy_change=on_policy_change)
     for problem in problems:
         ls.show_once(f"Onbox settings: {problem}", types.MessageType.Warning)
 

@@ -131,6 +131,7 @@ class CompletionService:
         self.classifier: ClassifierLike = classifier or FailClosedClassifier()
         self.journal = journal
         self.router = router
+        self.last_route: Any = None
 
     def classify(self, uri: str, text: str | None, version: int | None = None) -> Decision:
         """The document's decision; never raises (fail closed)."""
@@ -178,6 +179,7 @@ class CompletionService:
         outcome = "served"
         error: str | None = None
         completion: Completion | None = None
+        self.last_route = None
         try:
             completion, destination = self._generate(doc, others, decision, request, cancel)
         except Cancelled:
@@ -218,9 +220,33 @@ class CompletionService:
         request: CompletionRequest,
         cancel: CancelToken,
     ) -> tuple[Completion, Destination]:
-        if self.router is not None:
-            return self.router.complete_for_service(self, doc, others, decision, cancel)  # type: ignore[no-any-return]
-        return self.local.complete(request, cancel), self.local
+        if self.router is None:
+            return self.local.complete(request, cancel), self.local
+        from onbox.inference.context import DocumentView
+        from onbox.inference.routing import RequestSettings
+
+        def view(d: DocumentInput, dec: Decision, offset: int) -> DocumentView:
+            path = dec.path or str(uri_to_path(d.uri) or d.uri)
+            return DocumentView(d.uri, path, d.text, offset, d.language, dec)
+
+        target = view(doc, decision, max(0, min(doc.offset, len(doc.text))))
+        context = [view(o, self.classify(o.uri, o.text, o.version), 0) for o in others]
+        c = self.settings.completion
+        settings = RequestSettings(
+            max_tokens=c.max_tokens,
+            temperature=c.temperature,
+            prefix_chars=PREFIX_CHARS,
+            suffix_chars=SUFFIX_CHARS,
+        )
+        routed = self.router.complete(target, context, settings, cancel)
+        self.last_route = routed
+        destination: Destination = self.router.destinations[routed.destination]
+        return routed.completion, destination
+
+    def _describe(self, name: str) -> dict[str, Any]:
+        if self.router is not None and name in self.router.destinations:
+            return dict(self.router.destinations[name].describe())
+        return self.local.describe()
 
     def _journal_completion(
         self, doc: DocumentInput, decision: Decision, result: CompletionResult, completion: Completion | None
@@ -236,7 +262,10 @@ class CompletionService:
             "label": result.label,
             "reasons": [r.to_json() for r in decision.reasons],
             "policy": {"id": decision.policy_id, "serial": decision.policy_serial},
-            "destination": self.local.describe() if result.destination_kind == "llama-cpp" else {"name": result.destination, "kind": result.destination_kind},
+            "destination": self._describe(result.destination),
+            "fallbacks": [list(f) for f in self.last_route.fallbacks] if self.last_route else [],
+            "redactions": dict(self.last_route.redactions) if self.last_route else {},
+            "egressSeq": self.last_route.egress_seq if self.last_route else None,
             "promptSha256": completion.prompt_sha256 if completion else None,
             "tokensIn": completion.tokens_in if completion else 0,
             "tokensOut": completion.tokens_out if completion else 0,

@@ -1,44 +1,164 @@
 """Builds the parts a running server needs and answers the server-wide requests.
 
 Kept apart from :mod:`onbox.server.lsp` so that the handlers stay thin: the wiring owns
-the classifier, the journal, the router and the policy service, and knows how to
-describe each of them for ``onbox/health``, ``onbox/explain`` and ``onbox doctor``.
+the policy (signed store or, on unmanaged machines, a local file), the classifier, the
+journal, the router and the policy service, and knows how to describe each of them for
+``onbox/health``, ``onbox/explain``, ``onbox/status`` and ``onbox doctor``.
+
+Which policy applies:
+
+1. A trust root is installed (a managed workstation): only signed bundles from the
+   policy store apply; ``onbox.policy.path`` is ignored, with a warning, because a local
+   file must not be able to weaken the admin's policy.
+2. No trust root: ``onbox.policy.path`` if set (evaluation and tests), else the
+   built-in fail-closed policy (everything restricted, on-box only).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from onbox import __version__, paths
+from onbox.classification.classifier import Classifier
 from onbox.classification.decision import Decision
-from onbox.inference.local import gpu_offload_supported, llama_build_info
-from onbox.server.pipeline import CompletionService, FailClosedClassifier, reason_lines
+from onbox.classification.policy import builtin_policy, load_policy
+from onbox.classification.policy_model import Policy, PolicyError
+from onbox.classification.policy_store import PolicyStore, describe_policy_state
+from onbox.classification.sources import parse_source
+from onbox.inference.local import LlamaCppDestination, gpu_offload_supported, llama_build_info
+from onbox.inference.remote import build_destinations
+from onbox.inference.routing import Router
+from onbox.server.pipeline import CompletionService, model_settings, reason_lines
 from onbox.server.settings import Settings
 
-if TYPE_CHECKING:
-    from onbox.server.lsp import OnboxServer
-
 logger = logging.getLogger(__name__)
+
+Notify = Callable[[str], None]
 
 
 class Wiring:
     """The server's collaborators, created from settings at ``initialize``."""
 
-    def __init__(self, settings: Settings, server: OnboxServer | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        notify_error: Notify | None = None,
+        on_policy_change: Callable[[], None] | None = None,
+        open_journal: bool = True,
+    ) -> None:
         self.settings = settings
-        self.server = server
+        self.notify_error: Notify = notify_error or (lambda msg: logger.warning("%s", msg))
+        self.on_policy_change = on_policy_change
         self.journal: Any = None
         self.journal_error: str | None = None
-        self.service = CompletionService(settings, classifier=FailClosedClassifier())
+        if open_journal:
+            self._open_journal()
+        self.store = PolicyStore(journal=self.journal)
+        self.policy_warning: str | None = None
+        self.policy = self._initial_policy()
+        self.local = LlamaCppDestination(model_settings(settings), clearance=self.policy.scale.highest.name)
+        self.classifier = Classifier(self.policy)
+        self.router = self._build_router(self.policy)
+        self.service = CompletionService(
+            settings, local=self.local, classifier=self.classifier, journal=self.journal, router=self.router
+        )
+        self.policy_service: Any = None
+        self._started = False
+
+    # -- construction ------------------------------------------------------------------
+
+    def _open_journal(self) -> None:
+        from onbox.audit import JournalError, open_journal
+
+        directory = Path(self.settings.journal.dir).expanduser() if self.settings.journal.dir else None
+        try:
+            self.journal = open_journal(directory)
+        except (JournalError, OSError) as exc:
+            self.journal_error = f"{exc}"
+            self.notify_error(
+                f"Onbox: the audit journal cannot be opened ({exc}); nothing will leave this machine "
+                "until it can be written"
+            )
+
+    def _initial_policy(self) -> Policy:
+        trust_root = self.store.trust_root_path
+        if trust_root.exists():
+            if self.settings.policy.path:
+                self.notify_error(
+                    f"Onbox: onbox.policy.path is ignored on a managed workstation (trust root at {trust_root}); "
+                    "only signed policy bundles apply"
+                )
+            self.policy_warning = self.store.warning()
+            return self.store.current()
+        if self.settings.policy.path:
+            try:
+                return load_policy(Path(self.settings.policy.path).expanduser())
+            except PolicyError as exc:
+                self.policy_warning = str(exc)
+                self.notify_error(f"Onbox: policy not loaded, everything stays restricted and on-box: {exc}")
+            except OSError as exc:
+                self.policy_warning = f"cannot read {self.settings.policy.path}: {exc.strerror}"
+                self.notify_error(f"Onbox: {self.policy_warning}; everything stays restricted and on-box")
+        return builtin_policy()
+
+    def _build_router(self, policy: Policy, previous: Router | None = None) -> Router:
+        destinations = build_destinations(policy, self.local)
+        if not any(d.kind == "llama-cpp" for d in destinations.values()):
+            destinations[self.local.name] = self.local
+        return Router(policy, destinations, self.journal, breaker=previous.breaker if previous else None)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start background services (policy pulls)."""
+        """Journal the start and begin pulling signed policy from the configured sources."""
+        self._started = True
+        self.journal_event("server-start", {"version": __version__, "policy": self.policy_summary()})
+        if not self.store.trust_root_path.exists() and not self.settings.policy.sources:
+            return
+        from onbox.server.policy_service import PolicyService
+
+        try:
+            sources = [parse_source(s) for s in self.settings.policy.sources]
+        except Exception as exc:
+            self.notify_error(f"Onbox: bad onbox.policy.sources entry: {exc}")
+            sources = []
+        self.policy_service = PolicyService(
+            self.store,
+            sources,
+            max(self.settings.policy.pull_minutes, 0.1) * 60,
+            on_change=self.apply_policy,
+            on_error=lambda msg: self.notify_error(f"Onbox policy: {msg}"),
+        )
+        self.policy_service.start()
 
     def stop(self) -> None:
-        """Stop background services and close the journal."""
+        """Stop background services, journal the stop and close the journal."""
+        if self.policy_service is not None:
+            self.policy_service.stop()
+            self.policy_service = None
+        if self.journal is not None:
+            if self._started:
+                self.journal_event("server-stop", {"version": __version__})
+            try:
+                self.journal.close()
+            except Exception:
+                logger.exception("closing the journal failed")
+            self.journal = None
+
+    def apply_policy(self, policy: Policy) -> None:
+        """Swap in a new policy: re-label with it and rebuild the routes (keeping health)."""
+        self.policy = policy
+        self.policy_warning = self.store.warning()
+        self.classifier.set_policy(policy)
+        self.router = self._build_router(policy, self.router)
+        self.service.router = self.router
+        if self.on_policy_change is not None:
+            self.on_policy_change()
 
     # -- journal -----------------------------------------------------------------------
 
@@ -48,11 +168,11 @@ class Wiring:
             return False
         try:
             self.journal.append(kind, body)
+            self.journal_error = None
             return True
         except Exception as exc:
             self.journal_error = str(exc)
-            if self.server is not None:
-                self.server.show_once(f"Onbox: the audit journal cannot be written: {exc}")
+            self.notify_error(f"Onbox: the audit journal cannot be written: {exc}")
             return False
 
     def journal_summary(self) -> dict[str, Any]:
@@ -61,35 +181,76 @@ class Wiring:
 
     def journal_stats(self, days: int) -> dict[str, Any]:
         """``onbox/journalStats``."""
-        return {"error": "the journal is not available"}
+        from datetime import timedelta
+
+        from onbox.audit import journal_stats
+
+        if self.journal is not None:
+            self.journal.flush() if hasattr(self.journal, "flush") else None
+        since = datetime.now(UTC) - timedelta(days=days)
+        try:
+            return dict(journal_stats(self._journal_dir(), since=since))
+        except Exception as exc:
+            return {"error": str(exc)}
+
+    def _journal_dir(self) -> Path:
+        if self.journal is not None and hasattr(self.journal, "path"):
+            return Path(self.journal.path)
+        return Path(self.settings.journal.dir).expanduser() if self.settings.journal.dir else paths.journal_dir()
 
     def verify_journal(self) -> dict[str, Any]:
         """``onbox.verifyJournal``."""
-        return {"ok": False, "entries": 0, "error": "the journal is not available"}
+        from onbox.audit import verify_journal
+
+        if self.journal is not None and hasattr(self.journal, "flush"):
+            self.journal.flush()
+        try:
+            result = verify_journal(self._journal_dir())
+        except Exception as exc:
+            return {"ok": False, "entries": 0, "error": str(exc)}
+        error = result.first_error
+        return {"ok": bool(result.ok), "entries": result.entries, "error": str(error) if error else None}
 
     # -- policy ------------------------------------------------------------------------
 
     def policy_summary(self) -> dict[str, Any]:
         """``policy`` part of ``onbox/status``."""
-        return {"id": "builtin-fail-closed", "serial": 0, "expires": None, "expired": False}
+        p = self.policy
+        expired = bool(p.expires and datetime.now(UTC) >= p.expires)
+        return {
+            "id": p.id,
+            "serial": p.serial,
+            "expires": p.expires.isoformat() if p.expires else None,
+            "expired": expired or bool(self.policy_warning and "expired" in self.policy_warning),
+            "warning": self.policy_warning,
+            "source": p.source,
+        }
 
     def policy_pull(self) -> dict[str, Any]:
-        """``onbox/policyPull``."""
-        return {"applied": False, "serial": 0, "message": "no policy sources are configured"}
+        """``onbox/policyPull``: pull every source now."""
+        if self.policy_service is None:
+            return {"applied": False, "serial": self.policy.serial, "message": "no policy sources are configured"}
+        results = self.policy_service.pull_now()
+        applied = any(r.applied for r in results)
+        message = "; ".join(f"{r.origin}: {r.reason}" for r in results) or "nothing to pull"
+        return {"applied": applied, "serial": self.policy.serial, "message": message}
 
     # -- explain / health --------------------------------------------------------------
 
     def explain(self, uri: str, decision: Decision) -> dict[str, Any]:
         """``onbox/explain``: decision, route and a human rendering."""
-        dest = self.service.destination_for(decision)
-        route: list[dict[str, Any]] = [
-            {"destination": dest.name, "kind": dest.kind, "clearance": dest.clearance,
-             "eligible": True, "healthy": True, "why": "the on-box model is always allowed"}
-        ]
-        lines = [f"{decision.label.name} → {dest.name}", "", "Why this label:"]
+        route = [step.to_json() for step in self.router.plan(decision)]
+        chosen = self.router.destination_for(decision)
+        lines = [f"{decision.label.name} → {chosen.destination}", "", "Why this label:"]
         lines += [f"  • {line}" for line in reason_lines(decision)]
-        lines += ["", "Route:"]
-        lines += [f"  • {r['destination']} ({r['kind']}, clearance {r['clearance']}): {r['why']}" for r in route]
+        if decision.findings:
+            lines += ["", "Content findings (redacted before any egress):"]
+            lines += [f"  • line {f.line}: {f.kind} {f.type} → {f.label.name}" for f in decision.findings]
+        lines += ["", f"Route for {decision.label.name} (policy {decision.policy_id}, serial {decision.policy_serial}):"]
+        lines += [
+            f"  {'→' if r['destination'] == chosen.destination else ' '} {r['destination']} ({r['kind']}, clearance {r['clearance']}): {r['why']}"
+            for r in route
+        ]
         data = decision.to_json()
         return {
             "uri": uri,
@@ -97,14 +258,18 @@ class Wiring:
             "reasons": data["reasons"],
             "findings": data["findings"],
             "policy": data["policy"],
-            "destination": dest.name,
+            "destination": chosen.destination,
             "route": route,
             "text": "\n".join(lines),
         }
 
     def health(self, model_state: str, model_error: str | None) -> dict[str, Any]:
         """``onbox/health``."""
-        local = self.service.local
+        local = self.local
+        try:
+            policy_state = describe_policy_state(self.store)
+        except Exception as exc:
+            policy_state = {"error": str(exc)}
         return {
             "version": __version__,
             "model": {
@@ -123,7 +288,8 @@ class Wiring:
                 "lastPromptTokensEvaluated": local.last_prompt_tokens_evaluated,
             },
             "llamaCpp": llama_build_info(),
-            "policy": self.policy_summary(),
-            "journal": {"dir": str(paths.journal_dir()), "writable": self.journal is not None, "error": self.journal_error},
-            "trustRoot": {"path": str(paths.trust_root_path()), "present": paths.trust_root_path().exists()},
+            "policy": {**self.policy_summary(), "store": policy_state},
+            "journal": {"dir": str(self._journal_dir()), "writable": self.journal is not None and self.journal_error is None,
+                        "error": self.journal_error},
+            "trustRoot": {"path": str(self.store.trust_root_path), "present": self.store.trust_root_path.exists()},
         }

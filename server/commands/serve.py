@@ -21,9 +21,14 @@ def run(args: argparse.Namespace) -> int:
     """Serve until the client exits."""
     from onbox.server.lsp import server
 
-    if args.tcp:
-        host, _, port = args.tcp.rpartition(":")
-        server.start_tcp(host or "127.0.0.1", int(port))
-    else:
-        server.start_io()
+    try:
+        if args.tcp:
+            host, _, port = args.tcp.rpartition(":")
+            server.start_tcp(host or "127.0.0.1", int(port))
+        else:
+            server.start_io()
+    finally:
+        # The client may exit without a shutdown request: still flush and close the journal.
+        if server.wiring is not None:
+            server.wiring.stop()
     return 0
