@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from onbox.audit import (
     CanonicalEncodingError,
     EnvelopeError,
@@ -140,7 +139,10 @@ except JournalError as exc:
 def test_disk_full_raises_journal_unwritable_and_leaves_no_partial_entry(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", DISK_FULL, str(tmp_path / "journal"), str(tmp_path / "keys")],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     outcome = json.loads(proc.stdout)
     assert outcome["type"] == "JournalUnwritable"
@@ -195,7 +197,9 @@ def test_encrypted_prompt_opens_only_with_the_security_team_key(env: Path) -> No
     other_private, _ = generate_recipient_key()
     with pytest.raises(EnvelopeError, match="not this key"):
         decrypt_prompt(envelope, other_private)
-    tampered = dict(envelope, ct=envelope["ct"][:-4] + ("AAAA" if envelope["ct"][-4:] != "AAAA" else "BBBB"))
+    tampered = dict(
+        envelope, ct=envelope["ct"][:-4] + ("AAAA" if envelope["ct"][-4:] != "AAAA" else "BBBB")
+    )
     with pytest.raises(EnvelopeError):
         decrypt_prompt(tampered, private)
 
@@ -205,11 +209,32 @@ def test_stats_count_egress_on_box_and_acceptance(env: Path) -> None:
     onbox = {"name": "on-box", "kind": "llama-cpp", "model": "gemma"}
     with open_journal() as journal:
         for i in range(4):
-            journal.append("egress", {"completion_id": f"e{i}", "destination": cloud, "label": "public", "bytes_sent": 100}, durable=True)
-            journal.append("completion", {"completion_id": f"e{i}", "destination": cloud, "outcome": "served"})
+            journal.append(
+                "egress",
+                {
+                    "completion_id": f"e{i}",
+                    "destination": cloud,
+                    "label": "public",
+                    "bytes_sent": 100,
+                },
+                durable=True,
+            )
+            journal.append(
+                "completion", {"completion_id": f"e{i}", "destination": cloud, "outcome": "served"}
+            )
         for i in range(6):
-            journal.append("completion", {"completion_id": f"o{i}", "destination": onbox, "label": "restricted", "outcome": "served"})
-        journal.append("completion", {"completion_id": "c", "destination": onbox, "outcome": "cancelled"})
+            journal.append(
+                "completion",
+                {
+                    "completion_id": f"o{i}",
+                    "destination": onbox,
+                    "label": "restricted",
+                    "outcome": "served",
+                },
+            )
+        journal.append(
+            "completion", {"completion_id": "c", "destination": onbox, "outcome": "cancelled"}
+        )
         for cid in ("e0", "o1", "o2", "unknown"):
             journal.append("acceptance", {"completion_id": cid, "how": "whole"})
     stats = journal_stats(env / "journal")
@@ -219,7 +244,9 @@ def test_stats_count_egress_on_box_and_acceptance(env: Path) -> None:
     assert list(stats["egress"]["by_day"].values()) == [4]
     assert stats["completions"]["served_on_box"] == 6
     assert stats["completions"]["by_outcome"] == {"cancelled": 1, "served": 10}
-    assert stats["acceptance"]["accepted"] == 3 and stats["acceptance"]["rate"] == pytest.approx(0.3)
+    assert stats["acceptance"]["accepted"] == 3 and stats["acceptance"]["rate"] == pytest.approx(
+        0.3
+    )
     future = datetime.now(UTC) + timedelta(days=1)
     assert journal_stats(env / "journal", since=future)["entries"] == 0
 
@@ -231,7 +258,9 @@ def test_two_journal_handles_in_one_process_share_the_chain(env: Path) -> None:
             for i in range(300):
                 journal.append("completion", {"w": name, "n": i})  # type: ignore[attr-defined]
 
-        threads = [threading.Thread(target=write, args=(j, n)) for j, n in ((first, "a"), (second, "b"))]
+        threads = [
+            threading.Thread(target=write, args=(j, n)) for j, n in ((first, "a"), (second, "b"))
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:

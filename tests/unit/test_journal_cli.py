@@ -8,9 +8,9 @@ import shutil
 import tarfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-
 from onbox.audit import generate_recipient_key, open_journal, verify_journal
 from onbox.server.cli import main
 
@@ -22,8 +22,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _fill(count: int, **kwargs: object) -> str:
-    with open_journal(segment_max_bytes=3000, **kwargs) as journal:  # type: ignore[arg-type]
+def _fill(count: int, **kwargs: Any) -> str:
+    with open_journal(segment_max_bytes=3000, **kwargs) as journal:
         for i in range(count):
             journal.append("completion", {"completion_id": f"c{i}", "outcome": "served"})
         return str(journal.device_fingerprint)
@@ -50,7 +50,9 @@ def test_verify_exit_codes_and_located_error(env: Path, capsys: pytest.CaptureFi
     assert main(["journal", "verify", "--key", "0" * 32]) == 1
 
 
-def test_export_bundle_verifies_on_another_machine(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_bundle_verifies_on_another_machine(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     device = _fill(30)
     bundle = env / "export.tar"
     assert main(["journal", "export", "--out", str(bundle)]) == 0
@@ -58,7 +60,9 @@ def test_export_bundle_verifies_on_another_machine(env: Path, capsys: pytest.Cap
     elsewhere = env / "security-team" / "bundle.tar"
     elsewhere.parent.mkdir()
     shutil.copy(bundle, elsewhere)
-    code, result = _json_out(capsys, ["journal", "verify", "--json", "--key", device, str(elsewhere)])
+    code, result = _json_out(
+        capsys, ["journal", "verify", "--json", "--key", device, str(elsewhere)]
+    )
     assert code == 0 and result["ok"] is True and result["checkpoint_seq"] == result["head_seq"]
 
 
@@ -82,7 +86,9 @@ def test_tampered_or_shortened_bundle_is_located(env: Path) -> None:
         export_bundle(journal, bundle)
     tampered = env / "tampered.tar"
     shutil.copy(bundle, tampered)
-    _rewrite_member(tampered, "segments/segment-00000002.jsonl", lambda d: d.replace(b'"c', b'"C', 1))
+    _rewrite_member(
+        tampered, "segments/segment-00000002.jsonl", lambda d: d.replace(b'"c', b'"C', 1)
+    )
     result = verify_journal(tampered, workers=1)
     assert not result.ok and result.first_error is not None
     assert (result.first_error.segment, result.first_error.line) == ("segment-00000002.jsonl", 2)
@@ -106,14 +112,18 @@ def test_partial_export_since_keeps_the_key_chain(env: Path) -> None:
             now[0] += timedelta(days=1)
         from onbox.audit import export_bundle
 
-        manifest = export_bundle(journal, env / "recent.tar", since=datetime(2026, 11, 22, tzinfo=UTC))
+        manifest = export_bundle(
+            journal, env / "recent.tar", since=datetime(2026, 11, 22, tzinfo=UTC)
+        )
     assert manifest["first_segment"] > 1
     result = verify_journal(env / "recent.tar", expected_fingerprint=device, workers=1)
     assert result.ok, result.first_error
     assert any("bundle starts here" in n.what for n in result.notes)
 
 
-def test_verify_against_an_earlier_bundle_detects_rollback(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_against_an_earlier_bundle_detects_rollback(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _fill(10)
     backup = env / "backup"
     shutil.copytree(env / "journal", backup)
@@ -143,7 +153,11 @@ def test_keys_show_rotate_and_decrypt(env: Path, capsys: pytest.CaptureFixture[s
 
 def test_stats_and_show(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with open_journal() as journal:
-        journal.append("egress", {"destination": {"name": "cloud", "kind": "openai"}, "label": "public"}, durable=True)
+        journal.append(
+            "egress",
+            {"destination": {"name": "cloud", "kind": "openai"}, "label": "public"},
+            durable=True,
+        )
     code, stats = _json_out(capsys, ["journal", "stats", "--json"])
     assert code == 0 and stats["egress"]["by_destination"] == {"cloud": 1}  # type: ignore[index]
     assert main(["journal", "show", "--json", "--kind", "egress"]) == 0

@@ -64,7 +64,7 @@ def assert_located(directory: Path, segment: int, line: int, **kwargs: Any) -> s
     problem = result.first_error
     assert problem is not None
     assert (problem.segment, problem.line) == (f"segment-{segment:08d}.jsonl", line), str(problem)
-    return problem.what
+    return str(problem.what)
 
 
 @pytest.mark.parametrize("field", ["seq", "time", "kind", "body", "prev", "key", "hash", "sig"])
