@@ -37,7 +37,6 @@ default_label = "restricted"
 [[repos]]
 match = "github.com/acme/monorepo"
 label = "public"
-tags = ["acme"]
 
 [tags]
 acme = "internal"

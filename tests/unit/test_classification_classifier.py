@@ -122,6 +122,7 @@ def test_unknown_repo_and_no_remote_get_default(tmp_path: Path, policy: Policy) 
         assert decision.label.name == "restricted"
         assert decision.reasons[0].signal == "policy-default"
         assert words in decision.reasons[0].message
+        assert decision.reasons[0].source == "policy.toml:3"  # default_label = ...
 
 
 def test_nested_gitattributes_raise_with_source(tmp_path: Path, policy: Policy) -> None:
