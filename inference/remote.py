@@ -39,10 +39,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
-from onbox.classification.labels import Label
+from onbox.classification.policy_model import DestinationConfig, Policy
 from onbox.inference.destination import CancelToken, Completion, CompletionRequest, Destination
 from onbox.inference.errors import (
     Cancelled,
@@ -56,32 +56,6 @@ logger = logging.getLogger(__name__)
 
 #: ``on_delta(text)`` receives each piece of text as it streams in.
 DeltaCallback = Callable[[str], None]
-
-
-class DestinationConfig(Protocol):
-    """The policy's description of one destination (``[destinations.<name>]``)."""
-
-    name: str
-    kind: str
-    clearance: Label
-    base_url: str | None
-    model: str | None
-    api_key_env: str | None
-    api_key_keyring: str | None
-    timeout: float
-    fim: bool
-    api_version: str | None
-    headers: Mapping[str, str]
-    ca_bundle: str | None
-    proxy: str | None
-    max_tokens: int | None
-
-
-class PolicyWithDestinations(Protocol):
-    """The part of the policy :func:`build_destinations` reads."""
-
-    @property
-    def destinations(self) -> Mapping[str, DestinationConfig]: ...
 
 
 @dataclass(frozen=True)
@@ -514,9 +488,7 @@ def comment_prefix(language: str | None) -> str:
     return "//" if (language or "").lower() in slashes else "#"
 
 
-def build_destinations(
-    policy: PolicyWithDestinations, on_box: Destination
-) -> dict[str, Destination]:
+def build_destinations(policy: Policy, on_box: Destination) -> dict[str, Destination]:
     """Every destination the policy configures; each ``llama-cpp`` entry is ``on_box``.
 
     A destination whose API key is missing is still built (it fails at send time, so

@@ -501,7 +501,7 @@ def world() -> Iterator[World]:
 
 def test_nothing_sensitive_leaves(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     LeakSession.world = world
-    run_state_machine_as_test(
+    run_state_machine_as_test(  # type: ignore[no-untyped-call]
         LeakSession,
         settings=settings(
             max_examples=SESSIONS,

@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from onbox.classification.labels import LabelScale
@@ -76,7 +77,7 @@ def anthropic(cfg: DestinationConfig, key: str | None = KEY) -> AnthropicDestina
     return dest
 
 
-def config(url: str, **kw: object) -> DestinationConfig:
+def config(url: str, **kw: Any) -> DestinationConfig:
     base = DestinationConfig(
         name="corp",
         kind="openai",
@@ -87,7 +88,7 @@ def config(url: str, **kw: object) -> DestinationConfig:
         timeout=5.0,
         fim=True,
     )
-    return replace(base, **kw)  # type: ignore[arg-type]
+    return replace(base, **kw)
 
 
 def test_fim_request_goes_to_completions_with_suffix(server: RecordingServer) -> None:

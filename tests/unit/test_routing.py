@@ -451,7 +451,7 @@ def test_a_destination_below_the_label_is_refused_right_before_sending(
         def describe(self) -> dict[str, Any]:
             return cloud_dest.describe()
 
-    destinations = {**setup.destinations, "cloud": Downgrading()}
+    destinations: dict[str, Any] = {**setup.destinations, "cloud": Downgrading()}
     policy = setup.router.policy
     assert isinstance(policy, Policy)
     # A route the policy loader would reject; only the destination's own word counts.
