@@ -19,12 +19,13 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
+from tree_sitter import Query, QueryCursor
+
 from onbox.classification import languages
 from onbox.classification.decision import Finding
 from onbox.classification.labels import Label
 from onbox.classification.patterns import compile_fast_regex
 from onbox.classification.policy_model import ContentConfig, Policy
-from tree_sitter import Query, QueryCursor
 
 logger = logging.getLogger(__name__)
 

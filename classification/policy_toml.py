@@ -258,8 +258,10 @@ def _repo(ctx: _Ctx, item: object, index: int) -> RepoRule:
     if "match" not in table:
         ctx.fail(key, "missing 'match' (a pattern like \"github.com/acme/*\")")
     match = ctx.typed(table["match"], f"{key}.match", str, "a string")
-    if not match.strip() or match.count("/") < 1:
+    if not match.strip() or match.count("/") < 1 or any(c.isspace() for c in match):
         ctx.fail(f"{key}.match", f"{match!r} should look like host/owner/name (globs allowed)")
+    if match.count("[") != match.count("]"):
+        ctx.fail(f"{key}.match", f"{match!r} has an unclosed '[' character class")
     tags = ctx.str_list(table.get("tags", []), f"{key}.tags")
     label = ctx.label(table["label"], f"{key}.label") if "label" in table else None
     return RepoRule(match, tags, label, ctx.locator.line(key) or 0)

@@ -110,10 +110,11 @@ def _paths(args: argparse.Namespace, policy: Any) -> int:
 
 
 def _report(args: argparse.Namespace, policy: Any) -> int:
-    from onbox.classification.report import build_report
-    from onbox.classification.report_html import render_html
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from onbox.classification.report import build_report
+    from onbox.classification.report_html import render_html
 
     root = Path(args.report)
     if not root.is_dir():

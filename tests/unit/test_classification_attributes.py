@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from onbox.classification.gitattributes import SET, read_attributes
 
 ATTRS = ("onbox-label", "onbox-tags")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import git
 import pytest
+
 from onbox.classification import signals
 from onbox.classification.classifier import Classifier
 from onbox.classification.decision import Decision
@@ -167,6 +168,8 @@ def test_codeowners_each_location(tmp_path: Path, policy: Policy, location: str)
     assert invoice.label.name == "restricted"
     owner_reasons = [r for r in invoice.reasons if r.signal == "codeowners"]
     assert [r.source for r in owner_reasons] == [f"{location}:2"]
+    assert "@acme/payments" in owner_reasons[0].message
+    assert "policy.toml:20" in owner_reasons[0].message  # where the owner is mapped
     assert classifier.classify_path(root / "web/index.js").label.name == "internal"
 
 

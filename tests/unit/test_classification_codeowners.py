@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+
 from onbox.classification.codeowners import parse_codeowners, pattern_regex
 
 # The example file from GitHub's "About code owners" page.

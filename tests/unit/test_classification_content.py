@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from onbox.classification.content import (
     iban_valid,
     luhn_valid,

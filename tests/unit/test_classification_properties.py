@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from onbox.classification.classifier import Classifier
 from onbox.classification.policy import parse_policy
 

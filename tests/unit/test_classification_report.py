@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from onbox.classification.policy import parse_policy
 from onbox.classification.report import build_report
 from onbox.classification.report_html import label_colours, render_html, squarify

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from onbox.classification.patterns import PatternError, _static_check, compile_safe_regex
 from onbox.classification.policy import (
     ON_BOX,
@@ -161,6 +162,13 @@ def test_builtin_policy_is_fail_closed() -> None:
             "unknown label",
         ),
         (lambda t: t + '\n[owners]\n"acme" = "public"\n', "owners.acme", '"acme"', "owner"),
+        (
+            lambda t: t + '\n[[repos]]\nmatch = "github.com/acme/[ab"\n',
+            "repos.0.match",
+            "match",
+            "unclosed",
+        ),
+        (lambda t: t + '\n[[repos]]\nmatch = "acme"\n', "repos.0.match", "match", "host/owner"),
         (
             lambda t: t + "\n[audit]\nstore_encrypted_prompts = true\n",
             "audit.store_encrypted_prompts",
