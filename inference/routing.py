@@ -265,6 +265,9 @@ class Router:
                 raise Cancelled(cancel.reason or "cancelled")
             if step.destination == self.on_box_name:
                 break
+            if step.kind == "?":
+                fallbacks.append((step.destination, "not-configured"))
+                continue
             if not step.eligible:
                 continue
             if not step.healthy:
@@ -384,6 +387,11 @@ class Router:
         except DestinationError as exc:
             self.breaker.record_failure(name, str(exc), retry_after=exc.retry_after)
             fallbacks.append((name, _cause(exc)))
+            return None
+        except Exception as exc:  # a bug in an engine must not cost the completion
+            logger.exception("destination %s failed unexpectedly", name)
+            self.breaker.record_failure(name, type(exc).__name__)
+            fallbacks.append((name, "error"))
             return None
         self.breaker.record_success(name)
         completion.text = strip_placeholders(completion.text)

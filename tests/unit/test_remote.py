@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+
 from onbox.classification.labels import LabelScale
 from onbox.classification.policy_model import DestinationConfig
 from onbox.inference.anthropic import AnthropicDestination
@@ -30,7 +31,6 @@ from onbox.inference.remote import (
     resolve_api_key,
     unwrap_chat_answer,
 )
-
 from tests.support.recording_server import Fault, RecordingServer
 
 SCALE = LabelScale()
@@ -322,3 +322,23 @@ def test_a_json_answer_without_streaming_is_accepted() -> None:
         body = prepared.body.replace(b'"stream":true', b'"stream":false')
         unstreamed = type(prepared)(prepared.url, body, prepared.headers, prepared.chat)
         assert dest.send(unstreamed, CancelToken()).text == "x = 1"
+
+
+def test_the_policy_proxy_is_used(server: RecordingServer) -> None:
+    """The recording server stands in for a forward proxy: it sees the absolute URL."""
+    cfg = config("http://llm.corp.example", proxy=server.url)
+    assert openai(cfg).complete(REQUEST, CancelToken()).text == "return sum(xs)\n"
+    assert server.requests[0].path == "http://llm.corp.example/v1/completions"
+
+
+def test_proxies_from_the_environment_are_ignored(
+    server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with RecordingServer() as env_proxy:
+        for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+            monkeypatch.setenv(var, env_proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        openai(config(server.url)).complete(REQUEST, CancelToken())
+        assert env_proxy.requests == []
+    assert len(server.requests) == 1

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from onbox.audit import (
     decrypt_prompt,
     generate_recipient_key,
@@ -40,7 +41,6 @@ from onbox.inference.routing import (
     RequestSettings,
     Router,
 )
-
 from tests.support.recording_server import Fault, RecordingServer
 
 SECRET = "AKIAABCDEFGHIJKLMNOP"  # an AWS access key id the content scanner finds
@@ -478,3 +478,34 @@ def test_the_first_line_is_shown_early_and_clean(
     assert routed.destination == kind
     assert lines == ["return total"]
     assert "".join(deltas).startswith("return <ONBOX_REDACTED:jwt>")
+
+
+def test_a_destination_missing_from_the_built_set_is_skipped(
+    setup: Setup, corp: RecordingServer
+) -> None:
+    destinations = {k: v for k, v in setup.destinations.items() if k != "cloud"}
+    router = Router(setup.router.policy, destinations, setup.journal)
+    assert router.plan(doc().decision)[0].why == "not configured or could not be built"
+    routed = router.complete(doc(), [], SETTINGS, CancelToken())
+    assert routed.destination == "corp" and routed.fallbacks == [("cloud", "not-configured")]
+
+
+def test_an_engine_bug_falls_back_instead_of_failing_the_completion(
+    setup: Setup, corp: RecordingServer
+) -> None:
+    class Broken:
+        """Fault injection: an engine that raises something it should not."""
+
+        name, kind, clearance = "cloud", "anthropic", "public"
+
+        def complete(self, request: CompletionRequest, cancel: CancelToken) -> Completion:
+            raise RuntimeError("engine bug")
+
+        def describe(self) -> dict[str, Any]:
+            return {"name": "cloud", "kind": "anthropic"}
+
+    destinations: dict[str, Any] = {**setup.destinations, "cloud": Broken()}
+    router = Router(setup.router.policy, destinations, setup.journal)
+    routed = router.complete(doc(), [], SETTINGS, CancelToken())
+    assert routed.destination == "corp" and routed.fallbacks == [("cloud", "error")]
+    assert not router.breaker.healthy("cloud")
