@@ -465,6 +465,8 @@ def test_completion_menu_offers_the_suggestion(editor: Editor) -> None:
         "the chosen item in the buffer",
         lambda: editor.lua("return vim.api.nvim_get_current_line()") != before,
     )
+    # The menu's request is over, so ghost text is no longer held back.
+    assert editor.lua("return vim.tbl_count(require('onbox.ghost').menu_requests)") == 0
     to_normal_mode(editor)
 
 

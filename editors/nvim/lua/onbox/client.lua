@@ -89,6 +89,7 @@ function M.lsp_config(opts)
     on_exit = function(code, signal, client_id)
       state.on_exit(code, signal, client_id)
       vim.schedule(function()
+        ghost.menu_requests = {}
         ghost.dismiss()
       end)
     end,

@@ -15,6 +15,10 @@ M.last_float = nil
 --- @param title string
 --- @return integer bufnr, integer winid
 function M.open_float(lines, title)
+  -- One Onbox float at a time; open_floating_preview would otherwise focus the old one.
+  if M.last_float and api.nvim_win_is_valid(M.last_float) then
+    api.nvim_win_close(M.last_float, true)
+  end
   local bufnr, winid = vim.lsp.util.open_floating_preview(lines, '', {
     border = 'rounded',
     title = ' ' .. title .. ' ',

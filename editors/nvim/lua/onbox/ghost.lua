@@ -130,6 +130,41 @@ local function onbox_client(bufnr)
   return vim.lsp.get_clients({ name = 'onbox', bufnr = bufnr })[1]
 end
 
+--- `textDocument/completion` requests in flight (the menu's), by request id. The
+--- menu's omnifunc answers asynchronously, so Neovim is back in plain insert mode while
+--- it waits; an inline request then would supersede it on the server.
+--- @type table<integer, true>
+M.menu_requests = {}
+
+--- LspRequest autocommand: track the completion menu's requests.
+--- @param args table
+function M.on_lsp_request(args)
+  local data = args.data or {}
+  local request = data.request or {}
+  if request.method ~= 'textDocument/completion' then
+    return
+  end
+  local client = vim.lsp.get_client_by_id(data.client_id)
+  if not client or client.name ~= 'onbox' then
+    return
+  end
+  if request.type == 'pending' then
+    M.menu_requests[data.request_id] = true
+  else
+    M.menu_requests[data.request_id] = nil
+  end
+end
+
+--- Whether ghost text must stay out of the way: not in plain insert mode, or insert-mode
+--- completion (the menu, <C-x><C-o>) is active or waiting for its answer.
+--- @return boolean
+function M.menu_active()
+  return next(M.menu_requests) ~= nil
+    or api.nvim_get_mode().mode ~= 'i'
+    or vim.fn.pumvisible() == 1
+    or vim.fn.complete_info({ 'mode' }).mode ~= ''
+end
+
 --- Ask the server for a suggestion at the cursor now (the debounce calls this).
 function M.request()
   cancel_pending()
@@ -138,8 +173,9 @@ function M.request()
   if not client or client:is_stopped() then
     return
   end
-  local mode = api.nvim_get_mode().mode
-  if mode:sub(1, 1) ~= 'i' then
+  -- Not while the completion menu is in use: the server serves one request per
+  -- document at a time, so ghost text would supersede the menu's request.
+  if M.menu_active() then
     return
   end
   local win = api.nvim_get_current_win()
@@ -159,7 +195,7 @@ function M.request()
       not api.nvim_buf_is_valid(bufnr)
       or api.nvim_get_current_buf() ~= bufnr
       or api.nvim_buf_get_changedtick(bufnr) ~= tick
-      or api.nvim_get_mode().mode:sub(1, 1) ~= 'i'
+      or M.menu_active()
     then
       return
     end
@@ -365,6 +401,11 @@ function M.attach(bufnr)
       end
       M.on_edit(bufnr)
     end,
+  })
+  api.nvim_create_autocmd('LspRequest', {
+    group = group,
+    buffer = bufnr,
+    callback = M.on_lsp_request,
   })
   api.nvim_create_autocmd({ 'InsertLeave', 'BufLeave' }, {
     group = group,
