@@ -306,6 +306,7 @@ def session(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> 
             "restricted": RESTRICTED_FILE,
             "public": PUBLIC_FILE,
             "typeLine": TYPED_LINE,
+            "journalDir": str(journal_dir),
             "timeoutMs": 180_000,
         }
         (root / "e2e.json").write_text(json.dumps(config))
@@ -411,6 +412,15 @@ def test_screenshots_were_taken(session: Session) -> None:
     names = [p.stem.split("-", 1)[1] for p in shots]
     assert names == [
         "restricted-status", "tooltip", "ghost-text", "accepted", "public-status", "explain", "verify",
+        "restarted",
     ]  # fmt: skip
     for shot in shots:
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_a_killed_server_is_restarted(session: Session) -> None:
+    restart = session.observed["restart"]
+    assert len(restart["before"]) == 1, restart  # one server for the window
+    assert "onbox: restarting" in restart["seen"], restart
+    assert restart["after"]["text"] == f"{session.expected[PUBLIC_FILE]} · on-box", restart
+    assert not set(restart["after"]["pids"]) & set(restart["before"])

@@ -5,9 +5,9 @@
 //   node e2e/run.mjs CONFIG.json
 //
 // CONFIG: {url, folder, chromium, screenshots, out, restricted, public, typeLine,
-//          timeoutMs}. Observations (no verdicts) are written as JSON to CONFIG.out;
+//          journalDir, timeoutMs}. Observations (no verdicts) are written as JSON to CONFIG.out;
 // tests/e2e/test_vscode_e2e.py starts code-server, runs this, and asserts on them.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -87,6 +87,26 @@ async function runCommand(page, title) {
     (await page.locator('.quick-input-widget .monaco-list-row', { hasText: title }).count()) > 0,
   );
   await page.keyboard.press('Enter');
+}
+
+/** Pids of `onbox serve` processes started for this test (matched by ONBOX_JOURNAL_DIR). */
+function serverPids() {
+  const pids = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) {
+      continue;
+    }
+    try {
+      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      const environ = readFileSync(`/proc/${entry}/environ`, 'utf8').split('\0');
+      if (argv.includes('serve') && argv.some((a) => a.endsWith('onbox')) && environ.includes(`ONBOX_JOURNAL_DIR=${cfg.journalDir}`)) {
+        pids.push(Number(entry));
+      }
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return pids;
 }
 
 async function ghostText(page) {
@@ -184,6 +204,34 @@ try {
   });
   step('verify notification', { message: out.verifyMessage });
   await shot(page, 'verify');
+
+  // 5. Kill the server: the extension restarts it (after a backoff) and the label returns.
+  const before = serverPids();
+  out.restart = { before, seen: [] };
+  for (const pid of before) {
+    process.kill(pid, 'SIGKILL');
+  }
+  step('killed onbox serve', { pids: before });
+  await waitFor('the status item to show the restart', async () => {
+    const s = await statusText(page);
+    if (s && !out.restart.seen.includes(s.text)) {
+      out.restart.seen.push(s.text);
+    }
+    return s?.text.includes('restarting');
+  }, 30_000).catch(() => undefined);
+  await page.locator('.tabs-container .tab', { hasText: 'greet.py' }).first().click();
+  out.restart.after = await waitFor('the label after the restart', async () => {
+    const s = await statusText(page);
+    if (s && !out.restart.seen.includes(s.text)) {
+      out.restart.seen.push(s.text);
+    }
+    const pids = serverPids();
+    return s && s.text.includes('·') && pids.length > 0 && !pids.some((p) => before.includes(p))
+      ? { ...s, pids }
+      : undefined;
+  });
+  step('restarted', out.restart);
+  await shot(page, 'restarted');
 } catch (error) {
   out.errors.push(String(error?.stack ?? error));
   if (page) {
