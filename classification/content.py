@@ -74,6 +74,7 @@ _INDEX: dict[str, int] = dict(_COMBINED.groupindex)  # re2 wants group numbers
 _CANDIDATE = compile_fast_regex(r"[A-Za-z0-9+/_=-]{20,}")
 _KEYWORD = re.compile(r"(?i)secret|token|passw|api_?key|credential|private")
 FULL_PARSE_LIMIT = 32_000  # characters; larger documents are checked line by line
+LINE_WINDOW = 1_000  # characters either side of a candidate on a very long line
 _PK_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
 
 _IBAN_LENGTHS = {
@@ -208,7 +209,10 @@ class _Tree:
             return _literal_at(self.root, self.to_byte(start), self.to_byte(end))
         line_start = self.text.rfind("\n", 0, start) + 1
         line_end = self.text.find("\n", end)
-        line = self.text[line_start : line_end if line_end != -1 else len(self.text)]
+        line_end = line_end if line_end != -1 else len(self.text)
+        # Minified code can have megabyte lines: parse a window around the token instead.
+        line_start = max(line_start, start - LINE_WINDOW)
+        line = self.text[line_start : min(line_end, end + LINE_WINDOW)]
         prefix = len(self.text[line_start:start].encode("utf-8", "surrogatepass"))
         token = len(self.text[start:end].encode("utf-8", "surrogatepass"))
         root = languages.parse(self.language, line.encode("utf-8", "surrogatepass")).root_node

@@ -262,7 +262,9 @@ def _attributes(
                 ignore_case=repo.ignore_case,
             )
 
-        parsed = reader.load(absolute, f"attributes:{repo.ignore_case}", parse, seen)
+        # Macros from the root file change how later files expand: part of the cache key.
+        kind = f"attributes:{repo.ignore_case}:{sorted(macros.items())!r}"
+        parsed = reader.load(absolute, kind, parse, seen)
         if parsed is not None:
             macros.update(parsed.macros)
             files.append(parsed)

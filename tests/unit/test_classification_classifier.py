@@ -243,6 +243,24 @@ def test_cache_hits_and_invalidation(tmp_path: Path, policy: Policy) -> None:
     assert classifier.classify(uri, "x = 1\n", 2).policy_id == "builtin-fail-closed"
 
 
+def test_macro_change_in_root_reexpands_nested_files(tmp_path: Path, policy: Policy) -> None:
+    root = tmp_path / "r"
+    make_repo(
+        root,
+        "https://github.com/acme/app",
+        {
+            ".gitattributes": "[attr]sensitive onbox-label=internal\n",
+            "sub/.gitattributes": "*.py sensitive\n",
+            "sub/a.py": "x = 1\n",
+        },
+    )
+    classifier = Classifier(policy)
+    assert classifier.classify_path(root / "sub/a.py").label.name == "internal"
+    (root / ".gitattributes").write_text("[attr]sensitive onbox-label=restricted\n", "utf-8")
+    bump(root / ".gitattributes")
+    assert classifier.classify_path(root / "sub/a.py").label.name == "restricted"
+
+
 def test_rename_relabels(tmp_path: Path, policy: Policy) -> None:
     root = tmp_path / "r"
     repo = make_repo(

@@ -170,3 +170,11 @@ def test_content_off_and_builtin_policy() -> None:
 def test_markers(text: str, expected: tuple[str, int] | None) -> None:
     marker = find_marker(text)
     assert (None if marker is None else (marker.label, marker.line)) == expected
+
+
+def test_minified_long_line_is_scanned_in_windows() -> None:
+    token = "q8ZrT3vN1xW7pL2mK9sB4dF6hJ0cY5aE"
+    body = "var a=1;" * 20_000  # one 160 KB line
+    text = body + f'var k="{token}";' + body + "\n"
+    found = [text[f.start : f.end] for f in scan_content(text, "javascript", POLICY)]
+    assert found == [token]
