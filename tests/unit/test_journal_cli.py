@@ -87,7 +87,9 @@ def test_tampered_or_shortened_bundle_is_located(env: Path) -> None:
     tampered = env / "tampered.tar"
     shutil.copy(bundle, tampered)
     _rewrite_member(
-        tampered, "segments/segment-00000002.jsonl", lambda d: d.replace(b'"c', b'"C', 1)
+        tampered,
+        "segments/segment-00000002.jsonl",
+        lambda d: d.replace(b'"completion_id":"c', b'"completion_id":"C', 1),
     )
     result = verify_journal(tampered, workers=1)
     assert not result.ok and result.first_error is not None
