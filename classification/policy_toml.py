@@ -16,7 +16,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, NoReturn
 
 from onbox.classification.labels import Label, LabelScale, UnknownLabelError
@@ -234,6 +234,8 @@ def _expires(ctx: _Ctx, value: object) -> datetime | None:
             value = datetime.fromisoformat(value)
         except ValueError:
             ctx.fail("policy.expires", f"{value!r} is not an ISO 8601 date-time")
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day, tzinfo=UTC)
     if not isinstance(value, datetime):
         ctx.fail("policy.expires", "expected a date-time such as 2027-01-01T00:00:00Z")
     return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -216,6 +216,17 @@ def test_custom_label_scale_and_expiry() -> None:
     assert set(policy.routes) == {"open", "team", "secret", "top"}
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["2027-01-01", "2027-01-01T00:00:00Z", '"2027-01-01T00:00:00+00:00"', "2027-01-01T00:00:00"],
+)
+def test_expires_forms_are_utc(value: str) -> None:
+    policy = parse_policy(f'[policy]\nid = "e"\nexpires = {value}\n'.encode(), "e.toml")
+    assert policy.expires is not None and policy.expires.utcoffset() is not None
+    assert (policy.expires.year, policy.expires.month, policy.expires.day) == (2027, 1, 1)
+    assert error_for('[policy]\nid = "e"\nexpires = 5\n').key == "policy.expires"
+
+
 def test_load_policy_missing_file(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as info:
         load_policy(tmp_path / "nope.toml")
