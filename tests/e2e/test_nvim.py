@@ -244,7 +244,9 @@ def editor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Editor]:
     sock = root / "nvim.sock"
     argv = [str(nvim_bin), "--headless", "--listen", str(sock), "-i", "NONE", "-u", str(INIT_LUA)]
     log = (root / "nvim.log").open("wb")
-    proc = subprocess.Popen(argv, env=env, cwd=repo, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        argv, env=env, cwd=repo, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+    )
     try:
         nvim = attach(sock, proc)
         ed = Editor(nvim, repo, journal_dir)
@@ -301,7 +303,9 @@ def test_statusline_shows_each_buffers_label(editor: Editor) -> None:
     assert "restricted → on-box" in editor.statusline()
 
     editor.open(PUBLIC_FILE)
-    public = editor.wait_for("the public file's label", lambda: "→" in editor.status() and editor.status())
+    public = editor.wait_for(
+        "the public file's label", lambda: "→" in editor.status() and editor.status()
+    )
     # Under the built-in fail-closed policy every file is restricted; under a policy that
     # maps `onbox-label=public` paths, the public file shows it.
     explained = editor.request("onbox/explain", {"uri": editor.lua("return vim.uri_from_bufnr(0)")})
@@ -345,13 +349,17 @@ def ghost(editor: Editor) -> dict[str, Any]:
 
 
 def wait_for_ghost(editor: Editor) -> dict[str, Any]:
-    return editor.wait_for(
+    """Wait until the ghost namespace draws a non-blank suggestion; return it."""
+    shown = editor.wait_for(
         "ghost text", lambda: (g := ghost(editor))["marks"] and g["text"].strip() and g, timeout=90
     )
+    return dict(shown)
 
 
 def buffer_text(editor: Editor) -> str:
-    return str(editor.lua("return table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\\n')"))
+    return str(
+        editor.lua("return table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\\n')")
+    )
 
 
 def to_normal_mode(editor: Editor) -> None:
@@ -439,12 +447,20 @@ def test_accept_line_takes_one_line(editor: Editor) -> None:
     expected = [line + lines[0], *lines[1:]]
     editor.wait_for(
         "one line of the suggestion in the buffer",
-        lambda: editor.lua("return vim.api.nvim_buf_get_lines(0, ...)", row - 1, row - 1 + len(expected), False)
-        == expected,
+        lambda: (
+            editor.lua(
+                "return vim.api.nvim_buf_get_lines(0, ...)", row - 1, row - 1 + len(expected), False
+            )
+            == expected
+        ),
     )
     accepted = editor.wait_for(
         "the server's answer to onbox.accept",
-        lambda: (a := editor.lua("return require('onbox.ghost').last_accept")) and a["how"] == "line" and a,
+        lambda: (
+            (a := editor.lua("return require('onbox.ghost').last_accept"))
+            and a["how"] == "line"
+            and a
+        ),
     )
     assert accepted["result"]["how"] == "line"
     to_normal_mode(editor)
@@ -474,7 +490,9 @@ def test_journal_and_policy_pull_commands_show_the_servers_answer(editor: Editor
     editor.open(RESTRICTED_FILE)
     stats = editor.request("onbox/journalStats", {"days": 7})
     editor.command("OnboxJournal 7")
-    lines = editor.wait_for("the journal float", lambda: editor.lua(FLOAT_LUA, "Onbox journal (7 days)"))
+    lines = editor.wait_for(
+        "the journal float", lambda: editor.lua(FLOAT_LUA, "Onbox journal (7 days)")
+    )
     shown = "\n".join(lines)
     for key in stats:
         assert key in shown, (key, shown)
@@ -497,7 +515,9 @@ def test_explain_opens_a_float_with_the_reasons(editor: Editor) -> None:
         "return c:request_sync('onbox/explain', {uri = vim.uri_from_bufnr(0)}, 20000, 0).result"
     )
     editor.command("OnboxExplain")
-    lines = editor.wait_for("the explain float", lambda: editor.lua(FLOAT_LUA, "Onbox: why this label"))
+    lines = editor.wait_for(
+        "the explain float", lambda: editor.lua(FLOAT_LUA, "Onbox: why this label")
+    )
     text = "\n".join(lines)
     assert lines[0].startswith("restricted → on-box")
     assert expected["reasons"], expected
@@ -510,7 +530,9 @@ def test_checkhealth_reports_ok(editor: Editor) -> None:
     editor.wait_for("the label", lambda: "→" in editor.status())
     journal_wired = editor.journal_wired()
     editor.command("checkhealth onbox")
-    report = str(editor.lua("return table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\\n')"))
+    report = str(
+        editor.lua("return table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\\n')")
+    )
     editor.command("bwipe!")
     assert "OK server found" in report, report
     assert "OK server running" in report, report
@@ -534,7 +556,9 @@ def test_killed_server_shows_an_error_and_neovim_stays_usable(editor: Editor) ->
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
 
-    status = editor.wait_for("an error in the statusline", lambda: "error" in editor.status() and editor.status())
+    status = editor.wait_for(
+        "an error in the statusline", lambda: "error" in editor.status() and editor.status()
+    )
     assert status.startswith("restricted → on-box · error: server exited (signal 9)")
     assert "error" in editor.statusline()
 
@@ -550,6 +574,32 @@ def test_killed_server_shows_an_error_and_neovim_stays_usable(editor: Editor) ->
     editor.command("OnboxRestart")
     editor.wait_for(
         "the label without an error",
-        lambda: editor.status().startswith("restricted → on-box") and "error" not in editor.status(),
+        lambda: (
+            editor.status().startswith("restricted → on-box") and "error" not in editor.status()
+        ),
     )
     assert server_pids(nvim_pid)
+
+
+def test_help_file_has_the_documented_tags(editor: Editor, tmp_path: Path) -> None:
+    doc = tmp_path / "doc"
+    shutil.copytree(PLUGIN_DIR / "doc", doc)
+    editor.command(f"helptags {doc}")  # raises on duplicate tags or a bad file
+    tags = {line.split("\t")[0] for line in (doc / "tags").read_text().splitlines()}
+    for tag in (
+        "onbox-setup",
+        "onbox-config",
+        "onbox-keymaps",
+        "onbox-statusline",
+        ":OnboxExplain",
+        ":OnboxJournal",
+        ":OnboxPolicyPull",
+        "onbox-health",
+        "onbox.status()",
+    ):
+        assert tag in tags
+    # Every keymap default the plugin uses is documented.
+    defaults = editor.lua("return require('onbox.config').defaults.keymaps")
+    text = (doc / "onbox.txt").read_text()
+    for lhs in defaults.values():
+        assert lhs in text
