@@ -422,3 +422,19 @@ def test_decision_json_shape(tmp_path: Path, policy: Policy) -> None:
     assert data["label"] == "restricted" and data["repo"] == "github.com/acme/app"
     assert data["findings"][0]["type"] == "github-token"
     assert "ghp_" not in str(data)  # the secret itself never appears
+
+
+def test_concurrent_classification_matches_sequential(tmp_path: Path, policy: Policy) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path / "r"
+    files = {f"d{i % 5}/f{i}.py": (TOKEN if i % 7 == 0 else "x = 1\n") for i in range(60)}
+    files[".gitattributes"] = "d1/** onbox-label=internal\nd2/** onbox-tags=payments\n"
+    make_repo(root, "https://github.com/acme/app", files)
+    paths = [root / name for name in files if name.endswith(".py")]
+    expected = [Classifier(policy).classify_path(p).label for p in paths]
+    shared = Classifier(policy)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda p: shared.classify_path(p).label, paths * 3))
+    assert got == expected * 3
+    assert {label.name for label in expected} == {"public", "internal", "restricted"}
