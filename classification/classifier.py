@@ -57,7 +57,7 @@ class Classifier:
     def __init__(self, policy: Policy) -> None:
         self._policy = policy
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, int | None], _Cached] = {}
+        self._cache: dict[tuple[str, int | None, str | None], _Cached] = {}
         self._reader = SignalReader()
 
     @property
@@ -77,11 +77,17 @@ class Classifier:
         absolute = Path(os.path.abspath(path))
         return self.classify(absolute.as_uri(), None)
 
-    def classify(self, uri: str, text: str | None, version: int | None = None) -> Decision:
-        """The decision for document ``uri`` with content ``text`` (read from disk if None)."""
+    def classify(
+        self, uri: str, text: str | None, version: int | None = None, language: str | None = None
+    ) -> Decision:
+        """The decision for document ``uri`` with content ``text`` (read from disk if None).
+
+        ``language`` is the editor's ``languageId``; when it names no known grammar the
+        file extension decides which grammar the content scanner uses.
+        """
         policy = self._policy
         try:
-            return self._classify(policy, uri, text, version)
+            return self._classify(policy, uri, text, version, language)
         except Exception as exc:  # fail closed, whatever happened
             logger.exception("classifier error for %s", uri)
             return default_decision(
@@ -91,7 +97,12 @@ class Classifier:
             )
 
     def _classify(
-        self, policy: Policy, uri: str, text: str | None, version: int | None
+        self,
+        policy: Policy,
+        uri: str,
+        text: str | None,
+        version: int | None,
+        language: str | None = None,
     ) -> Decision:
         if policy.expired(datetime.now(UTC)):
             return default_decision(
@@ -112,7 +123,7 @@ class Classifier:
                     f"cannot read {path} ({exc.strerror or exc}): "
                     "the policy's default label applies",
                 )
-        key = (uri, version)
+        key = (uri, version, language)
         with self._lock:
             cached = self._cache.get(key)
         if (
@@ -122,20 +133,20 @@ class Classifier:
             and all(fingerprint(p) == fp for p, fp in cached.evaluation.watched)
         ):
             return cached.evaluation.decision
-        evaluation = self._evaluate(policy, path, text)
+        evaluation = self._evaluate(policy, path, text, language)
         with self._lock:
             if len(self._cache) >= MAX_CACHED_DECISIONS:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = _Cached(policy, text, evaluation)
         return evaluation.decision
 
-    def _evaluate(self, policy: Policy, path: Path, text: str) -> Evaluation:
-        evaluation = evaluate(policy, self._reader, path, text)
+    def _evaluate(self, policy: Policy, path: Path, text: str, language: str | None) -> Evaluation:
+        evaluation = evaluate(policy, self._reader, path, text, language)
         real = Path(os.path.realpath(path))
         if real == path:
             return evaluation
         # A symlink (or a linked directory): the target's location counts too.
-        target = evaluate(policy, self._reader, real, text)
+        target = evaluate(policy, self._reader, real, text, language)
         decision = evaluation.decision
         extra = tuple(
             replace(r, message=f"symlink target {real}: {r.message}")

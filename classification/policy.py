@@ -48,6 +48,7 @@ __all__ = [
     "PolicyError",
     "RepoRule",
     "builtin_policy",
+    "load_or_keep",
     "load_policy",
     "parse_policy",
 ]
@@ -74,6 +75,24 @@ def load_policy(path: Path) -> Policy:
     policy = parse_policy(data, str(path))
     logger.info("loaded policy %s from %s (sha256 %s)", policy.id, path, policy.sha256[:12])
     return policy
+
+
+def load_or_keep(path: Path, previous: Policy | None) -> tuple[Policy, PolicyError | None]:
+    """Load ``path``; on failure keep ``previous`` (or the built-in policy) and say why.
+
+    This is the rule for every reload: a policy that fails validation never replaces
+    the one in force.
+    """
+    try:
+        return load_policy(path), None
+    except PolicyError as exc:
+        logger.warning(
+            "policy %s not applied, keeping %s: %s",
+            path,
+            previous.id if previous else BUILTIN_POLICY_ID,
+            exc,
+        )
+        return (previous if previous is not None else builtin_policy()), exc
 
 
 @cache

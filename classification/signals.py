@@ -80,8 +80,13 @@ def _label_or_highest(policy: Policy, name: str) -> tuple[Label, str]:
         return policy.scale.highest, f" (unknown label {name!r}: treated as the highest)"
 
 
-def evaluate(policy: Policy, reader: SignalReader, path: Path, text: str) -> Evaluation:
-    """Every signal for the file at absolute ``path`` with content ``text``."""
+def evaluate(
+    policy: Policy, reader: SignalReader, path: Path, text: str, language: str | None = None
+) -> Evaluation:
+    """Every signal for the file at absolute ``path`` with content ``text``.
+
+    ``language`` (an LSP ``languageId``) picks the grammar; the extension decides otherwise.
+    """
     seen: list[tuple[str, Fingerprint]] = []
     reasons: list[Reason] = []
     repo = discover(path)
@@ -98,7 +103,8 @@ def evaluate(policy: Policy, reader: SignalReader, path: Path, text: str) -> Eva
         _owners(policy, reader, repo, rel, reasons, seen)
     structural = max((r.label for r in reasons), default=base)
     display = rel or str(path)
-    findings = scan_content(text, languages.language_for_path(str(path)), policy)
+    grammar = languages.normalise_language(language) or languages.language_for_path(str(path))
+    findings = scan_content(text, grammar, policy)
     reasons.extend(_content_reasons(findings, display))
     if policy.content_config().markers:
         marker = find_marker(text)

@@ -438,3 +438,17 @@ def test_concurrent_classification_matches_sequential(tmp_path: Path, policy: Po
         got = list(pool.map(lambda p: shared.classify_path(p).label, paths * 3))
     assert got == expected * 3
     assert {label.name for label in expected} == {"public", "internal", "restricted"}
+
+
+def test_language_id_picks_the_grammar(tmp_path: Path, policy: Policy) -> None:
+    root = tmp_path / "r"
+    make_repo(root, "https://github.com/acme/app", {"script": "x = 1\n"})
+    uri = (root / "script").as_uri()
+    text = "# old key q8ZrT3vN1xW7pL2mK9sB4dF6hJ0cY5aE\nx = 1\n"
+    classifier = Classifier(policy)
+    # Without a grammar a token in a comment is not recognised as a literal …
+    assert classifier.classify(uri, text, 1).label.name == "public"
+    # … with the editor's languageId it is.
+    decision = classifier.classify(uri, text, 1, language="python")
+    assert decision.label.name == "restricted"
+    assert [f.type for f in decision.findings] == ["high-entropy-string"]

@@ -14,6 +14,7 @@ from onbox.classification.policy import (
     Policy,
     PolicyError,
     builtin_policy,
+    load_or_keep,
     load_policy,
     parse_policy,
 )
@@ -246,3 +247,15 @@ def test_safe_regex_rejects_catastrophic_shapes() -> None:
     with pytest.raises(PatternError):
         compile_safe_regex("(unclosed")
     assert compile_safe_regex("PAT-[0-9]{8}").search("x PAT-12345678") is not None
+
+
+def test_failed_reload_keeps_the_policy_in_force(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(MINIMAL, encoding="utf-8")
+    first, error = load_or_keep(path, None)
+    assert first.id == "t" and error is None
+    path.write_text(MINIMAL.replace('kind = "anthropic"', 'kind = "bogus"'), encoding="utf-8")
+    kept, error = load_or_keep(path, first)
+    assert kept is first and error is not None and error.key == "destinations.cloud.kind"
+    fallback, error = load_or_keep(tmp_path / "missing.toml", None)
+    assert fallback is builtin_policy() and error is not None
