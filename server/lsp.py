@@ -100,7 +100,9 @@ class OnboxServer(LanguageServer):
             state.decision_version = doc.version
         return state.decision
 
-    def status_payload(self, uri: str | None, state: str | None = None, message: str = "") -> dict[str, Any]:
+    def status_payload(
+        self, uri: str | None, state: str | None = None, message: str = ""
+    ) -> dict[str, Any]:
         """The ``onbox/status`` notification for one document (or the server, uri=None)."""
         payload: dict[str, Any] = {
             "uri": uri,
@@ -127,7 +129,9 @@ class OnboxServer(LanguageServer):
             )
         return payload
 
-    def publish_status(self, uri: str | None, state: str | None = None, message: str = "", force: bool = False) -> None:
+    def publish_status(
+        self, uri: str | None, state: str | None = None, message: str = "", force: bool = False
+    ) -> None:
         """Send ``onbox/status`` if anything the editor shows has changed."""
         try:
             payload = self.status_payload(uri, state, message)
@@ -201,7 +205,9 @@ async def load_model(ls: OnboxServer) -> None:
     if supports:
         try:
             await progress.create_async(token)
-            progress.begin(token, types.WorkDoneProgressBegin(title="Onbox: loading model", cancellable=False))
+            progress.begin(
+                token, types.WorkDoneProgressBegin(title="Onbox: loading model", cancellable=False)
+            )
         except Exception:
             supports = False
     ls.model_state = "loading"
@@ -286,7 +292,9 @@ def _document_input(ls: OnboxServer, uri: str, position: types.Position) -> Docu
     text = doc.source
     encoding = str(ls.workspace.position_encoding or "utf-16")
     offset = position_to_offset(text, position.line, position.character, encoding)
-    return DocumentInput(uri=uri, text=text, offset=offset, language=doc.language_id, version=doc.version)
+    return DocumentInput(
+        uri=uri, text=text, offset=offset, language=doc.language_id, version=doc.version
+    )
 
 
 def _others(ls: OnboxServer, uri: str) -> list[DocumentInput]:
@@ -297,13 +305,18 @@ def _others(ls: OnboxServer, uri: str) -> list[DocumentInput]:
     return out
 
 
-async def run_completion(ls: OnboxServer, uri: str, position: types.Position) -> CompletionResult | None:
+async def run_completion(
+    ls: OnboxServer, uri: str, position: types.Position
+) -> CompletionResult | None:
     """Supersede the previous request, debounce bursts, and run the pipeline on the model thread."""
     state = ls.doc_state(uri)
     cancel = CancelToken()
     now = time.monotonic()
     previous = state.inflight
-    burst = previous is not None or (now - state.last_request_at) * 1000 < ls.settings.completion.debounce_ms
+    burst = (
+        previous is not None
+        or (now - state.last_request_at) * 1000 < ls.settings.completion.debounce_ms
+    )
     if previous is not None:
         previous.cancel("superseded")
     state.inflight = cancel
@@ -397,7 +410,9 @@ async def completion(ls: OnboxServer, params: types.CompletionParams) -> types.C
         label=(word + first_line)[:60] or "Onbox suggestion",
         kind=types.CompletionItemKind.Snippet,
         detail=f"Onbox · {result.label} · {result.destination}",
-        documentation=types.MarkupContent(kind=types.MarkupKind.PlainText, value=word + result.text),
+        documentation=types.MarkupContent(
+            kind=types.MarkupKind.PlainText, value=word + result.text
+        ),
         filter_text=word + result.text,
         sort_text="0",
         preselect=True,
@@ -472,8 +487,13 @@ def accept(ls: OnboxServer, *args: Any) -> dict[str, Any]:
     assert ls.wiring is not None
     recorded = ls.wiring.journal_event(
         "acceptance",
-        {"completionId": cid, "uri": _get(arg, "uri"), "how": how, "label": result.label,
-         "destination": result.destination},
+        {
+            "completionId": cid,
+            "uri": _get(arg, "uri"),
+            "how": how,
+            "label": result.label,
+            "destination": result.destination,
+        },
     )
     return {"recorded": recorded, "completionId": cid, "how": how}
 

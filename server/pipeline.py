@@ -51,7 +51,9 @@ class FailClosedClassifier:
 
     def classify(self, uri: str, text: str | None, version: int | None = None) -> Decision:
         """Every document: highest label, with the reason."""
-        return fail_closed(self.scale.highest, "no classifier is configured; every file is restricted")
+        return fail_closed(
+            self.scale.highest, "no classifier is configured; every file is restricted"
+        )
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,11 @@ class CompletionService:
         return self.local.describe()
 
     def _journal_completion(
-        self, doc: DocumentInput, decision: Decision, result: CompletionResult, completion: Completion | None
+        self,
+        doc: DocumentInput,
+        decision: Decision,
+        result: CompletionResult,
+        completion: Completion | None,
     ) -> None:
         if self.journal is None:
             return

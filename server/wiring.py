@@ -61,11 +61,17 @@ class Wiring:
         self.store = PolicyStore(journal=self.journal)
         self.policy_warning: str | None = None
         self.policy = self._initial_policy()
-        self.local = LlamaCppDestination(model_settings(settings), clearance=self.policy.scale.highest.name)
+        self.local = LlamaCppDestination(
+            model_settings(settings), clearance=self.policy.scale.highest.name
+        )
         self.classifier = Classifier(self.policy)
         self.router = self._build_router(self.policy)
         self.service = CompletionService(
-            settings, local=self.local, classifier=self.classifier, journal=self.journal, router=self.router
+            settings,
+            local=self.local,
+            classifier=self.classifier,
+            journal=self.journal,
+            router=self.router,
         )
         self.policy_service: Any = None
         self._started = False
@@ -75,7 +81,9 @@ class Wiring:
     def _open_journal(self) -> None:
         from onbox.audit import JournalError, open_journal
 
-        directory = Path(self.settings.journal.dir).expanduser() if self.settings.journal.dir else None
+        directory = (
+            Path(self.settings.journal.dir).expanduser() if self.settings.journal.dir else None
+        )
         try:
             self.journal = open_journal(directory)
         except (JournalError, OSError) as exc:
@@ -100,24 +108,32 @@ class Wiring:
                 return load_policy(Path(self.settings.policy.path).expanduser())
             except PolicyError as exc:
                 self.policy_warning = str(exc)
-                self.notify_error(f"Onbox: policy not loaded, everything stays restricted and on-box: {exc}")
+                self.notify_error(
+                    f"Onbox: policy not loaded, everything stays restricted and on-box: {exc}"
+                )
             except OSError as exc:
                 self.policy_warning = f"cannot read {self.settings.policy.path}: {exc.strerror}"
-                self.notify_error(f"Onbox: {self.policy_warning}; everything stays restricted and on-box")
+                self.notify_error(
+                    f"Onbox: {self.policy_warning}; everything stays restricted and on-box"
+                )
         return builtin_policy()
 
     def _build_router(self, policy: Policy, previous: Router | None = None) -> Router:
         destinations = build_destinations(policy, self.local)
         if not any(d.kind == "llama-cpp" for d in destinations.values()):
             destinations[self.local.name] = self.local
-        return Router(policy, destinations, self.journal, breaker=previous.breaker if previous else None)
+        return Router(
+            policy, destinations, self.journal, breaker=previous.breaker if previous else None
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
         """Journal the start and begin pulling signed policy from the configured sources."""
         self._started = True
-        self.journal_event("server-start", {"version": __version__, "policy": self.policy_summary()})
+        self.journal_event(
+            "server-start", {"version": __version__, "policy": self.policy_summary()}
+        )
         if not self.store.trust_root_path.exists() and not self.settings.policy.sources:
             return
         from onbox.server.policy_service import PolicyService
@@ -177,7 +193,10 @@ class Wiring:
 
     def journal_summary(self) -> dict[str, Any]:
         """``journal`` part of ``onbox/status``."""
-        return {"ok": self.journal is not None and self.journal_error is None, "error": self.journal_error}
+        return {
+            "ok": self.journal is not None and self.journal_error is None,
+            "error": self.journal_error,
+        }
 
     def journal_stats(self, days: int) -> dict[str, Any]:
         """``onbox/journalStats``."""
@@ -196,7 +215,11 @@ class Wiring:
     def _journal_dir(self) -> Path:
         if self.journal is not None and hasattr(self.journal, "path"):
             return Path(self.journal.path)
-        return Path(self.settings.journal.dir).expanduser() if self.settings.journal.dir else paths.journal_dir()
+        return (
+            Path(self.settings.journal.dir).expanduser()
+            if self.settings.journal.dir
+            else paths.journal_dir()
+        )
 
     def verify_journal(self) -> dict[str, Any]:
         """``onbox.verifyJournal``."""
@@ -209,7 +232,11 @@ class Wiring:
         except Exception as exc:
             return {"ok": False, "entries": 0, "error": str(exc)}
         error = result.first_error
-        return {"ok": bool(result.ok), "entries": result.entries, "error": str(error) if error else None}
+        return {
+            "ok": bool(result.ok),
+            "entries": result.entries,
+            "error": str(error) if error else None,
+        }
 
     # -- policy ------------------------------------------------------------------------
 
@@ -229,7 +256,11 @@ class Wiring:
     def policy_pull(self) -> dict[str, Any]:
         """``onbox/policyPull``: pull every source now."""
         if self.policy_service is None:
-            return {"applied": False, "serial": self.policy.serial, "message": "no policy sources are configured"}
+            return {
+                "applied": False,
+                "serial": self.policy.serial,
+                "message": "no policy sources are configured",
+            }
         results = self.policy_service.pull_now()
         applied = any(r.applied for r in results)
         message = "; ".join(f"{r.origin}: {r.reason}" for r in results) or "nothing to pull"
@@ -245,8 +276,13 @@ class Wiring:
         lines += [f"  • {line}" for line in reason_lines(decision)]
         if decision.findings:
             lines += ["", "Content findings (redacted before any egress):"]
-            lines += [f"  • line {f.line}: {f.kind} {f.type} → {f.label.name}" for f in decision.findings]
-        lines += ["", f"Route for {decision.label.name} (policy {decision.policy_id}, serial {decision.policy_serial}):"]
+            lines += [
+                f"  • line {f.line}: {f.kind} {f.type} → {f.label.name}" for f in decision.findings
+            ]
+        lines += [
+            "",
+            f"Route for {decision.label.name} (policy {decision.policy_id}, serial {decision.policy_serial}):",
+        ]
         lines += [
             f"  {'→' if r['destination'] == chosen.destination else ' '} {r['destination']} ({r['kind']}, clearance {r['clearance']}): {r['why']}"
             for r in route
@@ -289,7 +325,13 @@ class Wiring:
             },
             "llamaCpp": llama_build_info(),
             "policy": {**self.policy_summary(), "store": policy_state},
-            "journal": {"dir": str(self._journal_dir()), "writable": self.journal is not None and self.journal_error is None,
-                        "error": self.journal_error},
-            "trustRoot": {"path": str(self.store.trust_root_path), "present": self.store.trust_root_path.exists()},
+            "journal": {
+                "dir": str(self._journal_dir()),
+                "writable": self.journal is not None and self.journal_error is None,
+                "error": self.journal_error,
+            },
+            "trustRoot": {
+                "path": str(self.store.trust_root_path),
+                "present": self.store.trust_root_path.exists(),
+            },
         }

@@ -48,7 +48,9 @@ def default_model(model_cache_dir: Path) -> Path:
 
 
 @pytest.fixture
-def onbox_env(tmp_path: Path, model_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def onbox_env(
+    tmp_path: Path, model_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
     """Environment for a server or CLI under test: private data, shared model cache."""
     env = {
         "ONBOX_DATA_DIR": str(tmp_path / "data"),

@@ -12,9 +12,21 @@ from typing import Any
 from onbox.server.cli import EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE
 
 _LANGUAGES = {
-    ".py": "python", ".js": "javascript", ".jsx": "javascriptreact", ".ts": "typescript",
-    ".tsx": "typescriptreact", ".go": "go", ".java": "java", ".rs": "rust", ".c": "c",
-    ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".hpp": "cpp", ".lua": "lua", ".rb": "ruby",
+    ".py": "python",
+    ".js": "javascript",
+    ".jsx": "javascriptreact",
+    ".ts": "typescript",
+    ".tsx": "typescriptreact",
+    ".go": "go",
+    ".java": "java",
+    ".rs": "rust",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".hpp": "cpp",
+    ".lua": "lua",
+    ".rb": "ruby",
 }
 
 
@@ -26,8 +38,12 @@ def register(sub: Any) -> None:
         description="Run the same pipeline as the editor once: label, route, generate, post-process.",
         epilog="Exit codes: 0 ok (even with no suggestion), 2 bad FILE:LINE:COL, 3 model unavailable.",
     )
-    p.add_argument("target", metavar="FILE:LINE:COL", help="1-based line and column; COL may be 'end'")
-    p.add_argument("--json", action="store_true", help="print label, destination, model and timings as JSON")
+    p.add_argument(
+        "target", metavar="FILE:LINE:COL", help="1-based line and column; COL may be 'end'"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print label, destination, model and timings as JSON"
+    )
     p.add_argument("--model", help="a GGUF file to use instead of the embedded default")
     p.add_argument("--max-tokens", type=int, default=None, help="generation limit (default 64)")
     p.add_argument("--policy", help="a policy TOML file to classify with")

@@ -58,13 +58,21 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("details", overflow="fold")
     m = report["model"]
     ok = "[green]ok[/green]"
-    table.add_row("model", ok if not error else "[red]error[/red]", error or f"{m['path']} ({state})\nsha256 {m['sha256']}")
+    table.add_row(
+        "model",
+        ok if not error else "[red]error[/red]",
+        error or f"{m['path']} ({state})\nsha256 {m['sha256']}",
+    )
     table.add_row(
         "GPU offload",
         ok if report["gpuOffload"] else "[yellow]cpu only[/yellow]",
-        "llama.cpp built with GPU support" if report["gpuOffload"] else "this llama.cpp build has no GPU backend; see README (CUDA/Metal)",
+        "llama.cpp built with GPU support"
+        if report["gpuOffload"]
+        else "this llama.cpp build has no GPU backend; see README (CUDA/Metal)",
     )
-    table.add_row("llama.cpp", ok, f"{report['llamaCpp']['version']}\n{report['llamaCpp']['systemInfo']}")
+    table.add_row(
+        "llama.cpp", ok, f"{report['llamaCpp']['version']}\n{report['llamaCpp']['systemInfo']}"
+    )
     pol = report["policy"]
     table.add_row(
         "policy",
@@ -75,9 +83,14 @@ def run(args: argparse.Namespace) -> int:
     table.add_row(
         "trust root",
         ok if tr["present"] else "[yellow]missing[/yellow]",
-        tr["path"] + ("" if tr["present"] else " — no admin keys: the built-in fail-closed policy applies"),
+        tr["path"]
+        + ("" if tr["present"] else " — no admin keys: the built-in fail-closed policy applies"),
     )
     j = report["journal"]
-    table.add_row("journal", ok if j["writable"] else "[red]unavailable[/red]", f"{j['dir']} {j['error'] or ''}")
+    table.add_row(
+        "journal",
+        ok if j["writable"] else "[red]unavailable[/red]",
+        f"{j['dir']} {j['error'] or ''}",
+    )
     Console().print(table)
     return EXIT_FAILED if error else EXIT_OK

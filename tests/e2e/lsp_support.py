@@ -56,23 +56,31 @@ async def wait_ready(client: LanguageClient) -> dict[str, Any]:
     )
 
 
-def open_doc(client: LanguageClient, uri: str, text: str, language: str = "python", version: int = 1) -> None:
+def open_doc(
+    client: LanguageClient, uri: str, text: str, language: str = "python", version: int = 1
+) -> None:
     """Send ``textDocument/didOpen``."""
     client.text_document_did_open(
         types.DidOpenTextDocumentParams(
-            text_document=types.TextDocumentItem(uri=uri, language_id=language, version=version, text=text)
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id=language, version=version, text=text
+            )
         )
     )
 
 
-def change_doc(client: LanguageClient, uri: str, version: int, line: int, char: int, insert: str) -> None:
+def change_doc(
+    client: LanguageClient, uri: str, version: int, line: int, char: int, insert: str
+) -> None:
     """Send an incremental ``didChange`` inserting ``insert`` at (line, char)."""
     pos = types.Position(line=line, character=char)
     client.text_document_did_change(
         types.DidChangeTextDocumentParams(
             text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
             content_changes=[
-                types.TextDocumentContentChangePartial(range=types.Range(start=pos, end=pos), text=insert)
+                types.TextDocumentContentChangePartial(
+                    range=types.Range(start=pos, end=pos), text=insert
+                )
             ],
         )
     )
@@ -83,7 +91,9 @@ def inline_params(uri: str, line: int, char: int) -> types.InlineCompletionParam
     return types.InlineCompletionParams(
         text_document=types.TextDocumentIdentifier(uri=uri),
         position=types.Position(line=line, character=char),
-        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+        context=types.InlineCompletionContext(
+            trigger_kind=types.InlineCompletionTriggerKind.Automatic
+        ),
     )
 
 

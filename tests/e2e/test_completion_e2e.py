@@ -35,7 +35,9 @@ FUNCTION = '''def fizzbuzz(n):
     scope="module",
 )
 async def client(
-    lsp_client: LanguageClient, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    lsp_client: LanguageClient,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Any:
     """A server with the default model, initialised like the named editor (real capability sets)."""
     await lsp_client.initialize_session(
@@ -58,7 +60,9 @@ def set_max_tokens(client: LanguageClient, n: int) -> None:
     )
 
 
-async def test_function_body_gets_multiline_completion_both_ways(client: LanguageClient, tmp_path: Path) -> None:
+async def test_function_body_gets_multiline_completion_both_ways(
+    client: LanguageClient, tmp_path: Path
+) -> None:
     set_max_tokens(client, 48)
     uri = (tmp_path / "fizz.py").as_uri()
     open_doc(client, uri, FUNCTION)
@@ -76,7 +80,8 @@ async def test_function_body_gets_multiline_completion_both_ways(client: Languag
 
     menu = await client.text_document_completion_async(
         types.CompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=2, character=4)
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=2, character=4),
         )
     )
     assert isinstance(menu, types.CompletionList) and len(menu.items) == 1
@@ -87,7 +92,9 @@ async def test_function_body_gets_multiline_completion_both_ways(client: Languag
     assert item.text_edit.new_text == text
 
 
-async def test_cancel_during_generation_then_next_request_is_served(client: LanguageClient, tmp_path: Path) -> None:
+async def test_cancel_during_generation_then_next_request_is_served(
+    client: LanguageClient, tmp_path: Path
+) -> None:
     uri = (tmp_path / "long.py").as_uri()
     # A list the model happily continues for hundreds of tokens.
     open_doc(client, uri, "numbers = [\n    1,\n    2,\n")
@@ -99,7 +106,7 @@ async def test_cancel_during_generation_then_next_request_is_served(client: Lang
     client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="cancel-me"))
     with pytest.raises(Exception, match="cancel"):
         await asyncio.wrap_future(future)
-    stats = (await request(client, "onbox/health", {}))
+    stats = await request(client, "onbox/health", {})
     gen = stats.generation if hasattr(stats, "generation") else stats["generation"]
     last = gen._asdict() if hasattr(gen, "_asdict") else gen
     # The token loop stopped early: far fewer tokens than the 400 allowed.
@@ -111,7 +118,9 @@ async def test_cancel_during_generation_then_next_request_is_served(client: Lang
     assert served is not None and len(served.items) == 1 and served.items[0].insert_text
 
 
-async def test_burst_of_superseding_requests_only_newest_reaches_model(client: LanguageClient, tmp_path: Path) -> None:
+async def test_burst_of_superseding_requests_only_newest_reaches_model(
+    client: LanguageClient, tmp_path: Path
+) -> None:
     uri = (tmp_path / "burst.py").as_uri()
     text = FUNCTION
     open_doc(client, uri, text)

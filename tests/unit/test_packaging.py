@@ -1,0 +1,74 @@
+"""``pip install .`` puts exactly one import package, ``onbox``, into site-packages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel built from this checkout."""
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (built,) = out.glob("onbox-*.whl")
+    return built
+
+
+def test_wheel_has_only_the_onbox_package(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/", 1)[0] for n in names if not n.startswith("onbox-")}
+    assert top == {"onbox"}, top
+    for sub in ("server", "inference", "classification", "audit"):
+        assert f"onbox/{sub}/__init__.py" in names
+    assert not any(n.startswith(("tests/", "bench/", "editors/")) for n in names)
+
+
+def test_fresh_venv_imports_onbox_server(wheel: Path, tmp_path: Path) -> None:
+    env_dir = tmp_path / "venv"
+    # System site-packages supply the (large) dependencies; the project itself comes
+    # only from the wheel, installed without dependencies.
+    venv.EnvBuilder(with_pip=True, system_site_packages=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    installed = {p.name for p in site.iterdir()}
+    assert "onbox" in installed
+    for bare in ("server", "inference", "classification", "audit", "tests", "bench"):
+        assert bare not in installed, f"bare package {bare!r} leaked into site-packages"
+    probe = subprocess.run(
+        [str(python), "-c", "import onbox.server.cli, onbox.inference.fim; print(onbox.server.cli.__file__)"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # not the checkout: the import must come from the venv
+    )
+    assert str(site) in probe.stdout
+    help_text = subprocess.run(
+        [str(env_dir / "bin" / "onbox"), "--help"], check=True, capture_output=True, text=True
+    ).stdout
+    assert "serve" in help_text and "complete" in help_text
