@@ -102,7 +102,10 @@ end
 --- Register and enable the server.
 --- @param opts onbox.Config
 function M.register(opts)
-  vim.lsp.config(M.name, M.lsp_config(opts))
+  -- Assign rather than call vim.lsp.config(): a second setup() must replace lists such
+  -- as filetypes, not merge them index by index. `vim.lsp.config('onbox', {...})` after
+  -- setup() and `lsp/onbox.lua` files still apply on top/below as usual.
+  vim.lsp.config[M.name] = M.lsp_config(opts)
   vim.lsp.enable(M.name)
   local group = api.nvim_create_augroup('onbox.client', { clear = true })
   api.nvim_create_autocmd('LspDetach', {

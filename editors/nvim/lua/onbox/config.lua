@@ -32,7 +32,7 @@ M.defaults = {
     'scala', 'swift', 'cs', 'sql', 'yaml', 'toml', 'json', 'terraform', 'hcl', 'dockerfile',
     'make', 'markdown', 'text', 'conf', 'dosini', 'proto',
   },
-  root_markers = { '.git', 'CODEOWNERS', '.gitattributes' },
+  root_markers = { '.git' },
   settings = {},
   ghost = { enabled = true, debounce_ms = 150, hl_group = 'OnboxGhost' },
   keymaps = {
