@@ -41,6 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from onbox import paths
 from onbox.audit.bundle import export_bundle, load_checkpoint
 from onbox.audit.check import Problem
 from onbox.audit.entry import KINDS, Receipt
@@ -58,8 +59,6 @@ from onbox.audit.journal import Journal as _JournalBase
 from onbox.audit.keys import KeyStore
 from onbox.audit.stats import iter_entries, journal_stats
 from onbox.audit.verify import VerifyResult, verify_journal
-
-from onbox import paths
 
 __all__ = [
     "KINDS",

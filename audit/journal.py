@@ -40,60 +40,23 @@ from onbox.audit.entry import (
     format_time,
     seal,
 )
-from onbox.audit.errors import JournalCorrupt, JournalError, JournalKeyError, JournalUnwritable
-from onbox.audit.keys import DeviceKey, KeyStore
-from onbox.audit.segments import LOCK_NAME, list_segments, read_tail, segment_name
+from onbox.audit.errors import JournalCorrupt, JournalError, JournalKeyError
+from onbox.audit.keys import DeviceKey, KeyStore, fsync_dir
+from onbox.audit.segments import (
+    LOCK_NAME,
+    ProcessLock,
+    file_sha256,
+    header_day,
+    list_segments,
+    read_tail,
+    segment_name,
+    unwritable,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 DEFAULT_COMMIT_INTERVAL = 0.2
-
-try:
-    import fcntl
-
-    _HAVE_FCNTL = True
-except ImportError:  # pragma: no cover - Windows
-    _HAVE_FCNTL = False
-
-
-class _ProcessLock:
-    """An exclusive lock shared by every process using the journal directory."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        if _HAVE_FCNTL:
-            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        else:  # pragma: no cover - Windows
-            import filelock
-
-            self._filelock = filelock.FileLock(str(path))
-
-    def acquire(self) -> None:
-        if _HAVE_FCNTL:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-        else:  # pragma: no cover
-            self._filelock.acquire()
-
-    def release(self) -> None:
-        if _HAVE_FCNTL:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-        else:  # pragma: no cover
-            self._filelock.release()
-
-    def close(self) -> None:
-        if _HAVE_FCNTL:
-            os.close(self._fd)
-
-
-def _unwritable(path: Path, exc: OSError) -> JournalUnwritable:
-    what = (
-        "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else str(exc)
-    )
-    return JournalUnwritable(
-        f"cannot write the audit journal at {path}: {what}. Free disk space or fix the "
-        "directory's permissions; until then completions stay on this machine."
-    )
 
 
 class Journal:
@@ -131,9 +94,9 @@ class Journal:
         self._pending: list[tuple[str, dict[str, Any]]] = []
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._lock = _ProcessLock(directory / LOCK_NAME)
+            self._lock = ProcessLock(directory / LOCK_NAME)
         except OSError as exc:
-            raise _unwritable(directory, exc) from exc
+            raise unwritable(directory, exc) from exc
         self._key, self.device_fingerprint, created = keys.load_or_create()
         with self._locked():
             if created:
@@ -287,13 +250,13 @@ class Journal:
             try:
                 self._fd = os.open(path, os.O_RDWR | os.O_APPEND)
             except OSError as exc:
-                raise _unwritable(path, exc) from exc
+                raise unwritable(path, exc) from exc
             self._seg_index = index
             self._next_segment = str(self.path / segment_name(index + 1))
             self._size = 0
             self._read_tail_from(0, os.fstat(self._fd).st_size)
             if self._size > 0:
-                self._seg_day = _header_day(self._fd)
+                self._seg_day = header_day(self._fd)
                 return
             # An empty newest segment (its header was torn away): drop it, use the one before.
             os.close(self._fd)
@@ -358,7 +321,7 @@ class Journal:
             os.ftruncate(self._fd, offset)
             os.fsync(self._fd)
         except OSError as exc:
-            raise _unwritable(self.path / segment, exc) from exc
+            raise unwritable(self.path / segment, exc) from exc
         self._pending.append(
             (
                 "recovered",
@@ -416,11 +379,11 @@ class Journal:
         try:
             written = os.write(self._fd, line)
         except OSError as exc:
-            raise _unwritable(path, exc) from exc
+            raise unwritable(path, exc) from exc
         if written != len(line):
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._size)
-            raise _unwritable(path, OSError(errno.ENOSPC, "short write"))
+            raise unwritable(path, OSError(errno.ENOSPC, "short write"))
         self._size += written
 
     def _sync_durable(self) -> None:
@@ -429,7 +392,7 @@ class Journal:
         try:
             os.fsync(self._fd)
         except OSError as exc:
-            raise _unwritable(self.path / segment_name(self._seg_index), exc) from exc
+            raise unwritable(self.path / segment_name(self._seg_index), exc) from exc
         self._dirty = False
 
     def _rotate_segment(self, day: str) -> None:
@@ -442,7 +405,7 @@ class Journal:
             previous = {
                 "name": path.name,
                 "bytes": self._size,
-                "sha256": _file_sha256(self._fd, self._size),
+                "sha256": file_sha256(self._fd, self._size),
                 "last_seq": self._seq,
                 "last_hash": self._head,
             }
@@ -456,7 +419,7 @@ class Journal:
         try:
             self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
-            raise _unwritable(path, exc) from exc
+            raise unwritable(path, exc) from exc
         self._seg_index, self._size = index, 0
         self._next_segment = str(self.path / segment_name(index + 1))
         self._seg_day = day or now.astimezone(UTC).strftime("%Y-%m-%d")
@@ -480,9 +443,7 @@ class Journal:
         self._seq += 1
         self._head = digest
         self._sync_durable()
-        from onbox.audit.keys import _fsync_dir
-
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def _rotate_locked(self, reason: str) -> Receipt:
         old = self._key
@@ -534,25 +495,3 @@ class Journal:
                 self._dirty = True
             finally:
                 os.close(fd)
-
-
-def _header_day(fd: int) -> str:
-    """The ``day`` of a segment's header line ("" when unreadable: rotate on next append)."""
-    head = os.pread(fd, 1 << 16, 0)
-    try:
-        obj = json.loads(head[: head.index(b"\n")])
-        return str(obj["body"]["day"]) if obj.get("kind") == HEADER_KIND else ""
-    except (ValueError, KeyError, TypeError):
-        return ""
-
-
-def _file_sha256(fd: int, size: int) -> str:
-    digest = hashlib.sha256()
-    offset = 0
-    while offset < size:
-        chunk = os.pread(fd, min(1 << 20, size - offset), offset)
-        if not chunk:
-            break
-        digest.update(chunk)
-        offset += len(chunk)
-    return digest.hexdigest()

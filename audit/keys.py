@@ -28,6 +28,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from onbox.audit.errors import JournalKeyError
 
 logger = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ class KeyStore:
                 os.close(fd)
             pub = self.directory / f"{key.fingerprint}.pub"
             pub.write_text(key.public_b64 + "\n", "ascii")
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError as exc:
             raise JournalKeyError(
                 f"cannot write device key in {self.directory}: {exc}; make the directory "
@@ -189,7 +190,7 @@ class KeyStore:
                 handle.flush()
                 os.fsync(handle.fileno())
             path.unlink()
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     def prune(self, keep: str) -> list[str]:
         """Delete every private key but ``keep`` (left over by a rotation cut short)."""
@@ -209,12 +210,12 @@ class KeyStore:
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(tmp, self._state_path)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError as exc:
             raise JournalKeyError(f"cannot write {self._state_path}: {exc}") from exc
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Make a create/rename in ``directory`` durable (no-op where unsupported)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
