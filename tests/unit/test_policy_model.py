@@ -259,3 +259,17 @@ def test_failed_reload_keeps_the_policy_in_force(tmp_path: Path) -> None:
     assert kept is first and error is not None and error.key == "destinations.cloud.kind"
     fallback, error = load_or_keep(tmp_path / "missing.toml", None)
     assert fallback is builtin_policy() and error is not None
+
+
+def test_without_re2_the_static_check_guards(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onbox.classification.patterns as patterns
+
+    monkeypatch.setattr(patterns, "_re2", None)
+    with pytest.raises(PatternError, match="nested quantifiers"):
+        patterns.compile_safe_regex("(a+)+$")
+    assert patterns.compile_safe_regex("PAT-[0-9]{8}").search("PAT-12345678") is not None
+    text = (
+        MINIMAL
+        + '\n[[detectors]]\nname = "d"\nkind = "regex"\npattern = "(x*)*y"\nlabel = "internal"\n'
+    )
+    assert error_for(text).key == "detectors.0.pattern"
