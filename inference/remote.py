@@ -40,8 +40,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+
 from onbox.classification.policy_model import DestinationConfig, Policy
 from onbox.inference.destination import CancelToken, Completion, CompletionRequest, Destination
 from onbox.inference.errors import (
@@ -220,7 +222,8 @@ class RemoteDestination:
         )
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, base_url={self.config.base_url!r})"
+        endpoint = _without_userinfo(self.config.base_url or "")
+        return f"{type(self).__name__}(name={self.name!r}, base_url={endpoint!r})"
 
     # What subclasses provide -------------------------------------------------------
     def prepare(self, request: CompletionRequest) -> PreparedRequest:
@@ -247,7 +250,7 @@ class RemoteDestination:
         return {
             "name": self.name,
             "kind": self.kind,
-            "endpoint": self.config.base_url,
+            "endpoint": _without_userinfo(self.config.base_url or ""),
             "model": self.config.model,
             "clearance": self.clearance,
             "fim": bool(self.config.fim),
@@ -401,6 +404,14 @@ class RemoteDestination:
             f"destination {self.name} rejected the request with HTTP {status}; check its "
             "base_url, model and api_version in the policy"
         )
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` without ``user:password@``, so an endpoint never carries a credential."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def _loads(raw: bytes, name: str) -> Mapping[str, Any]:

@@ -342,3 +342,9 @@ def test_proxies_from_the_environment_are_ignored(
         openai(config(server.url)).complete(REQUEST, CancelToken())
         assert env_proxy.requests == []
     assert len(server.requests) == 1
+
+
+def test_describe_never_shows_credentials_in_the_endpoint(server: RecordingServer) -> None:
+    dest = openai(config("https://bob:hunter2@llm.corp.example"))
+    assert dest.describe()["endpoint"] == "https://llm.corp.example/v1"
+    assert "hunter2" not in repr(dest.describe()) + repr(dest)
