@@ -237,8 +237,27 @@ class Journal:
             self._open_latest()
             return
         size = os.fstat(self._fd).st_size
-        if size != self._size:
-            self._read_tail_from(self._size if size > self._size else 0, size)
+        if size < self._size:
+            # Entries this process saw are gone: someone cut the segment while it was open.
+            # Continuing is right (the router needs a journal), and the cut goes on record.
+            logger.warning(
+                "journal segment %s shrank from %d to %d bytes", self._seg_index, self._size, size
+            )
+            self._pending.append(
+                (
+                    "recovered",
+                    {
+                        "segment": segment_name(self._seg_index),
+                        "shrank_from_bytes": self._size,
+                        "to_bytes": size,
+                        "last_seen_seq": self._seq,
+                        "last_seen_hash": self._head,
+                    },
+                )
+            )
+            self._read_tail_from(0, size)
+        elif size > self._size:
+            self._read_tail_from(self._size, size)
 
     def _open_latest(self) -> None:
         if self._fd is not None:

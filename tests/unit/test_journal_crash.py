@@ -135,3 +135,20 @@ def test_a_running_writer_recovers_a_tail_torn_by_another_process(tmp_path: Path
     assert kinds[-2:] == ["recovered", "completion"]
     assert receipt.seq == len(kinds) - 1
     assert verify_journal(directory, workers=1).ok
+
+
+def test_segment_cut_under_a_running_writer_goes_on_record(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    with open_journal(directory, device_key_dir=tmp_path / "keys") as journal:
+        for i in range(5):
+            journal.append("completion", {"i": i})
+        seen = journal.head()
+        path = directory / "segment-00000001.jsonl"
+        data = path.read_bytes()
+        path.write_bytes(data[: data.rstrip(b"\n").rfind(b"\n") + 1])  # drop the last entry
+        journal.append("completion", {"i": 5})
+    recovered = [e for e in iter_entries(directory) if e["kind"] == "recovered"]
+    assert len(recovered) == 1
+    assert recovered[0]["body"]["last_seen_seq"] == seen.seq
+    assert recovered[0]["body"]["last_seen_hash"] == seen.entry_hash
+    assert verify_journal(directory, workers=1).ok
