@@ -77,6 +77,26 @@ for _, c in ipairs(cases) do
   check(('take(%q, %s)'):format(c[1], c[2]), got == c[3], got)
 end
 
+-- Keys fall back to what they did before Onbox when no suggestion is on screen.
+onbox.setup({ completion_menu = { enabled = false } })
+vim.g.global_tab = 0
+vim.keymap.set('i', '<Tab>', function()
+  vim.g.global_tab = vim.g.global_tab + 1
+end)
+local kbuf = vim.api.nvim_create_buf(true, false)
+vim.api.nvim_set_current_buf(kbuf)
+require('onbox.client').on_attach({ id = 0 }, kbuf)
+local mapped = vim.fn.maparg('<Tab>', 'i', false, true)
+check('<Tab> mapped in the buffer', mapped.buffer == 1 and mapped.desc == 'Onbox: accept suggestion', mapped)
+vim.api.nvim_feedkeys(vim.keycode('ix<Tab>y<M-w>z<Esc>'), 'xt', false)
+check('<Tab> without a suggestion runs the previous mapping', vim.g.global_tab == 1, vim.g.global_tab)
+local typed = vim.api.nvim_buf_get_lines(kbuf, 0, -1, false)
+check('no literal tab when the previous mapping handled it', typed[1]:sub(1, 2) == 'xy', typed)
+-- <C-]> was not mapped before Onbox: without a suggestion it is fed as itself (noremap).
+vim.api.nvim_feedkeys(vim.keycode('A<C-]>w<Esc>'), 'xt', false)
+typed = vim.api.nvim_buf_get_lines(kbuf, 0, -1, false)
+check('unmapped-before keys still work', typed[1]:sub(-1) == 'w' and vim.api.nvim_get_mode().mode == 'n', typed)
+
 for _, f in ipairs(failures) do
   io.stdout:write(f .. '\n')
 end

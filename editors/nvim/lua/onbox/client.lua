@@ -22,10 +22,44 @@ function M.get(bufnr)
   return clients[1]
 end
 
+--- What a key did before Onbox mapped it in this buffer: the buffer's or the global
+--- insert-mode mapping (e.g. a completion plugin's <Tab>), else the key itself.
+--- @param lhs string
+--- @return fun()
+local function fallback_for(lhs)
+  local prev = vim.fn.maparg(lhs, 'i', false, true)
+  if vim.tbl_isempty(prev) or (prev.desc or ''):find('^Onbox:') then
+    return function()
+      api.nvim_feedkeys(vim.keycode(lhs), 'n', false)
+    end
+  end
+  return function()
+    local keys
+    if prev.callback then
+      local result = prev.callback()
+      if prev.expr ~= 1 then
+        return
+      end
+      keys = result
+    elseif prev.expr == 1 then
+      keys = vim.fn.eval(prev.rhs)
+    else
+      keys = prev.rhs
+    end
+    if type(keys) == 'string' and keys ~= '' then
+      if prev.expr ~= 1 or prev.replace_keycodes == 1 then
+        keys = vim.keycode(keys)
+      end
+      api.nvim_feedkeys(keys, prev.noremap == 1 and 'n' or 'm', false)
+    end
+  end
+end
+
 local function map(bufnr, lhs, how, desc)
   if not lhs or lhs == '' then
     return
   end
+  local fallback = fallback_for(lhs)
   vim.keymap.set('i', lhs, function()
     local done
     if how == 'dismiss' then
@@ -35,8 +69,8 @@ local function map(bufnr, lhs, how, desc)
       done = ghost.accept(how)
     end
     if not done then
-      -- No suggestion on screen: the key does what it would do without Onbox.
-      api.nvim_feedkeys(vim.keycode(lhs), 'n', false)
+      -- No suggestion on screen: the key does what it did without Onbox.
+      fallback()
     end
   end, { buffer = bufnr, desc = desc, silent = true })
 end
