@@ -24,10 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from onbox.audit import open_journal, verify_journal
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+
+from onbox.audit import open_journal, verify_journal
 
 BODY: dict[str, Any] = {
     "completion_id": "0f6c2a1e9b7d4c35",

@@ -10,6 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from onbox import paths
 from onbox.audit import (
     EnvelopeError,
     JournalError,
@@ -22,11 +27,6 @@ from onbox.audit import (
     open_journal,
     verify_journal,
 )
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-from rich.table import Table
-
-from onbox import paths
 
 logger = logging.getLogger(__name__)
 

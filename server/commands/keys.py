@@ -8,8 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from onbox.audit import JournalError, generate_recipient_key, open_journal
 from rich.console import Console
+
+from onbox.audit import JournalError, generate_recipient_key, open_journal
 
 EXIT_OK, EXIT_USAGE, EXIT_ENVIRONMENT = 0, 2, 3
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from onbox.audit import (
     CanonicalEncodingError,
     EnvelopeError,

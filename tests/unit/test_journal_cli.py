@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from onbox.audit import generate_recipient_key, open_journal, verify_journal
 from onbox.server.cli import main
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from onbox.audit import open_journal, verify_journal
 from onbox.audit.entry import seal
 from onbox.audit.keys import DeviceKey
@@ -272,18 +274,49 @@ def test_missing_first_segment_is_located(journal_dir: Path) -> None:
     assert_located(journal_dir, 2, 1)
 
 
-def test_journal_resigned_with_another_key_fails_the_enrolled_fingerprint(
-    journal_dir: Path, tmp_path: Path
-) -> None:
-    with open_journal(journal_dir, device_key_dir=tmp_path / "keys") as journal:
+def _resign(directory: Path, key: DeviceKey) -> None:
+    """Rewrite every entry, header links included, under ``key``: a perfect forgery."""
+    prev, link = "0" * 64, None
+    for path in sorted(directory.glob("segment-*.jsonl")):
+        out = []
+        for raw in lines(path):
+            entry = json.loads(raw)
+            body = entry["body"]
+            if entry["kind"] == "segment-header":
+                body.update(public_key=key.public_b64, previous=link)
+            if entry["kind"] == "key-created":
+                body.update(public_key=key.public_b64, fingerprint=key.fingerprint)
+            line, prev = seal(
+                seq=entry["seq"],
+                time=entry["time"],
+                kind=entry["kind"],
+                body=body,
+                prev=prev,
+                key=key,
+            )
+            out.append(line)
+            last_seq = entry["seq"]
+        write_lines(path, out)
+        data = path.read_bytes()
+        link = {
+            "name": path.name,
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "last_seq": last_seq,
+            "last_hash": prev,
+        }
+
+
+def test_journal_resigned_with_another_key_fails_the_enrolled_fingerprint(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    _fill(directory, tmp_path / "keys", 40)
+    with open_journal(directory, device_key_dir=tmp_path / "keys") as journal:
         enrolled = journal.device_fingerprint
-    # the attacker rebuilds the same history under a key of their own
-    forged_dir = tmp_path / "forged"
-    _fill(forged_dir, tmp_path / "attacker-keys", 40, rotate_at=20)
-    assert verify_journal(forged_dir, workers=1).ok  # consistent on its own ...
-    what = assert_located(forged_dir, 1, 1, expected_fingerprint=enrolled)  # ... but not ours
+    assert verify_journal(directory, workers=1, expected_fingerprint=enrolled).ok
+    _resign(directory, DeviceKey.generate())
+    assert verify_journal(directory, workers=1).ok  # consistent on its own ...
+    what = assert_located(directory, 1, 1, expected_fingerprint=enrolled)  # ... but not ours
     assert enrolled in what
-    assert verify_journal(journal_dir, workers=1, expected_fingerprint=enrolled).ok
 
 
 def test_whole_journal_restored_from_older_copy_is_detected(
@@ -311,3 +344,21 @@ def test_forged_checkpoint_is_rejected(journal_dir: Path, tmp_path: Path) -> Non
     result = verify_journal(journal_dir, workers=1, checkpoint=checkpoint)
     assert not result.ok and result.first_error is not None
     assert "signature" in result.first_error.what
+
+
+def test_parallel_verify_names_the_same_first_error(
+    journal_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onbox.audit.verify as verify_module
+
+    monkeypatch.setattr(verify_module, "PARALLEL_MIN_BYTES", 0)
+    path = seg(journal_dir, 3)
+    content = lines(path)
+    del content[2]
+    write_lines(path, content)
+    serial = verify_journal(journal_dir, workers=1)
+    seen: list[tuple[int, int]] = []
+    parallel = verify_journal(journal_dir, workers=2, progress=lambda d, t: seen.append((d, t)))
+    assert parallel.first_error == serial.first_error
+    assert parallel.first_error is not None and parallel.first_error.line == 3
+    assert seen and seen[-1][0] <= seen[-1][1]
