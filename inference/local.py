@@ -123,6 +123,7 @@ class LlamaCppDestination:
         self.last_prompt_tokens_evaluated = 0
         self.last_finish: str | None = None
         self.last_tokens_out = 0
+        self.last_timings: dict[str, float] = {}
 
     @property
     def loaded(self) -> bool:
@@ -310,6 +311,7 @@ class LlamaCppDestination:
             ended = time.perf_counter()
             self.last_finish, self.last_tokens_out = finish, len(out)
         first = first_token_at or ended
+        self.last_timings = {"prompt_eval": first - started, "generate": ended - first, "total": ended - started}
         prompt_bytes = b"".join(int(t).to_bytes(4, "little") for t in prompt)
         return Completion(
             text=text,

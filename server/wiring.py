@@ -322,6 +322,7 @@ class Wiring:
                 "lastFinish": local.last_finish,
                 "lastTokensOut": local.last_tokens_out,
                 "lastPromptTokensEvaluated": local.last_prompt_tokens_evaluated,
+                "lastTimings": local.last_timings,
             },
             "llamaCpp": llama_build_info(),
             "policy": {**self.policy_summary(), "store": policy_state},
