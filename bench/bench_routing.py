@@ -41,7 +41,6 @@ from onbox.inference.destination import CancelToken, Completion, CompletionReque
 from onbox.inference.openai_compat import OpenAIDestination
 from onbox.inference.remote import DeltaCallback, PreparedRequest, build_destinations
 from onbox.inference.routing import DocumentView, RequestSettings, Router
-
 from tests.support.recording_server import RecordingServer
 
 POLICY = """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from onbox.classification.decision import Finding
 from onbox.classification.labels import Label
 from onbox.inference.redaction import placeholder, redact_window, strip_placeholders

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from onbox.audit import iter_entries, open_journal
 from onbox.classification.decision import Decision, Reason
 from onbox.classification.labels import LabelScale
