@@ -101,7 +101,12 @@ class FimTokens:
 
 
 def _strip_sentencepiece(text: str) -> str:
-    return text.replace("▁", " ").strip()
+    """A marker's text without SentencePiece's leading word marker (CodeLlama's ``▁<PRE>``).
+
+    Only a leading ``▁`` is dropped: DeepSeek-Coder's markers (``<｜fim▁begin｜>``) have
+    one inside that is part of the marker.
+    """
+    return text.strip().lstrip("▁").strip()
 
 
 def identify_family(
@@ -109,10 +114,20 @@ def identify_family(
 ) -> FimFormat | None:
     """Name the FIM layout of a model from its GGUF metadata and marker token texts.
 
-    Returns ``None`` when the model has no usable FIM tokens.
+    Returns ``None`` when the model has no usable FIM tokens: no prefix or suffix marker,
+    or no middle marker for a layout that needs one (every known one but Codestral's).
     """
     if not tokens.complete:
         return None
+    fmt = _known_family(metadata, tokens, token_text)
+    if fmt.order == "psm" and tokens.mid < 0:
+        return None
+    return fmt
+
+
+def _known_family(
+    metadata: Mapping[str, str], tokens: FimTokens, token_text: Callable[[int], str]
+) -> FimFormat:
     pre = _strip_sentencepiece(token_text(tokens.pre))
     suf = _strip_sentencepiece(token_text(tokens.suf))
     name = (metadata.get("general.name", "") + " " + metadata.get("general.basename", "")).lower()
@@ -138,13 +153,19 @@ def fim_token_layout(
     suffix_tokens: Sequence[int],
     bos: Sequence[int] = (),
 ) -> list[int]:
-    """The prompt as token ids, each marker a single special token."""
+    """The prompt as token ids, each marker a single special token.
+
+    Raises :class:`ValueError` for a PSM layout without a middle token id, which
+    :func:`identify_family` never returns.
+    """
     out = list(bos)
     if fmt.order == "spm":
         out += [tokens.suf, *suffix_tokens, tokens.pre, *prefix_tokens]
         if tokens.mid >= 0 and fmt.middle_marker:
             out.append(tokens.mid)
         return out
+    if tokens.mid < 0:
+        raise ValueError(f"{fmt.family} needs a FIM middle token and this vocabulary has none")
     return [*out, tokens.pre, *prefix_tokens, tokens.suf, *suffix_tokens, tokens.mid]
 
 
@@ -157,8 +178,9 @@ def trim_to_budget(
     """Keep the last ``prefix_budget`` prefix tokens and the first ``suffix_budget`` suffix tokens.
 
     Budget a side does not use is lent to the other, so short suffixes leave more room
-    for the prefix that matters most.
+    for the prefix that matters most. A negative budget counts as zero.
     """
+    prefix_budget, suffix_budget = max(0, prefix_budget), max(0, suffix_budget)
     spare_suffix = max(0, suffix_budget - len(suffix_tokens))
     spare_prefix = max(0, prefix_budget - len(prefix_tokens))
     p_budget = prefix_budget + spare_suffix
