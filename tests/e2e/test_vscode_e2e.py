@@ -258,6 +258,7 @@ def session(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> 
                 "onbox.server.path": tools.onbox,
                 "onbox.completion.maxTokens": 16,
                 "onbox.completion.temperature": 0,
+                "onbox.policy.sources": [str(root / "policy-drop")],
                 "workbench.startupEditor": "none",
                 "workbench.tips.enabled": False,
                 "workbench.enableExperiments": False,
@@ -402,9 +403,21 @@ def test_acceptance_is_journaled_with_label_and_destination(session: Session) ->
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def test_status_click_explains_and_verify_journal_reports(session: Session) -> None:
+def test_status_click_explains_the_file(session: Session) -> None:
     assert session.observed["explainTab"].startswith("Onbox: greet.py is public")
-    assert "Onbox journal verified" in session.observed["verifyMessage"]
+    body = session.observed["explainBody"]
+    assert body.startswith("Onbox: why this file is public Completions go to on-box."), body
+    assert "policy-repo" in body and "vscode-e2e" in body, body
+
+
+def test_journal_and_policy_commands_show_the_servers_answers(session: Session) -> None:
+    assert session.observed["verifyMessage"].startswith("Onbox journal verified:")
+    assert session.observed["pullMessage"].startswith(
+        ("Onbox applied policy", "Onbox policy unchanged")
+    )
+    stats = session.observed["statsBody"]
+    assert stats.startswith("Onbox journal: last 7 days"), stats
+    assert "no entries" not in stats  # the completion and its acceptance are in it
 
 
 def test_screenshots_were_taken(session: Session) -> None:
@@ -412,7 +425,7 @@ def test_screenshots_were_taken(session: Session) -> None:
     names = [p.stem.split("-", 1)[1] for p in shots]
     assert names == [
         "restricted-status", "tooltip", "ghost-text", "accepted", "public-status", "explain", "verify",
-        "restarted",
+        "journal-stats", "restarted",
     ]  # fmt: skip
     for shot in shots:
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
@@ -424,3 +437,12 @@ def test_a_killed_server_is_restarted(session: Session) -> None:
     assert "onbox: restarting" in restart["seen"], restart
     assert restart["after"]["text"] == f"{session.expected[PUBLIC_FILE]} · on-box", restart
     assert not set(restart["after"]["pids"]) & set(restart["before"])
+
+
+@pytest.mark.xfail(
+    reason="audit/stats.py counts body['completion_id'], but the server journals completions "
+    "with 'id' and acceptances with 'completionId', so Show Journal Stats reports 0 accepted",
+    strict=False,
+)
+def test_journal_stats_count_the_acceptance(session: Session) -> None:
+    assert "acceptance.accepted 1" in session.observed["statsBody"], session.observed["statsBody"]

@@ -109,6 +109,25 @@ function serverPids() {
   return pids;
 }
 
+/** The text of the visible webview panel (VS Code nests it in two iframes). */
+async function webviewText(page, mustContain) {
+  for (const frame of page.frames()) {
+    if (frame === page.mainFrame()) {
+      continue;
+    }
+    const text = await frame.locator('body').innerText({ timeout: 2000 }).catch(() => '');
+    if (text.includes(mustContain)) {
+      return text.replace(/\s+/g, ' ').trim();
+    }
+  }
+  return undefined;
+}
+
+async function toast(page, prefix) {
+  const t = page.locator('.notification-toast', { hasText: prefix });
+  return (await t.count()) > 0 ? (await t.first().innerText()).replace(/\s+/g, ' ').trim() : undefined;
+}
+
 async function ghostText(page) {
   const parts = await page.locator(GHOST).allInnerTexts();
   const text = parts.join('\n').replace(/\u00a0/g, ' ');
@@ -188,24 +207,33 @@ try {
 
   // 3. Click the status item: the Explain view of the public file.
   await page.locator(STATUS).click();
+  await page.mouse.move(700, 400); // away from the item, so its tooltip closes
   out.explainTab = await waitFor('the Explain view', async () => {
     const tab = page.locator('.tabs-container .tab', { hasText: 'Onbox:' });
     return (await tab.count()) > 0 ? (await tab.first().innerText()).trim() : undefined;
   });
-  step('explain view', { tab: out.explainTab });
-  await page.waitForTimeout(1000); // let the webview paint before the screenshot
+  out.explainBody = await waitFor('the Explain panel content', () => webviewText(page, 'why this file is'), 30_000);
+  step('explain view', { tab: out.explainTab, body: out.explainBody.slice(0, 200) });
   await shot(page, 'explain');
 
   // 4. Onbox: Verify Journal shows the server's verdict in a notification.
   await runCommand(page, 'Onbox: Verify Journal');
-  out.verifyMessage = await waitFor('the Verify Journal notification', async () => {
-    const toast = page.locator('.notification-toast', { hasText: 'Onbox journal' });
-    return (await toast.count()) > 0 ? (await toast.first().innerText()).replace(/\s+/g, ' ').trim() : undefined;
-  });
+  out.verifyMessage = await waitFor('the Verify Journal notification', () => toast(page, 'Onbox journal'));
   step('verify notification', { message: out.verifyMessage });
   await shot(page, 'verify');
 
-  // 5. Kill the server: the extension restarts it (after a backoff) and the label returns.
+  // 5. Onbox: Pull Policy and Onbox: Show Journal Stats.
+  await runCommand(page, 'Onbox: Pull Policy');
+  out.pullMessage = await waitFor('the Pull Policy notification', async () =>
+    (await toast(page, 'Onbox applied policy')) ?? (await toast(page, 'Onbox policy unchanged')),
+  );
+  step('pull notification', { message: out.pullMessage });
+  await runCommand(page, 'Onbox: Show Journal Stats');
+  out.statsBody = await waitFor('the Journal Stats panel', () => webviewText(page, 'Onbox journal: last 7 days'), 30_000);
+  step('journal stats', { body: out.statsBody.slice(0, 300) });
+  await shot(page, 'journal-stats');
+
+  // 6. Kill the server: the extension restarts it (after a backoff) and the label returns.
   const before = serverPids();
   out.restart = { before, seen: [] };
   for (const pid of before) {

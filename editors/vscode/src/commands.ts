@@ -24,8 +24,11 @@ class Panels {
 
   show(key: string, title: string, body: string): void {
     let panel = this.open.get(key);
+    // Onbox panels share one editor group: beside the code the first time, then wherever
+    // the user has put the others.
+    const column = [...this.open.values()].find((p) => p.viewColumn !== undefined)?.viewColumn ?? vscode.ViewColumn.Beside;
     if (panel === undefined) {
-      panel = vscode.window.createWebviewPanel(`onbox.${key}`, title, vscode.ViewColumn.Beside, {
+      panel = vscode.window.createWebviewPanel(`onbox.${key}`, title, { viewColumn: column, preserveFocus: true }, {
         enableScripts: false,
         enableFindWidget: true,
       });
@@ -34,7 +37,7 @@ class Panels {
     }
     panel.title = title;
     panel.webview.html = page(title, body, panel.webview.cspSource);
-    panel.reveal(vscode.ViewColumn.Beside, true);
+    panel.reveal(panel.viewColumn ?? column, true);
   }
 
   dispose(): void {
