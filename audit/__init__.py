@@ -85,7 +85,7 @@ __all__ = [
 ]
 
 
-class Journal(_JournalBase):  # type: ignore[misc]
+class Journal(_JournalBase):  # type: ignore[misc,unused-ignore]
     """An open journal (see :mod:`onbox.audit.journal`), plus encrypted prompt storage."""
 
     def store_encrypted_prompt(self, prompt: str, recipient_public_key_b64: str) -> dict[str, Any]:

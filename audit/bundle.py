@@ -25,7 +25,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from onbox.audit.check import _parse
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from onbox.audit.check import parse_entry
 from onbox.audit.entry import HEADER_KIND, parse_time, signing_message
 from onbox.audit.journal import Journal
 from onbox.audit.keys import fingerprint_of, public_key_from_b64, verify_signature
@@ -162,9 +164,9 @@ def _key_history(segments: list[tuple[int, Path]]) -> list[str]:
 def _verified_history(lines: list[str]) -> list[str]:
     """The key chain proven by the history lines (stops at the first line that fails)."""
     chain: list[str] = []
-    public = None
+    public: Ed25519PublicKey | None = None
     for text in lines:
-        entry, what = _parse(text.encode("utf-8"))
+        entry, what = parse_entry(text.encode("utf-8"))
         if what is not None:
             logger.warning("bundle key history: %s", what)
             break
@@ -178,7 +180,12 @@ def _verified_history(lines: list[str]) -> list[str]:
             break
         if entry["kind"] == HEADER_KIND and not chain:
             ok = verify_signature(new_public, entry["sig"], message)
-        elif entry["kind"] == "key-rotated" and chain and body.get("old_key") == chain[-1]:
+        elif (
+            entry["kind"] == "key-rotated"
+            and public is not None
+            and chain
+            and body.get("old_key") == chain[-1]
+        ):
             ok = verify_signature(new_public, entry["sig"], message) and verify_signature(
                 public, str(entry.get("cosig", "")), message
             )

@@ -87,7 +87,7 @@ def check_segment(path: Path, index: int, watch_seq: int | None = None) -> Segme
     prev_seq: int | None = None
     for number, raw in enumerate(lines, start=1):
         report.lines = number
-        entry, what = _parse(raw)
+        entry, what = parse_entry(raw)
         seq = entry.get("seq") if isinstance(entry.get("seq"), int) else None
         if what is None:
             assert entry is not None
@@ -123,7 +123,8 @@ def check_segment(path: Path, index: int, watch_seq: int | None = None) -> Segme
     return report
 
 
-def _parse(raw: bytes) -> tuple[dict[str, Any], str | None]:
+def parse_entry(raw: bytes) -> tuple[dict[str, Any], str | None]:
+    """Parse one line and check its fields and hash; the entry and what is wrong (or None)."""
     try:
         entry, plain = fast_loads(raw)
     except ValueError:
