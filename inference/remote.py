@@ -155,7 +155,8 @@ class _CancelWatcher:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="onbox-cancel", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if len(self._active) == 1:
+                self._cond.notify()  # wake the poller only when it was idle
             return self._next
 
     def unwatch(self, key: int) -> None:
@@ -167,7 +168,8 @@ class _CancelWatcher:
             with self._cond:
                 while not self._active:
                     self._cond.wait()
-                self._cond.wait(self._interval)
+            time.sleep(self._interval)
+            with self._cond:
                 fired = [(k, r) for k, (t, r) in self._active.items() if t.cancelled]
                 for key, _ in fired:
                     del self._active[key]

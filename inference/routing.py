@@ -242,6 +242,33 @@ class Router:
                 return step
         raise AssertionError("the on-box step is always eligible")  # pragma: no cover
 
+    def explain(self, decision: Decision) -> dict[str, Any]:
+        """The route fields of ``onbox/explain`` and ``onbox/status`` for ``decision``.
+
+        ``destination``, ``destinationKind`` and ``model`` name where a completion goes
+        now; ``route`` lists every step; ``text`` renders the route for people.
+        """
+        steps = self.plan(decision)
+        chosen = next(s for s in steps if s.eligible and s.healthy)
+        model = self.destinations[chosen.destination].describe().get("model")
+        lines = [f"{self.label_of(decision).name} → {chosen.destination}"]
+        for step in steps:
+            mark = (
+                "→"
+                if step is chosen
+                else ("✗" if not step.eligible else ("…" if not step.healthy else " "))
+            )
+            lines.append(
+                f"  {mark} {step.destination} ({step.kind}, clearance {step.clearance}): {step.why}"
+            )
+        return {
+            "destination": chosen.destination,
+            "destinationKind": chosen.kind,
+            "model": model,
+            "route": [s.to_json() for s in steps],
+            "text": "\n".join(lines),
+        }
+
     # -- serving ---------------------------------------------------------------------
     def complete(
         self,

@@ -509,3 +509,21 @@ def test_an_engine_bug_falls_back_instead_of_failing_the_completion(
     routed = router.complete(doc(), [], SETTINGS, CancelToken())
     assert routed.destination == "corp" and routed.fallbacks == [("cloud", "error")]
     assert not router.breaker.healthy("cloud")
+
+
+def test_explain_names_the_destination_and_renders_the_route(
+    setup: Setup, cloud: RecordingServer
+) -> None:
+    explained = setup.router.explain(doc(name="internal").decision)
+    assert (explained["destination"], explained["destinationKind"], explained["model"]) == (
+        "corp",
+        "openai",
+        "coder",
+    )
+    assert [s["destination"] for s in explained["route"]] == ["corp", "on-box"]
+    assert explained["text"].splitlines()[0] == "internal → corp"
+    cloud.push(Fault.STATUS_500)
+    setup.router.complete(doc(), [], SETTINGS, CancelToken())
+    public = setup.router.explain(doc().decision)
+    assert public["destination"] == "corp"
+    assert "failing; retry in" in public["text"]
