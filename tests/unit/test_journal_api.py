@@ -17,7 +17,9 @@ import pytest
 from onbox.audit import (
     CanonicalEncodingError,
     EnvelopeError,
+    JournalCorrupt,
     JournalError,
+    JournalKeyError,
     JournalUnwritable,
     decrypt_prompt,
     generate_recipient_key,
@@ -277,3 +279,32 @@ def test_append_after_close_raises(env: Path) -> None:
     with pytest.raises(JournalError, match="closed"):
         journal.append("completion", {})
     assert not os.path.exists(env / "journal" / "segment-00000002.jsonl")
+
+
+def test_a_rotation_by_another_handle_is_followed(env: Path) -> None:
+    with open_journal() as server, open_journal() as cli:
+        server.append("completion", {"n": 1})
+        cli.rotate_key("manual")
+        server.append("completion", {"n": 2})  # signs with the new key, not the deleted one
+        assert server.key_fingerprint == cli.key_fingerprint
+    result = verify_journal(env / "journal", workers=1)
+    assert result.ok, result.first_error
+    assert len(result.keys) == 2
+
+
+def test_a_tampered_tail_refuses_to_open(env: Path) -> None:
+    with open_journal() as journal:
+        journal.append("completion", {"outcome": "served"})
+    path = env / "journal" / "segment-00000001.jsonl"
+    path.write_bytes(path.read_bytes().replace(b'"served"', b'"cancel"'))
+    with pytest.raises(JournalCorrupt, match="onbox journal verify"):
+        open_journal()
+
+
+def test_a_lost_device_key_refuses_to_extend_the_journal(env: Path) -> None:
+    with open_journal() as journal:
+        journal.append("completion", {"n": 1})
+    for path in (env / "data" / "keys").iterdir():
+        path.unlink()
+    with pytest.raises(JournalKeyError, match="Move the journal directory aside"):
+        open_journal()
