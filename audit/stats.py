@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tarfile
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
@@ -23,19 +24,40 @@ logger = logging.getLogger(__name__)
 ON_BOX_KINDS = frozenset({"llama-cpp", "on-box", "onbox", "local"})
 
 
-def iter_entries(directory: Path, *, since: datetime | None = None) -> Iterator[dict[str, Any]]:
-    """Every readable entry (segment headers included), oldest first; skips unreadable lines."""
-    for _, path in list_segments(directory):
+def _segment_lines(source: Path) -> Iterator[tuple[str, bytes]]:
+    """``(segment name, line)`` from a journal directory or an export bundle (tar)."""
+    if source.is_file():
+        with tarfile.open(source, "r") as tar:
+            members = sorted(
+                (m for m in tar.getmembers() if m.isfile() and m.name.startswith("segments/")),
+                key=lambda m: m.name,
+            )
+            for member in members:
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    for raw in handle:
+                        yield member.name[len("segments/") :], raw
+        return
+    for _, path in list_segments(source):
         with open(path, "rb") as handle:
             for raw in handle:
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    logger.warning("skipping an unreadable line in %s", path.name)
-                    continue
-                if since is not None and parse_time(entry["time"]) < since:
-                    continue
-                yield entry
+                yield path.name, raw
+
+
+def iter_entries(directory: Path, *, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+    """Every readable entry (segment headers included), oldest first; skips unreadable lines.
+
+    ``directory`` may also be an export bundle.
+    """
+    for name, raw in _segment_lines(directory):
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            logger.warning("skipping an unreadable line in %s", name)
+            continue
+        if since is not None and parse_time(entry["time"]) < since:
+            continue
+        yield entry
 
 
 def destination_of(body: dict[str, Any]) -> tuple[str, str]:
@@ -54,7 +76,10 @@ def _on_box(body: dict[str, Any]) -> bool:
 
 
 def journal_stats(path: Path, *, since: datetime | None = None) -> dict[str, Any]:
-    """Egress by destination, label and day; completions served on-box; acceptance rate."""
+    """Egress by destination, label and day; completions served on-box; acceptance rate.
+
+    ``path`` is a journal directory or an export bundle; entries before ``since`` are skipped.
+    """
     kinds: Counter[str] = Counter()
     egress_dest: Counter[str] = Counter()
     egress_label: Counter[str] = Counter()

@@ -103,7 +103,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="egress by destination/label/day, on-box share, acceptance",
         epilog="exit codes: 0 ok, 2 usage error",
     )
-    stats.add_argument("--dir", type=Path)
+    stats.add_argument("--dir", type=Path, help="journal directory or export bundle")
     stats.add_argument("--since", type=_when)
     stats.add_argument("--days", type=int, help="only the last N days")
     stats.add_argument("--json", action="store_true")
@@ -272,8 +272,8 @@ def run_show(args: argparse.Namespace) -> int:
 def run_stats(args: argparse.Namespace) -> int:
     """``onbox journal stats``."""
     directory = args.dir or paths.journal_dir()
-    if not directory.is_dir():
-        _err(f"no journal at {directory}")
+    if not directory.exists():
+        _err(f"no journal or bundle at {directory}")
         return EXIT_USAGE
     stats = journal_stats(directory, since=_since(args))
     if args.json:

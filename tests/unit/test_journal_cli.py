@@ -168,3 +168,19 @@ def test_stats_and_show(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert [e["kind"] for e in shown] == ["egress"]
     assert main(["journal", "stats"]) == 0
     assert "cloud" in capsys.readouterr().out
+
+
+def test_stats_read_an_export_bundle(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with open_journal(segment_max_bytes=2000) as journal:
+        for i in range(20):
+            journal.append(
+                "egress",
+                {"destination": {"name": "corp"}, "label": "internal", "n": i},
+                durable=i == 19,
+            )
+    assert main(["journal", "export", "--out", str(env / "b.tar")]) == 0
+    capsys.readouterr()
+    code, stats = _json_out(capsys, ["journal", "stats", "--json", "--dir", str(env / "b.tar")])
+    assert code == 0
+    assert stats["egress"]["total"] == 20  # type: ignore[index]
+    assert stats["egress"]["by_label"] == {"internal": 20}  # type: ignore[index]
