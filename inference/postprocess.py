@@ -7,9 +7,12 @@ Steps, in order:
    tree-sitter grammar (from the per-language wheels) are parsed with the completion in
    place and cut where the block enclosing the cursor ends; every language also gets an
    indentation and bracket check, so an unparsable file still stops sensibly.
+   A bracket-language block's closing brace is kept only when the file does not already
+   have it next (end of file, unclosed block).
 3. Drop text that repeats the suffix (a line the file already has next, or closing
-   brackets that follow the cursor).
-4. Trim trailing whitespace. An empty result means "no suggestion".
+   brackets that follow the cursor and that the completion did not open itself).
+4. Trim trailing whitespace. An empty result means "no suggestion". The result uses
+   CRLF when the document does.
 """
 
 from __future__ import annotations
@@ -90,7 +93,8 @@ def _cut_by_indentation(prefix: str, completion: str) -> str:
     lines = completion.split("\n")
     kept = [lines[0]]
     if block_indent < 0 and lines[0].strip():
-        block_indent = len(cursor_line.expandtabs(4))
+        # the first line continues the cursor's (blank) line: its indent counts from column 0
+        block_indent = _indent(cursor_line + lines[0])
     for line in lines[1:]:
         if line.strip():
             if block_indent < 0:
@@ -107,8 +111,13 @@ def _cut_by_indentation(prefix: str, completion: str) -> str:
     return "\n".join(kept)
 
 
-def _cut_by_brackets(completion: str) -> str:
-    """Stop where the completion closes a bracket it did not open (the enclosing block)."""
+def _cut_by_brackets(completion: str, suffix: str) -> str:
+    """Stop where the completion closes a bracket it did not open (the enclosing block).
+
+    The closing bracket is dropped when the file already has it next (the usual case of a
+    cursor inside a block); otherwise (end of file, unclosed block) the line that closes
+    the block is kept.
+    """
     depth = 0
     in_string: str | None = None
     for i, ch in enumerate(completion):
@@ -125,8 +134,24 @@ def _cut_by_brackets(completion: str) -> str:
         elif ch in _CLOSERS:
             depth -= 1
             if depth < 0:
-                return completion[:i]
+                if suffix.lstrip().startswith(ch):
+                    return completion[:i]
+                return completion[: i + 1] + completion[i + 1 :].split("\n", 1)[0]
     return completion
+
+
+def _unmatched_closers(text: str) -> int:
+    """How many closing brackets in ``text`` close something opened before it."""
+    depth = unmatched = 0
+    for ch in text:
+        if ch in _OPENERS:
+            depth += 1
+        elif ch in _CLOSERS:
+            if depth:
+                depth -= 1
+            else:
+                unmatched += 1
+    return unmatched
 
 
 def _cut_by_syntax(prefix: str, completion: str, suffix: str, language: str | None) -> str:
@@ -157,22 +182,28 @@ def _cut_by_syntax(prefix: str, completion: str, suffix: str, language: str | No
     return completion
 
 
-def _drop_suffix_repeats(completion: str, suffix: str) -> str:
+def _drop_suffix_repeats(completion: str, prefix: str, suffix: str) -> str:
     """Remove what the file already has after the cursor."""
     next_lines = [ln.strip() for ln in suffix.split("\n") if ln.strip()]
     if next_lines:
         first = next_lines[0]
         lines = completion.split("\n")
-        for i, line in enumerate(lines[1:], start=1):
-            if line.strip() == first and len(first) > 1:
+        # On a blank cursor line the first completion line is a whole line too.
+        start = 0 if not prefix.rsplit("\n", 1)[-1].strip() else 1
+        for i in range(start, len(lines)):
+            if lines[i].strip() == first and len(first) > 1:
                 completion = "\n".join(lines[:i])
                 break
     head = suffix.split("\n", 1)[0].strip()
     if head:
-        # The cursor sits before closing text such as ")" or "]):"; drop it from the end.
+        # The cursor sits before closing text such as ")" or "]):"; drop it from the end,
+        # but never a bracket that closes one the completion opened itself.
         stripped = completion.rstrip()
+        unmatched = _unmatched_closers(stripped)
         for k in range(min(len(head), len(stripped)), 0, -1):
-            if stripped.endswith(head[:k]) and head[:k].strip():
+            tail = head[:k]
+            closers = sum(tail.count(c) for c in _CLOSERS)
+            if stripped.endswith(tail) and tail.strip() and closers <= unmatched:
                 completion = stripped[: len(stripped) - k]
                 break
     return completion
@@ -215,11 +246,13 @@ def postprocess(
         text = _cut_by_syntax(prefix_n, text, suffix_n, language)
         text = _cut_by_indentation(prefix_n, text)
         if parser_for(language) is not None and language != "python":
-            text = _cut_by_brackets(text)
+            text = _cut_by_brackets(text, suffix_n)
     for stop in stops:
         text = stop(prefix_n, text, suffix_n)
-    text = _drop_suffix_repeats(text, suffix_n)
+    text = _drop_suffix_repeats(text, prefix_n, suffix_n)
     text = "\n".join(line.rstrip() for line in text.split("\n")).rstrip()
     if not text.strip():
         return ""
+    if "\r\n" in prefix or "\r\n" in suffix:
+        text = text.replace("\n", "\r\n")  # insert with the document's line endings
     return text

@@ -1,0 +1,160 @@
+"""Post-processing of raw continuations: golden fixtures, and ``block_finished`` agreement.
+
+Each file in ``fixtures/postprocess/`` is one case: ``language`` (omitted: no language
+id), ``prefix`` and ``suffix`` (the document around the cursor), ``completion`` (what a
+model produced) and ``expected`` (what the editor must insert; empty means no
+suggestion). ``crlf = true`` turns every ``\\n`` of the case into ``\\r\\n``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+
+from onbox.inference.postprocess import block_finished, parser_for, postprocess
+
+FIXTURES = Path(__file__).parent / "fixtures" / "postprocess"
+GRAMMAR_LANGUAGES = ["python", "javascript", "typescript", "go", "java", "rust", "c", "cpp"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One golden post-processing case."""
+
+    name: str
+    description: str
+    language: str | None
+    prefix: str
+    suffix: str
+    completion: str
+    expected: str
+
+
+def _load(path: Path) -> Case:
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    fields = [data["prefix"], data["suffix"], data["completion"], data["expected"]]
+    if data.get("crlf", False):
+        fields = [f.replace("\n", "\r\n") for f in fields]
+    return Case(path.stem, data["description"], data.get("language"), *fields)
+
+
+CASES = [_load(p) for p in sorted(FIXTURES.glob("*.toml"))]
+
+
+def test_enough_golden_cases() -> None:
+    assert len(CASES) >= 25
+    languages = {c.language for c in CASES}
+    assert set(GRAMMAR_LANGUAGES) <= languages
+    assert None in languages
+
+
+@pytest.mark.parametrize("language", [*GRAMMAR_LANGUAGES, "typescriptreact"])
+def test_grammar_wheels_are_usable(language: str) -> None:
+    """The fixtures exercise tree-sitter only if every grammar actually loads."""
+    assert parser_for(language) is not None
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_golden(case: Case) -> None:
+    got = postprocess(case.completion, case.prefix, case.suffix, case.language)
+    assert got == case.expected, case.description
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_postprocess_is_idempotent(case: Case) -> None:
+    once = postprocess(case.completion, case.prefix, case.suffix, case.language)
+    assert postprocess(once, case.prefix, case.suffix, case.language) == once
+
+
+def test_custom_stop_runs_before_suffix_trimming() -> None:
+    def stop_at_todo(prefix: str, text: str, suffix: str) -> str:
+        return text.split("# TODO", 1)[0]
+
+    got = postprocess(
+        "x = 1\n    # TODO later\n    y = 2",
+        "def f():\n    ",
+        "\n",
+        "python",
+        stops=(stop_at_todo,),
+    )
+    assert got == "x = 1"
+
+
+def test_lone_surrogates_and_nul_do_not_break_parsing() -> None:
+    text = "s = '\ud800'\n    t = '\x00'\n\nprint(s)"
+    assert postprocess(text, "def f():\n    ", "\n", "python") == "s = '\ud800'\n    t = '\x00'"
+
+
+# -- block_finished agrees with postprocess ------------------------------------------------
+
+_INDENTED_PREFIXES = [
+    "def f(x):\n    ",
+    "def f(x):\n    y = x\n    ",
+    "class A:\n    def m(self):\n        ",
+    "if ok:\n    ",
+    "def f(x):\n",
+    "def f(x):",
+    "for i in range(3):\n    if i:\n        ",
+    "x = 1\n",
+    "",
+]
+_SUFFIXES = ["", "\n", "\n\nprint(f(1))\n", "\n    return y\n"]
+
+_line = st.builds(
+    lambda indent, body: " " * indent + body,
+    st.sampled_from([0, 1, 2, 4, 6, 8, 12]),
+    st.sampled_from(["", "x = 1", "return x", "pass", "def g():", "if x:", "print(x)", ")"]),
+)
+_text = st.lists(_line, min_size=1, max_size=6).map("\n".join)
+_more = st.text(alphabet=st.sampled_from(list("ab :()\n    \t#")), max_size=40)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(
+    prefix=st.sampled_from(_INDENTED_PREFIXES),
+    suffix=st.sampled_from(_SUFFIXES),
+    text=_text,
+    more=_more,
+)
+@example(prefix="def f(x):\n    ", suffix="\n", text="return x\n\ndef g", more="():\n    pass")
+@example(prefix="def f(x):\n", suffix="", text="    return x\nprint", more="(1)")
+@example(prefix="def f(x):\n    ", suffix="", text="return x\n", more="\n\n    y = 2")
+def test_block_finished_means_the_rest_is_cut(
+    prefix: str, suffix: str, text: str, more: str
+) -> None:
+    """Once the generation loop may stop, nothing generated later survives post-processing."""
+    assume(block_finished(prefix, suffix, text))
+    for language in (None, "python"):
+        assert postprocess(text + more, prefix, suffix, language) == postprocess(
+            text, prefix, suffix, language
+        )
+
+
+@pytest.mark.parametrize(
+    ("prefix", "suffix", "text"),
+    [
+        ("def f(x):\n    ", "\n", "return x\n\ndef g():\n"),
+        ("def f(x):\n", "", "    return x\nprint(x)\n"),
+        ("print(", ")\n", "x)\n"),
+    ],
+)
+def test_block_finished_detects_a_finished_block(prefix: str, suffix: str, text: str) -> None:
+    assert block_finished(prefix, suffix, text)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "suffix", "text"),
+    [
+        ("def f(x):\n    ", "\n", "return x"),  # no newline yet
+        ("def f(x):\n    ", "\n", "y = x\n    return y\n"),
+        ("def f(x):\n    ", "\n", "if x:\n        y = 1\n    "),
+        ("def f(x):\n", "", "    y = 1\n\n"),
+    ],
+)
+def test_block_finished_waits_while_the_block_goes_on(prefix: str, suffix: str, text: str) -> None:
+    assert not block_finished(prefix, suffix, text)
