@@ -33,6 +33,10 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       statusBar.setHealth(health);
     }),
     ...registerCommands(server, output, () => statusBar.uri),
+    vscode.workspace.onDidGrantWorkspaceTrust(() => {
+      // The workspace's own virtual environment may now be searched for `onbox`.
+      void server.restart();
+    }),
     vscode.workspace.onDidChangeConfiguration((event) => {
       if (!event.affectsConfiguration('onbox')) {
         return;

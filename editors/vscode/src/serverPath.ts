@@ -2,7 +2,9 @@
  * Finding the `onbox` executable.
  *
  * Order: the `onbox.server.path` setting; the workspace's Python environments
- * (`.venv`, `venv`, `env`, then `$VIRTUAL_ENV` and `$CONDA_PREFIX`); then `PATH`.
+ * (`.venv`, `venv`, `env`: only in a trusted workspace, since running a program from a
+ * just-cloned repository is running the repository's code); `$VIRTUAL_ENV` and
+ * `$CONDA_PREFIX`; then `PATH`.
  * Pure apart from the injected `isExecutable`, so tests can use real temp files.
  */
 import * as fs from 'node:fs';
@@ -12,6 +14,8 @@ export interface LocateInput {
   /** `onbox.server.path`, already expanded; null when unset. */
   configured: string | null;
   workspaceFolders: readonly string[];
+  /** Whether VS Code trusts the workspace; untrusted ones are not searched. */
+  workspaceTrusted: boolean;
   env: Readonly<Record<string, string | undefined>>;
   isExecutable: (file: string) => boolean;
   platform?: NodeJS.Platform;
@@ -39,7 +43,7 @@ export function candidates(input: LocateInput): Located[] {
     out.push({ path: input.configured, source: 'setting onbox.server.path' });
     return out;
   }
-  for (const folder of input.workspaceFolders) {
+  for (const folder of input.workspaceTrusted ? input.workspaceFolders : []) {
     for (const venv of VENV_DIRS) {
       out.push({ path: p.join(folder, venv, dir, exe), source: `workspace ${venv}` });
     }
@@ -70,7 +74,10 @@ export function notFoundMessage(input: LocateInput): string {
   if (input.configured !== null) {
     return `onbox.server.path is set to "${input.configured}", which is not an executable file. Fix the setting or clear it to search the workspace's Python environment and PATH.`;
   }
-  return 'The onbox executable was not found in the workspace\'s Python environment (.venv, venv, env) or on PATH. Install it (pip install onbox) or set onbox.server.path.';
+  const where = input.workspaceTrusted
+    ? "in the workspace's Python environment (.venv, venv, env) or on PATH"
+    : "on PATH (the workspace's own environments are not searched until you trust the workspace)";
+  return `The onbox executable was not found ${where}. Install it (pip install onbox) or set onbox.server.path.`;
 }
 
 /** Whether `file` is a regular file this process may execute. */

@@ -75,6 +75,7 @@ export class ServerSupervisor implements vscode.Disposable {
     const locateInput = {
       configured: launch.path,
       workspaceFolders: (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath),
+      workspaceTrusted: vscode.workspace.isTrusted,
       env: process.env,
       isExecutable,
     };

@@ -88,6 +88,12 @@ describe('toServerSettings', () => {
     }
   });
 
+  it('keeps settings that run programs or redirect the journal out of workspace settings', () => {
+    for (const key of ['server.path', 'server.args', 'server.env', 'model.path', 'policy.path', 'policy.sources', 'journal.dir', 'logFile']) {
+      assert.equal((properties[`onbox.${key}`] as { scope?: string } | undefined)?.scope, 'machine', `onbox.${key}`);
+    }
+  });
+
   it('describes every contributed setting', () => {
     for (const [key, prop] of Object.entries(properties)) {
       assert.ok((prop.description ?? prop.markdownDescription ?? '').length > 20, `${key} needs a description`);
