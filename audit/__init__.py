@@ -105,13 +105,17 @@ def open_journal(
     device_key_dir: Path | None = None,
     segment_max_bytes: int = DEFAULT_SEGMENT_BYTES,
     commit_interval: float = DEFAULT_COMMIT_INTERVAL,
-    forward_secure: bool = False,
+    forward_secure: bool = True,
     clock: Callable[[], datetime] | None = None,
 ) -> Journal:
     """Open (creating if needed) the journal; creates the device key on first use.
 
-    ``forward_secure`` evolves the signing key at every new segment and deletes the old
-    private key, so a later compromise cannot re-sign earlier segments.
+    ``forward_secure`` (default on) evolves the signing key at every new segment (each
+    UTC day, or every ``segment_max_bytes``) and deletes the old private key, so a later
+    compromise of the machine cannot re-sign earlier segments. The device fingerprint
+    stays that of the first key; verifiers follow the ``key-rotated`` chain from it.
+    One journal per key directory: two journals sharing ``device_key_dir`` would delete
+    each other's keys.
     Raises :class:`JournalError` when the directory or key cannot be used.
     """
     return Journal(

@@ -69,6 +69,7 @@ class SegmentReport:
     keys: list[str] = field(default_factory=list)
     kinds: dict[str, int] = field(default_factory=dict)
     watch_hash: str | None = None  # hash of the entry whose seq was asked for
+    watch_line: int = 0  # and its line
     problem: Problem | None = None
     notes: list[Problem] = field(default_factory=list)
 
@@ -105,7 +106,7 @@ def check_segment(path: Path, index: int, watch_seq: int | None = None) -> Segme
         report.last_seq, report.last_hash = seq, prev_hash
         report.kinds[entry["kind"]] = report.kinds.get(entry["kind"], 0) + 1
         if seq == watch_seq:
-            report.watch_hash = prev_hash
+            report.watch_hash, report.watch_line = prev_hash, number
         if entry["kind"] == "recovered":
             report.notes.append(
                 Problem(path.name, number, seq, f"journal recovered after a crash: {entry['body']}")

@@ -126,7 +126,7 @@ def _verify_dir(
         watch = None
     previous: SegmentReport | None = None
     chain: list[str] = list(prior_keys or [])
-    watched: str | None = None
+    watched: tuple[str, str, int] | None = None  # hash, segment, line of the checkpoint's seq
     for offset, report in enumerate(_reports(segments, watch, progress, workers)):
         expected_index = first_segment + offset
         problem = None
@@ -147,7 +147,8 @@ def _verify_dir(
                 )
         problem = problem or report.problem
         _absorb(result, report, chain)
-        watched = report.watch_hash or watched
+        if report.watch_hash is not None:
+            watched = (report.watch_hash, report.name, report.watch_line)
         if problem is not None:
             result.first_error = problem
             result.keys = chain
@@ -231,7 +232,7 @@ def _expectation_problem(
     expected: str | None,
     checkpoint: Mapping[str, Any] | None,
     chain: list[str],
-    watched: str | None,
+    watched: tuple[str, str, int] | None,
     *,
     cut_short: bool = False,
 ) -> Problem | None:
@@ -249,13 +250,6 @@ def _expectation_problem(
     why = checkpoint_problem(checkpoint)
     if why is not None:
         return Problem("checkpoint", 0, None, why)
-    if checkpoint["key"] not in chain:
-        return Problem(
-            "checkpoint",
-            0,
-            None,
-            f"checkpoint signed by key {checkpoint['key']}, not in this journal's key chain",
-        )
     seq = int(checkpoint["seq"])
     where = Problem(last.name, last.lines, last.last_seq, "")
     if seq > result.head_seq and cut_short:
@@ -268,13 +262,21 @@ def _expectation_problem(
             f"journal ends at seq {result.head_seq} but the checkpoint of {checkpoint.get('time')} "
             f"records seq {seq}: entries were removed or an older copy was restored",
         )
-    if watched != checkpoint["head"]:
+    if watched is None or watched[0] != checkpoint["head"]:
+        segment, line = (watched[1], watched[2]) if watched else (where.segment, where.line)
         return Problem(
-            "journal",
-            0,
+            segment,
+            line,
             seq,
             f"entry {seq} differs from the checkpoint of {checkpoint.get('time')}: the journal "
             "was rewritten at or before this entry (e.g. truncated, then appended to)",
+        )
+    if checkpoint["key"] not in chain:
+        return Problem(
+            "checkpoint",
+            0,
+            None,
+            f"checkpoint signed by key {checkpoint['key']}, not in this journal's key chain",
         )
     result.checkpoint_seq = seq
     return None

@@ -242,8 +242,8 @@ def _since(args: argparse.Namespace) -> datetime | None:
 def run_show(args: argparse.Namespace) -> int:
     """``onbox journal show``."""
     directory = args.dir or paths.journal_dir()
-    if not directory.is_dir():
-        _err(f"no journal at {directory}")
+    if not directory.exists():
+        _err(f"no journal or bundle at {directory}")
         return EXIT_USAGE
     entries = [
         e

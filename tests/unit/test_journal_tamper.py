@@ -18,8 +18,20 @@ from onbox.audit.keys import DeviceKey
 SEGMENT_BYTES = 2500
 
 
-def _fill(directory: Path, keys: Path, count: int, *, rotate_at: int | None = None) -> None:
-    with open_journal(directory, device_key_dir=keys, segment_max_bytes=SEGMENT_BYTES) as journal:
+def _fill(
+    directory: Path,
+    keys: Path,
+    count: int,
+    *,
+    rotate_at: int | None = None,
+    forward_secure: bool = True,
+) -> None:
+    with open_journal(
+        directory,
+        device_key_dir=keys,
+        segment_max_bytes=SEGMENT_BYTES,
+        forward_secure=forward_secure,
+    ) as journal:
         for i in range(count):
             if i == rotate_at:
                 journal.rotate_key("test")
@@ -167,6 +179,10 @@ def test_inserted_entry_claiming_the_device_key_is_located(journal_dir: Path) ->
     assert "signature" in assert_located(journal_dir, 2, 3)
 
 
+def _last_segment_named(result: Any) -> int:
+    return int(result.first_error.segment[len("segment-") : -len(".jsonl")])
+
+
 def _last_segment(directory: Path) -> int:
     return len(list(directory.glob("segment-*.jsonl")))
 
@@ -206,6 +222,8 @@ def test_truncate_then_keep_appending_is_detected_against_a_checkpoint(
     assert not result.ok and result.first_error is not None
     assert result.first_error.seq == checkpoint["seq"]
     assert "differs from the checkpoint" in result.first_error.what
+    located = [json.loads(x)["seq"] for x in lines(seg(journal_dir, _last_segment_named(result)))]
+    assert located[result.first_error.line - 1] == checkpoint["seq"]
 
 
 def test_truncate_mid_entry_then_append_leaves_a_located_recovery_record(
@@ -309,8 +327,8 @@ def _resign(directory: Path, key: DeviceKey) -> None:
 
 def test_journal_resigned_with_another_key_fails_the_enrolled_fingerprint(tmp_path: Path) -> None:
     directory = tmp_path / "journal"
-    _fill(directory, tmp_path / "keys", 40)
-    with open_journal(directory, device_key_dir=tmp_path / "keys") as journal:
+    _fill(directory, tmp_path / "keys", 40, forward_secure=False)  # one key: re-sign it all
+    with open_journal(directory, device_key_dir=tmp_path / "keys", forward_secure=False) as journal:
         enrolled = journal.device_fingerprint
     assert verify_journal(directory, workers=1, expected_fingerprint=enrolled).ok
     _resign(directory, DeviceKey.generate())
