@@ -335,6 +335,9 @@ def test_statusline_shows_each_buffers_label(editor: Editor) -> None:
     assert public.startswith("public → on-box")
     assert explained["label"] == "public"
     assert "public → on-box" in editor.statusline()
+    # The server's state reached the statusline while the model loaded.
+    history = editor.lua("return _G.onbox_status_history")
+    assert any(h.endswith("· loading model") for h in history), history
     # Each buffer keeps its own label.
     bufnr = editor.lua("return vim.fn.bufnr(...)", str(editor.repo / RESTRICTED_FILE))
     assert editor.lua("return require('onbox').status(...)", bufnr).startswith("restricted")
@@ -401,6 +404,15 @@ def test_typing_shows_ghost_text_and_accepting_inserts_and_journals_it(editor: E
     assert shown["text"].replace(" ", "") == suggestion.replace("\t", "").replace(" ", "")
     before = buffer_text(editor)
     cursor_line = editor.lua("return vim.api.nvim_get_current_line()")
+
+    # The statusline said "generating" while the model worked, then went back to ready.
+    history = editor.wait_for(
+        "the statusline back to ready",
+        lambda: (
+            (h := editor.lua("return _G.onbox_status_history"))[-1] == "restricted → on-box" and h
+        ),
+    )
+    assert "restricted → on-box · generating" in history, history
 
     editor.input("<Tab>")
     editor.wait_for("the suggestion in the buffer", lambda: buffer_text(editor) != before)

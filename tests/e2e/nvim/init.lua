@@ -12,3 +12,16 @@ vim.o.statusline = "%f %{v:lua.require'onbox'.status()}"
 vim.o.swapfile = false
 vim.o.hidden = true
 vim.o.shada = ''
+
+-- Every distinct statusline text the current buffer showed, in order (the tests read it).
+_G.onbox_status_history = {}
+vim.api.nvim_create_autocmd('User', {
+  pattern = 'OnboxStatus',
+  callback = function()
+    local text = require('onbox').status()
+    local history = _G.onbox_status_history
+    if history[#history] ~= text then
+      table.insert(history, text)
+    end
+  end,
+})
