@@ -77,6 +77,20 @@ for _, c in ipairs(cases) do
   check(('take(%q, %s)'):format(c[1], c[2]), got == c[3], got)
 end
 
+-- A missing server executable is reported instead of silently starting nothing.
+local notified = {}
+local notify = vim.notify
+vim.notify = function(msg, level)
+  table.insert(notified, { msg, level })
+end
+onbox.setup({ cmd = { 'onbox-not-installed-here', 'serve' } })
+vim.notify = notify
+check(
+  'missing executable reported',
+  #notified == 1 and notified[1][1]:find('onbox-not-installed-here', 1, true) and notified[1][2] == vim.log.levels.WARN,
+  notified
+)
+
 -- Keys fall back to what they did before Onbox when no suggestion is on screen.
 onbox.setup({ completion_menu = { enabled = false } })
 vim.g.global_tab = 0

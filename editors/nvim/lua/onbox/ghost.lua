@@ -24,7 +24,7 @@ M.ns = api.nvim_create_namespace('onbox.ghost')
 --- @type onbox.Ghost?
 M.current = nil
 
---- Last `onbox.accept` round trip: `{ how, err, result }` (for tests and :OnboxJournal).
+--- Last `onbox.accept` round trip: `{ command, how, err, result }` (for scripts and tests).
 --- @type table?
 M.last_accept = nil
 
