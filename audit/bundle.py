@@ -129,10 +129,13 @@ def open_bundle(bundle: Path, into: Path) -> BundleContents:
     for name, data in members.items():
         if name.startswith("segments/") and "/" not in name[9:] and name.endswith(".jsonl"):
             (directory / name[9:]).write_bytes(data)
+    present = list_segments(directory)
+    if checkpoint is None:
+        raise ValueError(f"{bundle} has no checkpoint.json; export it again")
     return BundleContents(
         directory=directory,
         checkpoint=checkpoint,
-        first_segment=int(manifest.get("first_segment", 1)),
+        first_segment=present[0][0] if present else 1,
         prior_keys=_verified_history(keys.get("history", [])),
         manifest=manifest,
     )

@@ -125,7 +125,7 @@ def _verify_dir(
     except (KeyError, ValueError, TypeError):
         watch = None
     previous: SegmentReport | None = None
-    chain: list[str] = list(prior_keys or [])
+    chain: list[str] = []  # keys proven to descend from the first one, in order
     watched: tuple[str, str, int] | None = None  # hash, segment, line of the checkpoint's seq
     for offset, report in enumerate(_reports(segments, watch, progress, workers)):
         expected_index = first_segment + offset
@@ -138,13 +138,19 @@ def _verify_dir(
             )
         else:
             problem = _link_problem(report, previous, partial_start=first_segment > 1)
-            if previous is None and prior_keys and report.start_key not in prior_keys:
-                problem = problem or Problem(
-                    report.name,
-                    1,
-                    report.first_seq,
-                    "header key is not in the bundle's key history",
-                )
+            if previous is None and first_segment > 1:
+                # A partial bundle: its first key must descend from the device key through
+                # the bundle's (verified) key history.
+                if report.start_key in (prior_keys or []):
+                    assert prior_keys is not None
+                    chain.extend(prior_keys[: prior_keys.index(report.start_key)])
+                else:
+                    problem = problem or Problem(
+                        report.name,
+                        1,
+                        report.first_seq,
+                        "header key is not in the bundle's key history",
+                    )
         problem = problem or report.problem
         _absorb(result, report, chain)
         if report.watch_hash is not None:

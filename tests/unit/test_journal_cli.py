@@ -184,3 +184,35 @@ def test_stats_read_an_export_bundle(env: Path, capsys: pytest.CaptureFixture[st
     assert code == 0
     assert stats["egress"]["total"] == 20  # type: ignore[index]
     assert stats["egress"]["by_label"] == {"internal": 20}  # type: ignore[index]
+
+
+def test_bundle_with_forged_segments_and_no_checkpoint_is_refused(
+    env: Path, tmp_path: Path
+) -> None:
+    device = _fill(20)
+    with open_journal() as journal:
+        from onbox.audit import export_bundle
+
+        export_bundle(journal, env / "real.tar")
+    # an attacker builds a journal of their own and packs it with the device's key history
+    with open_journal(tmp_path / "forged", device_key_dir=tmp_path / "attacker") as forged:
+        for i in range(20):
+            forged.append("completion", {"completion_id": f"c{i}", "outcome": "served"})
+        export_bundle(forged, env / "forged.tar")
+    with tarfile.open(env / "real.tar") as tar:
+        history = tar.extractfile("keys.json").read()  # type: ignore[union-attr]
+    _rewrite_member(env / "forged.tar", "keys.json", lambda _: history)
+    result = verify_journal(env / "forged.tar", expected_fingerprint=device, workers=1)
+    assert not result.ok and result.first_error is not None
+    assert device in result.first_error.what
+    with tarfile.open(env / "forged.tar") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    del members["checkpoint.json"]
+    with tarfile.open(env / "nocheckpoint.tar", "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(ValueError, match="no checkpoint"):
+        verify_journal(env / "nocheckpoint.tar", workers=1)
+    assert main(["journal", "verify", str(env / "nocheckpoint.tar")]) == 2
