@@ -181,7 +181,7 @@ def _verified_history(lines: list[str]) -> list[str]:
             break
         if fingerprint_of(_raw(new_public)) != entry["key"]:
             break
-        if entry["kind"] == HEADER_KIND and not chain:
+        if entry["kind"] == HEADER_KIND and not chain and entry["seq"] == 0:
             ok = verify_signature(new_public, entry["sig"], message)
         elif (
             entry["kind"] == "key-rotated"
