@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -126,37 +127,31 @@ def format_number(value: float) -> str:
     return sign + text
 
 
-class _Scan:
-    """Parse hooks that note numbers json.dumps would not write canonically."""
-
-    odd = False
-
-    @classmethod
-    def parse_float(cls, text: str) -> float:
-        value = float(text)
-        if not plain_float(value):
-            cls.odd = True
-        return value
-
-    @classmethod
-    def parse_int(cls, text: str) -> int:
-        value = int(text)
-        if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
-            cls.odd = True
-        return value
+_scan = threading.local()  # per-thread "saw a number json.dumps would not write canonically"
 
 
-_decoder = json.JSONDecoder(parse_float=_Scan.parse_float, parse_int=_Scan.parse_int)
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not plain_float(value):
+        _scan.odd = True
+    return value
+
+
+def _parse_int(text: str) -> int:
+    value = int(text)
+    if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+        _scan.odd = True
+    return value
+
+
+_decoder = json.JSONDecoder(parse_float=_parse_float, parse_int=_parse_int)
 
 
 def fast_loads(raw: bytes) -> tuple[Any, bool]:
-    """Parse one JSON line; also say whether ``json.dumps`` re-encodes it canonically.
-
-    Not thread-safe (a class-level flag); verification runs one segment per process.
-    """
-    _Scan.odd = False
+    """Parse one JSON line; also say whether ``json.dumps`` re-encodes it canonically."""
+    _scan.odd = False
     value = _decoder.decode(raw.decode("utf-8"))
-    return value, not _Scan.odd and raw.isascii()
+    return value, not _scan.odd and raw.isascii()
 
 
 def canonical_json_fast(value: Any, plain: bool) -> bytes:
