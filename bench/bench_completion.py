@@ -80,16 +80,24 @@ class Session:
 
     def open(self, uri: str, text: str) -> None:
         self.client.text_document_did_open(
-            types.DidOpenTextDocumentParams(types.TextDocumentItem(uri, "python", 1, text))
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(
+                    uri=uri, language_id="python", version=1, text=text
+                )
+            )
         )
 
     def type_at(self, uri: str, line: int, char: int, text: str) -> None:
         self.version += 1
-        pos = types.Position(line, char)
+        pos = types.Position(line=line, character=char)
         self.client.text_document_did_change(
             types.DidChangeTextDocumentParams(
-                types.VersionedTextDocumentIdentifier(uri, self.version),
-                [types.TextDocumentContentChangePartial(range=types.Range(pos, pos), text=text)],
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=self.version),
+                content_changes=[
+                    types.TextDocumentContentChangePartial(
+                        range=types.Range(start=pos, end=pos), text=text
+                    )
+                ],
             )
         )
 
@@ -97,9 +105,11 @@ class Session:
         started = time.perf_counter()
         result = await self.client.text_document_inline_completion_async(
             types.InlineCompletionParams(
-                types.TextDocumentIdentifier(uri),
-                types.Position(line, char),
-                types.InlineCompletionContext(types.InlineCompletionTriggerKind.Automatic),
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=types.Position(line=line, character=char),
+                context=types.InlineCompletionContext(
+                    trigger_kind=types.InlineCompletionTriggerKind.Automatic
+                ),
             )
         )
         return time.perf_counter() - started, result

@@ -272,6 +272,28 @@ class Wiring:
         """``onbox/explain``: decision, route and a human rendering."""
         route = [step.to_json() for step in self.router.plan(decision)]
         chosen = self.router.destination_for(decision)
+        listed = {r["destination"] for r in route}
+        label = self.router.label_of(decision)
+        for name in self.router.destinations:
+            if name in listed:
+                continue
+            clearance = self.router.clearance_of(name)
+            why = (
+                f"never: clearance {clearance.name} < {label.name}"
+                if clearance < label
+                else f"not on the policy's route for {label.name}"
+            )
+            kind = self.router.destinations[name].kind
+            route.append(
+                {
+                    "destination": name,
+                    "kind": kind,
+                    "clearance": clearance.name,
+                    "eligible": False,
+                    "healthy": True,
+                    "why": why,
+                }
+            )
         lines = [f"{decision.label.name} → {chosen.destination}", "", "Why this label:"]
         lines += [f"  • {line}" for line in reason_lines(decision)]
         if decision.findings:

@@ -8,7 +8,14 @@ import pytest
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from tests.e2e.lsp_support import SERVER_COMMAND, inline_params, make_client, open_doc, request, wait_ready
+from tests.e2e.lsp_support import (
+    SERVER_COMMAND,
+    inline_params,
+    make_client,
+    open_doc,
+    request,
+    wait_ready,
+)
 
 
 def _write_bad_models(root: Path) -> dict[str, Path]:
@@ -44,7 +51,9 @@ async def test_bad_model_gives_one_clear_error_and_a_live_server(tmp_path: Path,
         assert len(errors) == 1, [m.message for m in client.messages]
         message = errors[0].message
         assert str(model) in message  # names the file
-        assert "onbox.model.path" in message or "re-" in message or "convert" in message  # and the fix
+        assert (
+            "onbox.model.path" in message or "re-" in message or "convert" in message
+        )  # and the fix
 
         uri = (tmp_path / "a.py").as_uri()
         open_doc(client, uri, "def f():\n    ")

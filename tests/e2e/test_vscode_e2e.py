@@ -425,10 +425,17 @@ def test_screenshots_were_taken(session: Session) -> None:
     names = [p.stem.split("-", 1)[1] for p in shots]
     assert names == [
         "restricted-status", "tooltip", "ghost-text", "accepted", "public-status", "explain", "verify",
-        "journal-stats", "restarted",
+        "journal-stats", "restarted", "after-restart",
     ]  # fmt: skip
     for shot in shots:
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_restart_server_command_brings_up_a_working_server(session: Session) -> None:
+    manual = session.observed["manualRestart"]
+    assert manual["text"] == f"{session.expected[PUBLIC_FILE]} · on-box", manual
+    assert len(manual["pids"]) == 1 and manual["pids"][0] not in manual["before"], manual
+    assert session.observed["ghostAfterRestart"].strip()
 
 
 def test_a_killed_server_is_restarted(session: Session) -> None:
