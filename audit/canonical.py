@@ -2,9 +2,9 @@
 
 Rules (see ``docs/journal.md``): object keys sorted by their UTF-16 code units, no
 insignificant whitespace, strings with only ``"``, ``\\`` and control characters escaped
-(``\\b \\t \\n \\f \\r`` or ``\\u00xx``), UTF-8 output, integers limited to
-``|n| <= 2**53`` and floats written the way ECMAScript's ``Number.prototype.toString``
-writes them. NaN and infinities are rejected.
+(``\\b \\t \\n \\f \\r`` or ``\\u00xx``), UTF-8 output, integers beyond
+2**53 only when written exactly as their double would be, and floats written the way
+ECMAScript's ``Number.prototype.toString`` writes them. NaN and infinities are rejected.
 
 The fast path uses :func:`json.dumps`, which already produces JCS output when the value
 holds only ASCII object keys, safe integers and "plain" floats (:func:`plain_float`);
@@ -76,11 +76,16 @@ def _encode(value: Any) -> str:
     if value is None or isinstance(value, bool) or isinstance(value, str):
         return _dumps(value)
     if isinstance(value, int):
-        if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
-            raise CanonicalEncodingError(
-                f"integer {value} is beyond 2**53; pass it as a string instead"
-            )
-        return str(value)
+        if -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+            return str(value)
+        # JSON numbers are IEEE doubles (RFC 8785): a big integer is fine only if it is
+        # exactly how JCS writes the double nearest to it.
+        as_float = float(value) if abs(value) < 2**1024 else math.inf
+        if math.isfinite(as_float) and format_number(as_float) == str(value):
+            return str(value)
+        raise CanonicalEncodingError(
+            f"integer {value} cannot be held exactly by a JSON number; pass it as a string"
+        )
     if isinstance(value, float):
         return format_number(value)
     if isinstance(value, Mapping):

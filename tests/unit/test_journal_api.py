@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onbox.audit import (
     CanonicalEncodingError,
@@ -28,7 +30,13 @@ from onbox.audit import (
     open_journal,
     verify_journal,
 )
-from onbox.audit.canonical import canonical_json
+from onbox.audit.canonical import (
+    canonical_json,
+    canonical_json_fast,
+    fast_loads,
+    format_number,
+    plain_float,
+)
 
 
 @pytest.fixture
@@ -161,7 +169,7 @@ def test_value_json_cannot_carry_is_refused_and_the_journal_stays_whole(env: Pat
         with pytest.raises(CanonicalEncodingError):
             journal.append("completion", {"latency": math.nan})
         with pytest.raises(JournalError):
-            journal.append("completion", {"big": 2**60})
+            journal.append("completion", {"big": 2**60 + 1})
         journal.append("completion", {"latency": 0.25})
     assert verify_journal(env / "journal", workers=1).ok
 
@@ -308,3 +316,34 @@ def test_a_lost_device_key_refuses_to_extend_the_journal(env: Path) -> None:
         path.unlink()
     with pytest.raises(JournalKeyError, match="Move the journal directory aside"):
         open_journal()
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53), max_value=2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_verifier_fast_path_reencodes_exactly_the_canonical_bytes(value: object) -> None:
+    encoded = canonical_json(value)
+    parsed, plain = fast_loads(encoded)
+    assert canonical_json_fast(parsed, plain) == encoded
+    assert canonical_json(json.loads(encoded)) == encoded  # canonical form is a fixed point
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_numbers_round_trip_and_match_repr_where_plain(value: float) -> None:
+    text = format_number(value)
+    assert float(text) == value
+    if plain_float(value):
+        assert text == repr(value)
