@@ -1,8 +1,10 @@
 """Reading the journal for people: entries in order, and the numbers ``onbox journal stats`` shows.
 
 These readers do not verify; run :func:`onbox.audit.verify.verify_journal` for that.
-Body fields they look at (see ``docs/journal.md``): ``destination`` (an object with
-``name``/``kind``, or a name), ``label``, ``outcome``, ``completion_id``, ``on_box``.
+Body fields they look at (see ``docs/journal.md``; camelCase as the server writes them,
+snake_case accepted too): ``destination`` (an object with ``name``/``kind``, or a name
+with ``kind`` beside it), ``label``, ``outcome``, ``bytes``, the completion id (``id`` in
+``completion``, ``completionId`` in ``acceptance``) and an optional ``onBox`` flag.
 """
 
 from __future__ import annotations
@@ -65,12 +67,21 @@ def destination_of(body: dict[str, Any]) -> tuple[str, str]:
     dest = body.get("destination")
     if isinstance(dest, dict):
         return str(dest.get("name", "?")), str(dest.get("kind", "?"))
-    return (str(dest), "?") if dest is not None else ("?", "?")
+    kind = body.get("kind", body.get("destinationKind", "?"))
+    return (str(dest), str(kind)) if dest is not None else ("?", str(kind))
+
+
+def _first(body: dict[str, Any], *names: str) -> Any:
+    for name in names:
+        if body.get(name) is not None:
+            return body[name]
+    return None
 
 
 def _on_box(body: dict[str, Any]) -> bool:
-    if isinstance(body.get("on_box"), bool):
-        return bool(body["on_box"])
+    flag = _first(body, "onBox", "on_box")
+    if isinstance(flag, bool):
+        return flag
     name, kind = destination_of(body)
     return kind in ON_BOX_KINDS or name in ON_BOX_KINDS
 
@@ -98,8 +109,8 @@ def journal_stats(path: Path, *, since: datetime | None = None) -> dict[str, Any
             egress_dest[destination_of(body)[0]] += 1
             egress_label[str(body.get("label", "?"))] += 1
             egress_day[str(entry["time"])[:10]] += 1
-            sent = body.get("bytes_sent", 0)
-            bytes_sent += sent if isinstance(sent, int) else 0
+            sent = _first(body, "bytes", "bytesSent", "bytes_sent")
+            bytes_sent += sent if isinstance(sent, int) and not isinstance(sent, bool) else 0
         elif kind == "completion":
             completions += 1
             outcome = str(body.get("outcome", "?"))
@@ -107,10 +118,13 @@ def journal_stats(path: Path, *, since: datetime | None = None) -> dict[str, Any
             if outcome == "served":
                 if _on_box(body):
                     on_box += 1
-                if body.get("completion_id") is not None:
-                    served.add(str(body["completion_id"]))
-        elif kind == "acceptance" and body.get("completion_id") is not None:
-            accepted.add(str(body["completion_id"]))
+                cid = _first(body, "id", "completionId", "completion_id")
+                if cid is not None:
+                    served.add(str(cid))
+        elif kind == "acceptance":
+            cid = _first(body, "completionId", "completion_id", "id")
+            if cid is not None:
+                accepted.add(str(cid))
     rate = len(accepted & served) / len(served) if served else None
     return {
         "since": since.isoformat() if since else None,

@@ -347,3 +347,33 @@ def test_numbers_round_trip_and_match_repr_where_plain(value: float) -> None:
     assert float(text) == value
     if plain_float(value):
         assert text == repr(value)
+
+
+def test_stats_read_the_bodies_the_server_writes(env: Path) -> None:
+    # shapes as inference/routing.py (egress), server/pipeline.py (completion) and
+    # server/lsp.py (acceptance) write them
+    onbox = {"name": "on-box", "kind": "llama-cpp", "endpoint": "in-process", "model": "g"}
+    corp = {"name": "corp", "kind": "openai", "endpoint": "https://llm.corp", "model": "m"}
+    with open_journal() as journal:
+        journal.append(
+            "egress",
+            {"destination": "corp", "kind": "openai", "label": "internal", "bytes": 512},
+            durable=True,
+        )
+        journal.append(
+            "completion", {"id": "a", "destination": corp, "label": "internal", "outcome": "served"}
+        )
+        journal.append(
+            "completion",
+            {"id": "b", "destination": onbox, "label": "restricted", "outcome": "served"},
+        )
+        journal.append(
+            "completion",
+            {"id": "c", "destination": onbox, "label": "restricted", "outcome": "empty"},
+        )
+        journal.append("acceptance", {"completionId": "b", "how": "line", "destination": "on-box"})
+    stats = journal_stats(env / "journal")
+    assert stats["egress"]["by_destination"] == {"corp": 1}
+    assert stats["egress"]["bytes_sent"] == 512
+    assert stats["completions"]["served_on_box"] == 1
+    assert stats["acceptance"] == {"served": 2, "accepted": 1, "rate": 0.5}
