@@ -93,11 +93,12 @@ class OnboxServer(LanguageServer):
 
     def decide(self, uri: str) -> Decision:
         """The current decision for an open document (cached per version)."""
+        # The classifier caches per version and re-checks CODEOWNERS, attributes, tags and
+        # the remote by stat, so asking again is cheap (tens of µs) and never stale.
         state = self.doc_state(uri)
         doc = self.workspace.get_text_document(uri)
-        if state.decision is None or state.decision_version != doc.version or doc.version is None:
-            state.decision = self.service.classify(uri, doc.source, doc.version)
-            state.decision_version = doc.version
+        state.decision = self.service.classify(uri, doc.source, doc.version)
+        state.decision_version = doc.version
         return state.decision
 
     def status_payload(
@@ -192,7 +193,46 @@ async def initialized(ls: OnboxServer, params: types.InitializedParams) -> None:
     """Start the model load (with work-done progress) and the policy service."""
     assert ls.wiring is not None
     ls.wiring.start()
+    await watch_signal_files(ls)
     await load_model(ls)
+
+
+#: Repo-local files whose change can change a label.
+SIGNAL_FILES = (
+    "**/CODEOWNERS",
+    "**/.gitattributes",
+    "**/.onbox.toml",
+    "**/.git/config",
+    "**/.git/info/attributes",
+)
+
+
+async def watch_signal_files(ls: OnboxServer) -> None:
+    """Ask the editor to tell us when CODEOWNERS, attributes, tags or remotes change."""
+    workspace = ls.client_capabilities.workspace
+    watched = workspace.did_change_watched_files if workspace else None
+    if not (watched and watched.dynamic_registration):
+        return
+    options = types.DidChangeWatchedFilesRegistrationOptions(
+        watchers=[types.FileSystemWatcher(glob_pattern=g) for g in SIGNAL_FILES]
+    )
+    registration = types.Registration(
+        id="onbox-signal-files",
+        method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+        register_options=options,
+    )
+    try:
+        await ls.client_register_capability_async(
+            types.RegistrationParams(registrations=[registration])
+        )
+    except Exception:
+        logger.warning("the client refused file watching; labels refresh on save", exc_info=True)
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+def did_change_watched_files(ls: OnboxServer, params: types.DidChangeWatchedFilesParams) -> None:
+    """A signal file changed: re-label every open document."""
+    ls.relabel_all()
 
 
 async def load_model(ls: OnboxServer) -> None:
