@@ -127,12 +127,14 @@ class CompletionService:
         classifier: ClassifierLike | None = None,
         journal: JournalLike | None = None,
         router: Any | None = None,
+        actors: Any | None = None,
     ) -> None:
         self.settings = settings
         self.local = local or LlamaCppDestination(model_settings(settings))
         self.classifier: ClassifierLike = classifier or FailClosedClassifier()
         self.journal = journal
         self.router = router
+        self.actors = actors
         self.last_route: Any = None
 
     def classify(self, uri: str, text: str | None, version: int | None = None) -> Decision:
@@ -174,6 +176,8 @@ class CompletionService:
     ) -> CompletionResult:
         """Run the whole pipeline for one request."""
         started = time.perf_counter()
+        if self.actors is not None:
+            self.actors.set_document(uri_to_path(doc.uri))
         decision = decision or self.classify(doc.uri, doc.text, doc.version)
         cid = uuid.uuid4().hex
         request = self.request_for(doc)

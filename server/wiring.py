@@ -32,6 +32,7 @@ from onbox.classification.sources import parse_source
 from onbox.inference.local import LlamaCppDestination, gpu_offload_supported, llama_build_info
 from onbox.inference.remote import build_destinations
 from onbox.inference.routing import Router
+from onbox.server.identity import ActorContext, ActorJournal
 from onbox.server.pipeline import CompletionService, model_settings, reason_lines
 from onbox.server.settings import Settings
 
@@ -56,6 +57,7 @@ class Wiring:
         self.on_policy_change = on_policy_change
         self.journal: Any = None
         self.journal_error: str | None = None
+        self.actors = ActorContext()
         if open_journal:
             self._open_journal()
         self.store = PolicyStore(journal=self.journal)
@@ -72,6 +74,7 @@ class Wiring:
             classifier=self.classifier,
             journal=self.journal,
             router=self.router,
+            actors=self.actors,
         )
         self.policy_service: Any = None
         self._started = False
@@ -85,7 +88,7 @@ class Wiring:
             Path(self.settings.journal.dir).expanduser() if self.settings.journal.dir else None
         )
         try:
-            self.journal = open_journal(directory)
+            self.journal = ActorJournal(open_journal(directory), self.actors.actor)
         except (JournalError, OSError) as exc:
             self.journal_error = f"{exc}"
             self.notify_error(

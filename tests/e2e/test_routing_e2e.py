@@ -134,6 +134,10 @@ async def test_public_file_goes_to_selfhosted_restricted_stays_on_box(
     entries = list(iter_entries(journal_dir))
     egress = [e for e in entries if e["kind"] == "egress"]
     assert len(egress) == 2
+    for entry in entries:
+        if entry["kind"] in ("egress", "completion"):
+            actor = entry["body"]["actor"]
+            assert actor["osUser"] and actor["host"]
     assert egress[0]["body"]["promptSha256"] == sent.sha256
     completions = [e["body"] for e in entries if e["kind"] == "completion"]
     assert {c["destination"]["name"] for c in completions} == {"selfhosted", "on-box"}
