@@ -140,11 +140,22 @@ def parse_entry(raw: bytes) -> tuple[dict[str, Any], str | None]:
         return entry, f"unknown format version {entry['v']}"
     try:
         core = {k: entry[k] for k in CORE_FIELDS}
-        digest = hashlib.sha256(canonical_json_fast(core, plain)).hexdigest()
+        encoded = canonical_json_fast(core, plain)
     except CanonicalEncodingError as exc:
         return entry, f"entry cannot be encoded canonically: {exc}"
+    digest = hashlib.sha256(encoded).hexdigest()
     if digest != entry["hash"]:
         return entry, "hash does not match the entry's content (the entry was changed)"
+    # The line must be exactly what the writer produces, so that no byte can change
+    # unnoticed (duplicate keys, added fields or whitespace) and every parser agrees.
+    tail = f',"hash":"{digest}","sig":"{entry["sig"]}"'
+    if "cosig" in entry:
+        tail += f',"cosig":"{entry["cosig"]}"'
+    if raw != encoded[:-1] + tail.encode("utf-8") + b"}":
+        return (
+            entry,
+            "line is not in the exact form the writer produces (bytes were added or changed)",
+        )
     return entry, None
 
 

@@ -8,7 +8,9 @@ An entry is one line of a segment file, a JSON object::
 
 ``hash`` is SHA-256 over the canonical JSON (RFC 8785) of the object without ``hash``,
 ``sig`` and ``cosig``. ``sig`` (and ``cosig``) sign the bytes ``ENTRY_DOMAIN`` followed by
-the 32 raw bytes of that hash. The order of fields on the line is not significant.
+the 32 raw bytes of that hash. The line is exactly the canonical core without its closing
+brace, then ``,"hash":"…","sig":"…"`` (and ``,"cosig":"…"``) and ``}``; verifiers reject
+any other form, so no byte of a line can change unnoticed.
 """
 
 from __future__ import annotations

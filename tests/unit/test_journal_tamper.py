@@ -380,3 +380,22 @@ def test_parallel_verify_names_the_same_first_error(
     assert parallel.first_error == serial.first_error
     assert parallel.first_error is not None and parallel.first_error.line == 3
     assert seen and seen[-1][0] <= seen[-1][1]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda raw: raw.replace(b'"seq":', b'"seq": ', 1),  # whitespace
+        lambda raw: raw[:-2] + b',"note":"added"}\n',  # an extra field
+        lambda raw: (
+            b'{"body":{"outcome":"forged"},' + raw[1:]
+        ),  # a duplicate key, first wins elsewhere
+    ],
+    ids=["whitespace", "extra-field", "duplicate-key"],
+)
+def test_semantically_neutral_edits_are_located(journal_dir: Path, change: Any) -> None:
+    path = seg(journal_dir, 2)
+    content = lines(path)
+    content[3] = change(content[3])
+    write_lines(path, content)
+    assert "exact form" in assert_located(journal_dir, 2, 4)
