@@ -279,6 +279,8 @@ class CompletionService:
             "promptSha256": completion.prompt_sha256 if completion else None,
             "tokensIn": completion.tokens_in if completion else 0,
             "tokensOut": completion.tokens_out if completion else 0,
+            "bytesSent": completion.bytes_sent if completion else 0,
+            "bytesReceived": completion.bytes_received if completion else 0,
             "latencyMs": round(result.timings.get("pipeline_total", 0.0) * 1000, 3),
             "outcome": result.outcome,
             "error": result.error,
