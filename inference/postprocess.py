@@ -217,14 +217,17 @@ def block_finished(prefix: str, suffix: str, text: str) -> bool:
     """
     if "\n" not in text:
         return False
-    prefix_n = prefix.replace("\r\n", "\n")
     if suffix.replace("\r\n", "\n").split("\n", 1)[0].strip():
         return True  # mid-line cursor: one line is all we keep
-    complete_lines = text.replace("\r\n", "\n").rsplit("\n", 1)[0] + "\n"
-    tail = text.replace("\r\n", "\n").rsplit("\n", 1)[1]
-    if not tail.strip():
-        return len(_cut_by_indentation(prefix_n, complete_lines)) < len(complete_lines) - 1
-    return len(_cut_by_indentation(prefix_n, text.replace("\r\n", "\n"))) < len(text)
+    prefix_n = prefix.replace("\r\n", "\n")
+    text_n = text.replace("\r\n", "\n")
+    head, tail = text_n.rsplit("\n", 1)
+    if tail.strip() and tail.strip()[0] not in _CLOSERS:
+        return len(_cut_by_indentation(prefix_n, text_n)) < len(text_n)
+    # The last line is blank or may yet turn out to close the block (and be kept with
+    # the rest of its line): judge the complete lines only.
+    complete_lines = head + "\n"
+    return len(_cut_by_indentation(prefix_n, complete_lines)) < len(complete_lines) - 1
 
 
 def postprocess(

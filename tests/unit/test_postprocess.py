@@ -124,6 +124,7 @@ _more = st.text(alphabet=st.sampled_from(list("ab :()\n    \t#")), max_size=40)
 @example(prefix="def f(x):\n    ", suffix="\n", text="return x\n\ndef g", more="():\n    pass")
 @example(prefix="def f(x):\n", suffix="", text="    return x\nprint", more="(1)")
 @example(prefix="def f(x):\n    ", suffix="", text="return x\n", more="\n\n    y = 2")
+@example(prefix="def f(x):\r\n    ", suffix="\r\n", text="y = x\r\n    y", more=" += 1")
 def test_block_finished_means_the_rest_is_cut(
     prefix: str, suffix: str, text: str, more: str
 ) -> None:
@@ -133,6 +134,42 @@ def test_block_finished_means_the_rest_is_cut(
         assert postprocess(text + more, prefix, suffix, language) == postprocess(
             text, prefix, suffix, language
         )
+
+
+_BRACE_PREFIXES = [
+    "function f(x) {\n  ",
+    "function f(x) {\n",
+    "class A {\n  m() {\n    ",
+    "if (x) {",
+]
+_BRACE_SUFFIXES = ["", "\n}\n", "\n  }\n}\n", "\n\nfoo();\n"]
+# Lines that keep the text well-formed enough for tree-sitter: after a stray ``})`` its
+# error recovery (and so the syntax cut) depends on text generated later.
+_brace_line = st.builds(
+    lambda indent, body: " " * indent + body,
+    st.sampled_from([0, 2, 4, 6]),
+    st.sampled_from(["", "x = 1;", "return x;", "}", "};", "if (x) {", "} else {", "g() {"]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(
+    prefix=st.sampled_from(_BRACE_PREFIXES),
+    suffix=st.sampled_from(_BRACE_SUFFIXES),
+    text=st.lists(_brace_line, min_size=1, max_size=6).map("\n".join),
+    more=st.text(alphabet=st.sampled_from(list("ab ;(){}\n  ")), max_size=40),
+    language=st.sampled_from(["javascript", "go", "c", "rust"]),
+)
+@example(
+    prefix="function f(x) {\n  ", suffix="", text="x = 1;\n}", more=");", language="javascript"
+)
+def test_block_finished_agrees_for_brace_languages(
+    prefix: str, suffix: str, text: str, more: str, language: str
+) -> None:
+    assume(block_finished(prefix, suffix, text))
+    assert postprocess(text + more, prefix, suffix, language) == postprocess(
+        text, prefix, suffix, language
+    )
 
 
 @pytest.mark.parametrize(
@@ -154,6 +191,8 @@ def test_block_finished_detects_a_finished_block(prefix: str, suffix: str, text:
         ("def f(x):\n    ", "\n", "y = x\n    return y\n"),
         ("def f(x):\n    ", "\n", "if x:\n        y = 1\n    "),
         ("def f(x):\n", "", "    y = 1\n\n"),
+        ("def f(x):\r\n    ", "\r\n", "y = x\r\n    ret"),  # CRLF counts as one newline
+        ("function f() {\n  ", "", "x = 1;\n}"),  # the closing line may go on: `});`
     ],
 )
 def test_block_finished_waits_while_the_block_goes_on(prefix: str, suffix: str, text: str) -> None:
