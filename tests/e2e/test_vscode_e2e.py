@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -370,13 +371,12 @@ def test_status_tooltip_gives_the_reasons_and_the_policy(session: Session) -> No
 
 def test_ghost_text_from_the_on_box_model_is_inserted_by_tab(session: Session) -> None:
     ghost = session.observed["ghost"]
-    assert ghost.strip(), "the model's suggestion was empty"
+    words = re.findall(r"\w+", ghost)
+    assert words, f"the model's suggestion had no words: {ghost!r}"
     saved = (session.repo / RESTRICTED_FILE).read_text()
-    typed_at = saved.index(TYPED_LINE)
-    after = saved[typed_at + len(TYPED_LINE) :]
-    # What Tab inserted is the ghost text (the DOM shows it without the editor's indentation).
-    first = ghost.strip().splitlines()[0].strip()
-    assert first in after, f"ghost {ghost!r} not in the saved text after the typed line: {after!r}"
+    inserted = saved[saved.index(TYPED_LINE) + len(TYPED_LINE) :]
+    # The DOM holds the ghost text in pieces (inline part, extra lines), so compare words.
+    assert set(words) <= set(re.findall(r"\w+", inserted)), (ghost, inserted)
 
 
 def test_acceptance_is_journaled_with_label_and_destination(session: Session) -> None:
@@ -446,10 +446,5 @@ def test_a_killed_server_is_restarted(session: Session) -> None:
     assert not set(restart["after"]["pids"]) & set(restart["before"])
 
 
-@pytest.mark.xfail(
-    reason="audit/stats.py counts body['completion_id'], but the server journals completions "
-    "with 'id' and acceptances with 'completionId', so Show Journal Stats reports 0 accepted",
-    strict=False,
-)
 def test_journal_stats_count_the_acceptance(session: Session) -> None:
     assert "acceptance.accepted 1" in session.observed["statsBody"], session.observed["statsBody"]

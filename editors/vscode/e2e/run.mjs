@@ -61,8 +61,9 @@ async function openFile(page, rel) {
   await page.keyboard.press('Control+P');
   await page.waitForSelector('.quick-input-widget .quick-input-box input', { state: 'visible' });
   await page.keyboard.type(rel);
-  await waitFor(`quick open to list ${rel}`, async () =>
-    (await page.locator('.quick-input-widget .monaco-list-row', { hasText: name }).count()) > 0,
+  // The list filters asynchronously: wait until the row Enter would pick is the file.
+  await waitFor(`quick open to select ${rel}`, async () =>
+    (await page.locator('.quick-input-widget .monaco-list-row.focused', { hasText: name }).count()) > 0,
   );
   await page.keyboard.press('Enter');
   await waitFor(`the editor tab of ${name}`, async () =>
@@ -83,8 +84,8 @@ async function runCommand(page, title) {
   await page.keyboard.press('F1');
   await page.waitForSelector('.quick-input-widget .quick-input-box input', { state: 'visible' });
   await page.keyboard.type(title);
-  await waitFor(`the command "${title}" in the palette`, async () =>
-    (await page.locator('.quick-input-widget .monaco-list-row', { hasText: title }).count()) > 0,
+  await waitFor(`the command "${title}" selected in the palette`, async () =>
+    (await page.locator('.quick-input-widget .monaco-list-row.focused', { hasText: title }).count()) > 0,
   );
   await page.keyboard.press('Enter');
 }
@@ -128,6 +129,7 @@ async function toast(page, prefix) {
   return (await t.count()) > 0 ? (await t.first().innerText()).replace(/\s+/g, ' ').trim() : undefined;
 }
 
+/** The ghost text's visible pieces (inline part and extra lines; DOM order, not text order). */
 async function ghostText(page) {
   const parts = await page.locator(GHOST).allInnerTexts();
   const text = parts.join('\n').replace(/\u00a0/g, ' ');
@@ -260,6 +262,33 @@ try {
   });
   step('restarted', out.restart);
   await shot(page, 'restarted');
+
+  // 7. Onbox: Restart Server replaces the client and the server; completions still work.
+  const beforeManual = serverPids();
+  await runCommand(page, 'Onbox: Restart Server');
+  out.manualRestart = await waitFor('the label after Restart Server', async () => {
+    const s = await statusText(page);
+    const pids = serverPids();
+    return s && s.text.includes('·') && !s.spinning && pids.length === 1 && !beforeManual.includes(pids[0])
+      ? { ...s, before: beforeManual, pids }
+      : undefined;
+  });
+  step('manual restart', out.manualRestart);
+  await page.locator('.tabs-container .tab', { hasText: 'charge.py' }).first().click();
+  // At the top of the file, so that the new function starts at column 0.
+  await page.keyboard.press('Control+Home');
+  await page.keyboard.type('def fee_for(amount: int) -> int:');
+  await page.keyboard.press('Enter');
+  out.ghostAfterRestart = await waitFor('ghost text after Restart Server', async () => {
+    const g = await ghostText(page);
+    if (g === undefined) {
+      await page.keyboard.press('Alt+Backslash');
+    }
+    return g;
+  });
+  step('ghost text after restart', { ghost: out.ghostAfterRestart });
+  out.errorToasts = await page.locator('.notification-toast.error, .notification-toast .codicon-error').count();
+  await shot(page, 'after-restart');
 } catch (error) {
   out.errors.push(String(error?.stack ?? error));
   if (page) {
