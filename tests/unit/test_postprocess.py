@@ -192,7 +192,7 @@ def test_block_finished_detects_a_finished_block(prefix: str, suffix: str, text:
         ("def f(x):\n    ", "\n", "if x:\n        y = 1\n    "),
         ("def f(x):\n", "", "    y = 1\n\n"),
         ("def f(x):\r\n    ", "\r\n", "y = x\r\n    ret"),  # CRLF counts as one newline
-        ("function f() {\n  ", "", "x = 1;\n}"),  # the closing line may go on: `});`
+        ("function f() {\n  ", "", "x = 1;\n})"),  # the closing line may go on: `});`
     ],
 )
 def test_block_finished_waits_while_the_block_goes_on(prefix: str, suffix: str, text: str) -> None:
