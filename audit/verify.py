@@ -22,7 +22,12 @@ from typing import Any
 from onbox.audit.check import Problem, SegmentReport, check_segment
 from onbox.audit.checkpoint import checkpoint_problem
 from onbox.audit.entry import GENESIS_PREV
-from onbox.audit.segments import list_segments
+from onbox.audit.segments import LOCK_NAME, list_segments
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no live-tail re-check
+    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -333,7 +338,7 @@ def _reports(
     count = min(workers or os.cpu_count() or 1, len(segments))
     if count <= 1 or total < PARALLEL_MIN_BYTES:
         for (index, path), size in zip(segments, sizes, strict=True):
-            report = check_segment(path, index, watch)
+            report = _settle(check_segment(path, index, watch), path, index, watch)
             done += size
             if progress:
                 progress(done, total)
@@ -348,8 +353,8 @@ def _reports(
     with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
         futures = [pool.submit(check_segment, path, index, watch) for index, path in segments]
         try:
-            for future, size in zip(futures, sizes, strict=True):
-                report = future.result()
+            for (index, path), future, size in zip(segments, futures, sizes, strict=True):
+                report = _settle(future.result(), path, index, watch)
                 done += size
                 if progress:
                     progress(done, total)
@@ -359,3 +364,24 @@ def _reports(
         finally:
             for future in futures:
                 future.cancel()
+
+
+def _settle(report: SegmentReport, path: Path, index: int, watch: int | None) -> SegmentReport:
+    """Re-check a torn-looking tail while holding off writers (a live journal's append).
+
+    A running writer appends with one ``write`` under the journal lock; reading the
+    segment under the same lock (shared) shows whether the tail was torn or in flight.
+    """
+    lock = path.parent / LOCK_NAME
+    if report.problem is None or not report.problem.what.startswith("torn") or fcntl is None:
+        return report
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return report
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return check_segment(path, index, watch)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

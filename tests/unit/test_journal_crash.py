@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from onbox.audit import iter_entries, open_journal, verify_journal
+import pytest
+
+from onbox.audit import VerifyResult, iter_entries, open_journal, verify_journal
 
 # Runs in a subprocess: imports once, then forks a writer per round and SIGKILLs it after a
 # random delay. Each writer prints "seq hash" for every durable append, after it returns.
@@ -152,3 +154,46 @@ def test_segment_cut_under_a_running_writer_goes_on_record(tmp_path: Path) -> No
     assert recovered[0]["body"]["last_seen_seq"] == seen.seq
     assert recovered[0]["body"]["last_seen_hash"] == seen.entry_hash
     assert verify_journal(directory, workers=1).ok
+
+
+def test_verify_waits_out_an_append_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+    import threading
+
+    import onbox.audit.verify as verify_module
+
+    directory = tmp_path / "journal"
+    with open_journal(directory, device_key_dir=tmp_path / "keys") as journal:
+        journal.append("completion", {"i": 0})
+    path = directory / "segment-00000001.jsonl"
+    data = path.read_bytes()
+    last_start = data.rstrip(b"\n").rfind(b"\n") + 1
+    line = data[last_start:]
+    path.write_bytes(data[:last_start] + line[:20])  # a writer is half-way through its write
+
+    checked = threading.Event()
+    real_check = verify_module.check_segment
+    calls: list[object] = []
+
+    def observed(*args: object) -> object:
+        calls.append(args)
+        report = real_check(*args)
+        checked.set()
+        return report
+
+    monkeypatch.setattr(verify_module, "check_segment", observed)
+    lock = os.open(directory / ".lock", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # ... holding the journal lock, as writers do
+    results: list[VerifyResult] = []
+    thread = threading.Thread(target=lambda: results.append(verify_journal(directory, workers=1)))
+    thread.start()
+    assert checked.wait(timeout=60)
+    with open(path, "ab") as handle:  # the write completes, then the lock is released
+        handle.write(line[20:])
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    os.close(lock)
+    thread.join(timeout=60)
+    assert results and results[0].ok, results and results[0].first_error
+    assert len(calls) == 2  # the torn-looking tail was re-read under the lock
