@@ -3,7 +3,8 @@
 Usage::
 
     python bench/bench_journal.py            # quick: 20k appends, 2k fsynced, verify 60k
-    python bench/bench_journal.py --full     # also build and verify a 1,000,000-entry journal
+    python bench/bench_journal.py --full     # also build a 1,000,000-entry journal and verify
+                                             # it in parallel (about 4 minutes on 2 cores)
 
 Prints a table and writes ``bench/results/journal.json``. Rates are given per wall-clock
 second and per CPU second of the measuring process (and its verify workers): on a shared
@@ -71,6 +72,18 @@ def _append(directory: Path, count: int, durable: bool) -> int:
     return count
 
 
+def _build(root: Path, size: int, console: Console) -> Path:
+    directory = root / "j"
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"building {size:,} entries", total=size)
+        with open_journal(directory, device_key_dir=root / "keys") as journal:
+            for i in range(size):
+                journal.append("completion", {**BODY, "n": i})
+                if i % 5000 == 0:
+                    bar.update(task, completed=i)
+    return directory
+
+
 def _verify(directory: Path, workers: int, console: Console) -> int:
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"verify ({workers} proc)", total=1)
@@ -108,21 +121,18 @@ def main(argv: list[str] | None = None) -> int:
         results["append_fsync_each"] = _measure(
             lambda: _append(root / "f" / "j", args.fsynced, True)
         )
-        big = root / "v" / "j"
-        size = args.verify_entries if not args.full else 1_000_000
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task(f"building {size:,} entries", total=size)
-            with open_journal(big, device_key_dir=root / "v" / "keys") as journal:
-                for i in range(size):
-                    journal.append("completion", {**BODY, "n": i})
-                    if i % 5000 == 0:
-                        bar.update(task, completed=i)
+        big = _build(root / "v", args.verify_entries, console)
         results["journal_bytes"] = sum(p.stat().st_size for p in big.glob("segment-*"))
         results["verify_1_process"] = _measure(lambda: _verify(big, 1, console))
         results["verify_parallel"] = _measure(lambda: _verify(big, cores, console))
-    par = results["verify_parallel"]
-    results["verify_1m_seconds"] = par["wall_s"] if args.full else 1_000_000 / par["per_s"]
-    results["verify_1m_measured"] = bool(args.full)
+        par = results["verify_parallel"]
+        results["verify_1m_seconds"] = 1_000_000 / par["per_s"]
+        results["verify_1m_measured"] = False
+        if args.full:
+            million = _build(root / "m", 1_000_000, console)
+            results["verify_1m"] = _measure(lambda: _verify(million, cores, console))
+            results["verify_1m_seconds"] = results["verify_1m"]["wall_s"]
+            results["verify_1m_measured"] = True
     results["ratios"] = {
         "group_commit_over_fsync": results["append_group_commit"]["per_s"]
         / results["append_fsync_each"]["per_s"],
@@ -147,6 +157,8 @@ def _print(results: dict[str, Any], console: Console) -> None:
         "verify_1_process": ">= 8,000/s per core",
         "verify_parallel": "1M in < 120 s",
     }
+    if "verify_1m" in results:
+        targets["verify_1m"] = "< 120 s"
     for name, target in targets.items():
         row = results[name]
         table.add_row(
