@@ -36,6 +36,12 @@ if installed; then
     exit 0
 fi
 
+node_major=$(node --version 2>/dev/null | sed -n 's/^v\([0-9]*\)\..*/\1/p')
+if [[ "$node_major" != "20" ]]; then
+    log "code-server $CODE_SERVER_VERSION needs Node.js 20 (found: ${node_major:-none}); install Node 20 and rerun"
+    exit 3
+fi
+
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
