@@ -71,7 +71,11 @@ local function report_policy(h)
   end
   local trust = h.trustRoot
   if type(trust) == 'table' and not trust.present then
-    health.info(('no admin trust root at %s: only the built-in policy applies'):format(tostring(trust.path)))
+    health.info(
+      ('no admin trust root at %s: an unmanaged workstation (settings policy.path or the built-in policy applies)'):format(
+        tostring(trust.path)
+      )
+    )
   end
 end
 
