@@ -12,8 +12,8 @@ The rest of Onbox writes through one small interface::
 layer treats that as "no egress" and serves the request on-box.
 
 **Callers never pass raw prompts, document text or secret values in a body**: only
-hashes (``prompt_sha256``, ``document_sha256``), sizes, labels, reasons, destinations
-and outcomes. The one exception is :meth:`Journal.store_encrypted_prompt`, whose
+hashes (``promptSha256``, ``documentSha256``), sizes, labels, reasons, destinations
+and outcomes. The journal stores exactly what it is given, so this is the caller's duty. The one exception is :meth:`Journal.store_encrypted_prompt`, whose
 envelope only the security team's private key opens.
 
 Entry kinds: ``server-start``, ``server-stop``, ``completion``, ``egress``,
@@ -22,7 +22,13 @@ Entry kinds: ``server-start``, ``server-stop``, ``completion``, ``egress``,
 journal itself). Format, hashing and signatures: ``docs/journal.md``.
 
 Readers: :func:`verify_journal` (a directory or an export bundle), :func:`journal_stats`,
-:func:`export_bundle`, :func:`decrypt_prompt`.
+:func:`iter_entries`, :func:`export_bundle`, :func:`load_checkpoint`, :func:`decrypt_prompt`.
+
+Keys: Ed25519, created on first use under ``paths.data_dir()/"keys"`` (files 0600).
+With forward security (the default) the signing key evolves at every new segment and the
+old private key is deleted; :attr:`Journal.device_fingerprint` stays the first key's
+fingerprint, the one the security team enrols. Several processes may append to one
+journal at once (an ``flock`` per append); give each journal its own key directory.
 
 Errors (:mod:`onbox.audit.errors`)::
 
