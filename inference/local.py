@@ -227,18 +227,19 @@ class LlamaCppDestination:
         """The tail of ``prefix`` that fits ``budget`` tokens, starting on an anchored line."""
         approx = prefix[-budget * 8 :]
         lines = approx.split("\n")
-        first_full = 1 if len(approx) < len(prefix) else 0  # the first line may be cut: skip it
-        total_lines = prefix.count("\n")
-        offset_lines = total_lines - (len(lines) - 1)
-        start = first_full
+        offset_lines = prefix.count("\n") - (len(lines) - 1)  # absolute index of lines[0]
+        start = 0
+        if len(approx) < len(prefix):  # lines[0] may be cut: start at the next anchored line
+            start = 1 + (-(offset_lines + 1)) % WINDOW_ANCHOR_LINES
         while start < len(lines):
             candidate = "\n".join(lines[start:])
             if len(self._tokenize(candidate)) <= budget:
                 return candidate
-            absolute = offset_lines + start
-            start += WINDOW_ANCHOR_LINES - (absolute % WINDOW_ANCHOR_LINES) or WINDOW_ANCHOR_LINES
-        tokens = self._tokenize(lines[-1])[-budget:]
-        return bytes(self._llm.detokenize(tokens)).decode("utf-8", "ignore")
+            start += WINDOW_ANCHOR_LINES
+        # no anchored block fits: the last ``budget`` tokens, from a line start when possible
+        tokens = self._tokenize(approx)[-budget:]
+        tail = bytes(self._llm.detokenize(tokens)).decode("utf-8", "ignore")
+        return tail.split("\n", 1)[1] if "\n" in tail[:-1] else tail
 
     def build_prompt(self, request: CompletionRequest) -> list[int]:
         """Token ids of the prompt for ``request`` (FIM when the model has it)."""
@@ -311,7 +312,11 @@ class LlamaCppDestination:
             ended = time.perf_counter()
             self.last_finish, self.last_tokens_out = finish, len(out)
         first = first_token_at or ended
-        self.last_timings = {"prompt_eval": first - started, "generate": ended - first, "total": ended - started}
+        self.last_timings = {
+            "prompt_eval": first - started,
+            "generate": ended - first,
+            "total": ended - started,
+        }
         prompt_bytes = b"".join(int(t).to_bytes(4, "little") for t in prompt)
         return Completion(
             text=text,

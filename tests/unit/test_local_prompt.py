@@ -138,12 +138,6 @@ def test_typing_at_the_end_keeps_the_prompt_prefix(dest: LlamaCppDestination) ->
     assert kept >= 20, "the window moved on almost every keystroke"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="local._window_prefix: when the character-approximated tail already fits the "
-    "budget, its first whole line is used unanchored, so the window start moves every "
-    "line's worth of typing",
-)
 def test_window_is_anchored_for_whitespace_heavy_files(dest: LlamaCppDestination) -> None:
     src = "".join(" " * 60 + f"x{i}\n" for i in range(3000))
     window = dest._window_prefix(src, _budget(dest))
@@ -171,11 +165,6 @@ def test_prompt_respects_the_token_budget(
     assert 1 < len(prompt) <= 1 + _budget(dest)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="local._window_prefix: when no 32-line anchored block fits the budget it falls "
-    "back to the last line only, which is empty when the cursor starts a line",
-)
 def test_small_budget_still_gives_context(dest: LlamaCppDestination, settings_reset: None) -> None:
     dest.settings = dataclasses.replace(dest.settings, prefix_tokens=100, suffix_tokens=28)
     prompt = _prompt(dest, _code(3000))
