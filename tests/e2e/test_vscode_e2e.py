@@ -272,9 +272,6 @@ def session(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> 
                 "extensions.ignoreRecommendations": True,
                 "git.enabled": False,
                 "editor.inlineSuggest.enabled": True,
-                "editor.quickSuggestions": {"other": "off", "comments": "off", "strings": "off"},
-                "editor.suggestOnTriggerCharacters": False,
-                "editor.wordBasedSuggestions": "off",
                 "chat.commandCenter.enabled": False,
             }
         )

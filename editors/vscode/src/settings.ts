@@ -138,5 +138,14 @@ export function toLaunchSettings(get: SettingReader, ctx: PathContext): LaunchSe
   };
 }
 
+/**
+ * Whether completion-menu requests go to the server (`onbox.completion.menu`). The server
+ * serves one request per document at a time, so menu requests, which VS Code sends as
+ * you type, would supersede the ghost-text request.
+ */
+export function completionMenuEnabled(get: SettingReader): boolean {
+  return get('completion.menu') === true;
+}
+
 /** Settings whose change needs a server restart (the rest are sent as configuration). */
 export const RESTART_KEYS: readonly string[] = ['onbox.server', 'onbox.model', 'onbox.logFile'];

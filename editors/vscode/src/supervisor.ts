@@ -24,7 +24,13 @@ import {
 import { RestartBackoff } from './backoff';
 import { HEALTH_REQUEST, STATUS_NOTIFICATION, type HealthResult, type OnboxStatus } from './protocol';
 import { isExecutable, locateServer, notFoundMessage } from './serverPath';
-import { toLaunchSettings, toServerSettings, type PathContext, type ServerSettings } from './settings';
+import {
+  completionMenuEnabled,
+  toLaunchSettings,
+  toServerSettings,
+  type PathContext,
+  type ServerSettings,
+} from './settings';
 import type { ConnectionState } from './statusFormat';
 
 export interface ConnectionEvent {
@@ -104,6 +110,10 @@ export class ServerSupervisor implements vscode.Disposable {
       initializationOptions: () => currentServerSettings(),
       errorHandler: this.errorHandler(),
       middleware: {
+        provideCompletionItem: (document, position, context, token, next) => {
+          const config = vscode.workspace.getConfiguration('onbox');
+          return completionMenuEnabled((key) => config.get(key)) ? next(document, position, context, token) : undefined;
+        },
         workspace: {
           // Answer `workspace/configuration` for `onbox` in the server's shape, without
           // the extension-only keys (server.*, trace.*) the server would flag as unknown.

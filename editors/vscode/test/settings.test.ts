@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
-import { DEFAULT_SETTINGS, expandPath, toLaunchSettings, toServerSettings } from '../src/settings';
+import { completionMenuEnabled, DEFAULT_SETTINGS, expandPath, toLaunchSettings, toServerSettings } from '../src/settings';
 
 interface ManifestProperty {
   default?: unknown;
@@ -80,6 +80,7 @@ describe('toServerSettings', () => {
     };
     toServerSettings(record, ctx);
     toLaunchSettings(record, ctx);
+    completionMenuEnabled(record);
     asked.add('trace.server'); // read by vscode-languageclient itself
     const contributed = Object.keys(properties).map((k) => k.replace(/^onbox\./, ''));
     assert.deepEqual([...asked].sort(), contributed.sort());
@@ -120,6 +121,15 @@ describe('toLaunchSettings', () => {
 
   it('ignores a non-object env', () => {
     assert.deepEqual(toLaunchSettings(reader({ 'server.env': ['A=1'] }), ctx).env, {});
+  });
+});
+
+describe('completionMenuEnabled', () => {
+  it('is off unless set to true', () => {
+    assert.equal(completionMenuEnabled(reader({})), false);
+    assert.equal(completionMenuEnabled(reader({ 'completion.menu': 'yes' })), false);
+    assert.equal(completionMenuEnabled(reader({ 'completion.menu': true })), true);
+    assert.equal(properties['onbox.completion.menu']?.default, false);
   });
 });
 
