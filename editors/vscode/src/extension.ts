@@ -8,7 +8,7 @@
 import * as vscode from 'vscode';
 
 import { registerCommands } from './commands';
-import { RESTART_KEYS } from './settings';
+import { settingsChange } from './settings';
 import { StatusBar } from './statusBar';
 import { ServerSupervisor } from './supervisor';
 
@@ -38,12 +38,10 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       void server.restart();
     }),
     vscode.workspace.onDidChangeConfiguration((event) => {
-      if (!event.affectsConfiguration('onbox')) {
-        return;
-      }
-      if (RESTART_KEYS.some((key) => event.affectsConfiguration(key))) {
+      const change = settingsChange((section) => event.affectsConfiguration(section));
+      if (change === 'restart') {
         void server.restart();
-      } else {
+      } else if (change === 'send') {
         void server.sendSettings();
       }
     }),

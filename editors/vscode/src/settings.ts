@@ -147,5 +147,20 @@ export function completionMenuEnabled(get: SettingReader): boolean {
   return get('completion.menu') === true;
 }
 
-/** Settings whose change needs a server restart (the rest are sent as configuration). */
-export const RESTART_KEYS: readonly string[] = ['onbox.server', 'onbox.model', 'onbox.logFile'];
+/**
+ * What a settings change needs. The server applies the `completion` limits while
+ * running (docs/protocol.md) and reads everything else at start; `completion.menu` and
+ * `trace.server` are the client's own and need neither.
+ */
+export type SettingsChange = 'restart' | 'send' | 'none';
+
+const RESTART_SECTIONS = ['onbox.server', 'onbox.model', 'onbox.policy', 'onbox.journal', 'onbox.logFile'];
+const LIVE_KEYS = ['maxTokens', 'temperature', 'prefixTokens', 'suffixTokens'].map((k) => `onbox.completion.${k}`);
+
+/** Classify a configuration change; `affects` is `event.affectsConfiguration`. */
+export function settingsChange(affects: (section: string) => boolean): SettingsChange {
+  if (RESTART_SECTIONS.some((section) => affects(section))) {
+    return 'restart';
+  }
+  return LIVE_KEYS.some((key) => affects(key)) ? 'send' : 'none';
+}

@@ -3,7 +3,14 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
-import { completionMenuEnabled, DEFAULT_SETTINGS, expandPath, toLaunchSettings, toServerSettings } from '../src/settings';
+import {
+  completionMenuEnabled,
+  DEFAULT_SETTINGS,
+  expandPath,
+  settingsChange,
+  toLaunchSettings,
+  toServerSettings,
+} from '../src/settings';
 
 interface ManifestProperty {
   default?: unknown;
@@ -121,6 +128,29 @@ describe('toLaunchSettings', () => {
 
   it('ignores a non-object env', () => {
     assert.deepEqual(toLaunchSettings(reader({ 'server.env': ['A=1'] }), ctx).env, {});
+  });
+});
+
+describe('settingsChange', () => {
+  // Mimics event.affectsConfiguration: a changed key affects itself and its parents.
+  const changed = (...keys: string[]) => (section: string) =>
+    keys.some((k) => k === section || k.startsWith(`${section}.`));
+
+  it('restarts for what the server reads at start', () => {
+    for (const key of ['onbox.server.path', 'onbox.model.threads', 'onbox.policy.sources', 'onbox.journal.dir', 'onbox.logFile']) {
+      assert.equal(settingsChange(changed(key)), 'restart', key);
+    }
+    assert.equal(settingsChange(changed('onbox.completion.maxTokens', 'onbox.model.path')), 'restart');
+  });
+
+  it('sends completion limits to the running server', () => {
+    assert.equal(settingsChange(changed('onbox.completion.temperature')), 'send');
+  });
+
+  it('leaves the server alone for client-only and unrelated keys', () => {
+    assert.equal(settingsChange(changed('onbox.completion.menu')), 'none');
+    assert.equal(settingsChange(changed('onbox.trace.server')), 'none');
+    assert.equal(settingsChange(changed('editor.fontSize')), 'none');
   });
 });
 
