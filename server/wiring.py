@@ -265,7 +265,7 @@ class Wiring:
                 "message": "no policy sources are configured",
             }
         results = self.policy_service.pull_now()
-        applied = any(r.applied for r in results)
+        applied = any(r.applied and r.changed for r in results)
         message = "; ".join(f"{r.origin}: {r.reason}" for r in results) or "nothing to pull"
         return {"applied": applied, "serial": self.policy.serial, "message": message}
 
