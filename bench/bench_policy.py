@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from onbox.classification.bundle import PolicyBundle, make_bundle
 from onbox.classification.policy import Policy, parse_policy
 from onbox.classification.policy_store import PolicyStore

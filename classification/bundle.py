@@ -24,6 +24,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from onbox.classification.trust import (
     BundleError,
     Signature,

@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from filelock import FileLock
+
+from onbox import paths
 from onbox.classification.bundle import MAX_BUNDLE_BYTES, PolicyBundle, format_time
 from onbox.classification.policy import Policy, PolicyError, builtin_policy, parse_policy
 from onbox.classification.trust import BundleError, DistributionError, TrustRoot
-
-from onbox import paths
 
 logger = logging.getLogger(__name__)
 

@@ -32,11 +32,11 @@ from typing import Any, Protocol
 import git
 import httpx
 from filelock import FileLock
+
+from onbox import paths
 from onbox.classification.bundle import BUNDLE_SUFFIXES, MAX_BUNDLE_BYTES
 from onbox.classification.policy_store import ApplyResult, PolicyStore
 from onbox.classification.trust import SourceError
-
-from onbox import paths
 
 logger = logging.getLogger(__name__)
 

@@ -39,6 +39,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from onbox.classification.policy_model import ClassificationError
 
 logger = logging.getLogger(__name__)

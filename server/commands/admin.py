@@ -165,9 +165,8 @@ def run_sign(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Check a rotation without installing it."""
-    from onbox.classification.trust import RotationError, TrustRoot, TrustRootError
-
     from onbox import paths
+    from onbox.classification.trust import RotationError, TrustRoot, TrustRootError
 
     try:
         previous = TrustRoot.load(args.previous or paths.trust_root_path())

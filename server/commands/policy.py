@@ -208,6 +208,7 @@ def run_sign(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Verify a bundle against the trust root and validate its policy."""
+    from onbox import paths
     from onbox.classification.bundle import PolicyBundle, format_time
     from onbox.classification.policy import PolicyError, parse_policy
     from onbox.classification.trust import (
@@ -216,8 +217,6 @@ def run_verify(args: argparse.Namespace) -> int:
         TrustRoot,
         TrustRootError,
     )
-
-    from onbox import paths
 
     try:
         root = TrustRoot.load(args.trust_root or paths.trust_root_path())

@@ -61,7 +61,11 @@ def test_fresh_venv_imports_onbox_server(wheel: Path, tmp_path: Path) -> None:
     for bare in ("server", "inference", "classification", "audit", "tests", "bench"):
         assert bare not in installed, f"bare package {bare!r} leaked into site-packages"
     probe = subprocess.run(
-        [str(python), "-c", "import onbox.server.cli, onbox.inference.fim; print(onbox.server.cli.__file__)"],
+        [
+            str(python),
+            "-c",
+            "import onbox.server.cli, onbox.inference.fim; print(onbox.server.cli.__file__)",
+        ],
         check=True,
         capture_output=True,
         text=True,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from onbox.classification.bundle import PolicyBundle, make_bundle, parse_time
 from onbox.classification.trust import (
     BundleError,

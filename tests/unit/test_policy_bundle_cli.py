@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from onbox.classification.policy import parse_policy
 from onbox.server.commands.policy import EXAMPLE_POLICY
 

@@ -17,6 +17,7 @@ from typing import Any
 import git
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from onbox.classification.bundle import PolicyBundle, make_bundle
 from onbox.classification.policy import BUILTIN_POLICY_ID
 from onbox.classification.policy_store import PolicyStore, describe_policy_state

@@ -12,10 +12,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from onbox.classification.policy import BUILTIN_POLICY_ID, Policy
 from onbox.classification.sources import DirectorySource, GitSource
 from onbox.server.policy_service import PolicyService
-
 from tests.unit.test_policy_store import T0, Env, _publish_repo, _rewrite, make_env
 
 WAIT_S = 30.0  # an upper bound for a stuck service, not a performance expectation

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
 from onbox.classification.sources import (
     DirectorySource,
     GitSource,
@@ -25,7 +26,6 @@ from onbox.classification.sources import (
     pull,
 )
 from onbox.classification.trust import SourceError
-
 from tests.unit.test_policy_store import Env, make_env
 
 
