@@ -324,6 +324,9 @@ def test_statusline_shows_each_buffers_label(editor: Editor) -> None:
         "the restricted file's label", lambda: "→" in editor.status() and editor.status()
     )
     assert restricted.startswith("restricted → on-box")
+    # Requests wait for the model: llama-cpp-python (verbose=False) points fd 1 at
+    # /dev/null while it loads, so LSP replies sent during the load are lost.
+    wait_for_model(editor)
     assert "restricted → on-box" in editor.statusline()
 
     editor.open(PUBLIC_FILE)
@@ -385,6 +388,15 @@ def wait_for_ghost(editor: Editor) -> dict[str, Any]:
 def buffer_text(editor: Editor) -> str:
     return str(
         editor.lua("return table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\\n')")
+    )
+
+
+def wait_for_model(editor: Editor) -> None:
+    """Wait until the statusline shows a label and no longer says "loading model"."""
+    editor.wait_for(
+        "the model loaded",
+        lambda: "→" in editor.status() and "loading" not in editor.status(),
+        timeout=120,
     )
 
 
@@ -565,7 +577,8 @@ def test_explain_opens_a_float_with_the_reasons(editor: Editor) -> None:
 
 def test_checkhealth_reports_ok(editor: Editor) -> None:
     editor.open(RESTRICTED_FILE)
-    editor.wait_for("the label", lambda: "→" in editor.status())
+    # "model loaded" is only OK once the server has finished loading it.
+    wait_for_model(editor)
     editor.command("checkhealth onbox")
     report = str(
         editor.lua("return table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\\n')")

@@ -164,7 +164,9 @@ function M.restart()
       client:stop(true)
     end
   end
+  -- Forget what the old server said; the statusline fills in again as the new one reports.
   state.server = {}
+  state.docs = {}
   vim.lsp.enable(M.name)
 end
 
