@@ -34,19 +34,17 @@ end
 local function with_client(bufnr, what)
   local client = client_mod.get(bufnr)
   if not client or client:is_stopped() then
-    vim.notify(
-      ('onbox: no server is running, so %s is unavailable; open a file in a repository or run :OnboxRestart'):format(
-        what
-      ),
-      vim.log.levels.WARN
-    )
+    local msg = 'onbox: no server is running, so %s is unavailable;'
+      .. ' open a file in a repository or run :OnboxRestart'
+    vim.notify(msg:format(what), vim.log.levels.WARN)
     return nil
   end
   return client
 end
 
 local function report_error(what, err)
-  vim.notify(('onbox: %s failed: %s'):format(what, err.message or vim.inspect(err)), vim.log.levels.ERROR)
+  local msg = ('onbox: %s failed: %s'):format(what, err.message or vim.inspect(err))
+  vim.notify(msg, vim.log.levels.ERROR)
 end
 
 --- Render a JSON-like value as indented `key: value` lines.

@@ -80,7 +80,8 @@ local function render(g)
     return
   end
   local hl = config.current.ghost.hl_group
-  local lines = vim.split(g.text:gsub('\t', string.rep(' ', vim.bo[g.bufnr].tabstop)), '\n', { plain = true })
+  local shown = g.text:gsub('\t', string.rep(' ', vim.bo[g.bufnr].tabstop))
+  local lines = vim.split(shown, '\n', { plain = true })
   local opts = { hl_mode = 'combine', right_gravity = false }
   if lines[1] ~= '' then
     opts.virt_text = { { lines[1], hl } }

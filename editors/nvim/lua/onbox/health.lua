@@ -22,7 +22,8 @@ local function check_server_binary(cmd)
   if out.code == 0 and version ~= '' then
     health.ok(('server found: %s (%s)'):format(exe, version))
   else
-    health.warn(('server found at %s but `--version` failed (exit %s)'):format(exe, tostring(out.code)))
+    local msg = 'server found at %s but `--version` failed (exit %s)'
+    health.warn(msg:format(exe, tostring(out.code)))
   end
 end
 
@@ -55,7 +56,8 @@ local function report_policy(h)
   local policy = h.policy or {}
   local name = ('%s (serial %s)'):format(tostring(policy.id), tostring(policy.serial))
   if policy.expired then
-    health.error(('policy %s expired at %s; every file is treated as restricted'):format(name, tostring(policy.expires)), {
+    local msg = 'policy %s expired at %s; every file is treated as restricted'
+    health.error(msg:format(name, tostring(policy.expires)), {
       'run :OnboxPolicyPull, or ask your admin to publish a fresh policy',
     })
   elseif present(policy.expires) then
@@ -71,11 +73,9 @@ local function report_policy(h)
   end
   local trust = h.trustRoot
   if type(trust) == 'table' and not trust.present then
-    health.info(
-      ('no admin trust root at %s: an unmanaged workstation (settings policy.path or the built-in policy applies)'):format(
-        tostring(trust.path)
-      )
-    )
+    local msg = 'no admin trust root at %s: an unmanaged workstation'
+      .. ' (settings policy.path or the built-in policy applies)'
+    health.info(msg:format(tostring(trust.path)))
   end
 end
 
@@ -86,7 +86,8 @@ local function report_journal(h)
   else
     local why = present(journal.error) and journal.error or 'the server has no journal open'
     health.error(('journal not writable: %s (%s)'):format(tostring(journal.dir), why), {
-      'make the directory writable or set ONBOX_JOURNAL_DIR; until then nothing leaves this machine',
+      'make the directory writable or set ONBOX_JOURNAL_DIR;'
+        .. ' until then nothing leaves this machine',
     })
   end
 end
@@ -101,7 +102,9 @@ function M.check()
   end
   local onbox = require('onbox')
   if not onbox.options then
-    health.warn('require("onbox").setup() has not been called', { 'add it to your config (see :help onbox-setup)' })
+    health.warn('require("onbox").setup() has not been called', {
+      'add it to your config (see :help onbox-setup)',
+    })
   else
     health.ok('setup() called; server enabled: ' .. tostring(vim.lsp.is_enabled('onbox')))
   end
@@ -121,7 +124,10 @@ function M.check()
   end
   local resp, err = client:request_sync('onbox/health', {}, 20000)
   if not resp or resp.err then
-    health.error(('onbox/health failed: %s'):format(err or (resp and resp.err and resp.err.message) or '?'))
+    local why = err or (resp and resp.err and resp.err.message) or '?'
+    health.error(('onbox/health failed: %s'):format(why), {
+      'the server may be busy loading the model; run :checkhealth onbox again',
+    })
     return
   end
   local h = resp.result or {}

@@ -26,12 +26,9 @@ function M.setup(opts)
   M.options = config.apply(opts)
   if vim.fn.executable(M.options.cmd[1]) == 0 then
     -- vim.lsp.enable() would skip the server silently (only its log says why).
-    vim.notify(
-      ('onbox: `%s` is not executable; install Onbox (pip install onbox) or set `cmd` in setup()'):format(
-        M.options.cmd[1]
-      ),
-      vim.log.levels.WARN
-    )
+    local msg = 'onbox: `%s` is not executable; install Onbox (pip install onbox)'
+      .. ' or set `cmd` in setup()'
+    vim.notify(msg:format(M.options.cmd[1]), vim.log.levels.WARN)
   end
   vim.api.nvim_set_hl(0, 'OnboxGhost', { link = 'Comment', default = true })
   require('onbox.commands').define()
