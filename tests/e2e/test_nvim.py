@@ -1,5 +1,5 @@
-"""Neovim plugin end to end: a real headless Neovim (pynvim over ``--embed``) loads
-``editors/nvim`` with ``packadd``, starts the real ``onbox serve`` with the default model
+"""Neovim plugin end to end: a real headless Neovim (msgpack-RPC over its ``--listen``
+socket) loads ``editors/nvim`` with ``packadd``, starts the real ``onbox serve`` with the default model
 in a git repository the test builds, and is driven like a user: open files, type in insert
 mode, accept ghost text, run the commands, kill the server.
 
@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -265,7 +266,9 @@ def editor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Editor]:
         ONBOX_TEST_PACKPATH=str(pack),
         ONBOX_TEST_SETUP=json.dumps(setup),
     )
-    sock = root / "nvim.sock"
+    # A short directory: Unix socket paths are limited to about 100 bytes.
+    sock_dir = Path(tempfile.mkdtemp(prefix="onbox-nvim-"))
+    sock = sock_dir / "nvim.sock"
     argv = [str(nvim_bin), "--headless", "--listen", str(sock), "-i", "NONE", "-u", str(INIT_LUA)]
     log = (root / "nvim.log").open("wb")
     proc = subprocess.Popen(
@@ -287,6 +290,7 @@ def editor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Editor]:
             proc.kill()
             proc.wait()
         log.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def attach(sock: Path, proc: subprocess.Popen[bytes]) -> NvimRPC:
