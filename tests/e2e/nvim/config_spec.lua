@@ -58,6 +58,12 @@ check('server loading', onbox.status(buf) == 'internal → corp · loading model
 state.on_status(nil, { uri = vim.NIL, state = 'ready' }, {})
 state.on_status(nil, { uri = uri, label = 'internal', destination = 'corp', state = 'generating' }, {})
 check('generating', onbox.status(buf) == 'internal → corp · generating', onbox.status(buf))
+state.on_status(nil, {
+  uri = uri, label = 'restricted', destination = 'on-box', state = 'ready',
+  policy = { id = 'acme', serial = 3, expired = true },
+}, {})
+check('expired policy', onbox.status(buf) == 'restricted → on-box · policy expired', onbox.status(buf))
+state.on_status(nil, { uri = uri, label = 'internal', destination = 'corp', state = 'generating' }, {})
 state.on_exit(1, 0, 1)
 check('crash', onbox.status(buf) == 'internal → corp · error: server exited (code 1)', onbox.status(buf))
 state.on_init()

@@ -130,6 +130,11 @@ function M.status(bufnr)
   else
     return ''
   end
+  -- An expired policy makes every file fail closed; say so rather than look normal.
+  local policy = (doc and type(doc.policy) == 'table' and doc.policy) or M.server.policy
+  if type(policy) == 'table' and policy.expired == true then
+    text = text .. opts.separator .. 'policy expired'
+  end
   if state == 'error' then
     local msg = message ~= '' and (': ' .. message) or ''
     return text .. opts.separator .. 'error' .. msg
