@@ -108,6 +108,8 @@ vim.api.nvim_set_current_buf(kbuf)
 require('onbox.client').on_attach({ id = 0 }, kbuf)
 local mapped = vim.fn.maparg('<Tab>', 'i', false, true)
 check('<Tab> mapped in the buffer', mapped.buffer == 1 and mapped.desc == 'Onbox: accept suggestion', mapped)
+-- A second attach (the server restarted) keeps the original fallback.
+require('onbox.client').on_attach({ id = 0 }, kbuf)
 vim.api.nvim_feedkeys(vim.keycode('ix<Tab>y<M-w>z<Esc>'), 'xt', false)
 check('<Tab> without a suggestion runs the previous mapping', vim.g.global_tab == 1, vim.g.global_tab)
 local typed = vim.api.nvim_buf_get_lines(kbuf, 0, -1, false)

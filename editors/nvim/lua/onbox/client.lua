@@ -55,11 +55,18 @@ local function fallback_for(lhs)
   end
 end
 
+--- Fallbacks per buffer and key, kept across re-attaches (after a restart maparg()
+--- would find our own mapping and lose the one it replaced).
+--- @type table<integer, table<string, fun()>>
+local fallbacks = {}
+
 local function map(bufnr, lhs, how, desc)
   if not lhs or lhs == '' then
     return
   end
-  local fallback = fallback_for(lhs)
+  fallbacks[bufnr] = fallbacks[bufnr] or {}
+  local fallback = fallbacks[bufnr][lhs] or fallback_for(lhs)
+  fallbacks[bufnr][lhs] = fallback
   vim.keymap.set('i', lhs, function()
     local done
     if how == 'dismiss' then
