@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import os
+import sys
+from typing import Any, BinaryIO
 
 
 def register(sub: Any) -> None:
@@ -17,6 +19,20 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def private_stdout() -> BinaryIO:
+    """The LSP channel on a private duplicate of fd 1; fd 1 itself then points at stderr.
+
+    llama-cpp-python (``verbose=False``) dup2s /dev/null over fd 1 while it loads a
+    model, and native code may print to fd 1: either would swallow or corrupt the LSP
+    messages the event loop writes meanwhile (a policy reload's statuses and a
+    ``onbox/policyPull`` answer were lost this way). Nothing else knows the duplicate.
+    """
+    sys.stdout.flush()
+    channel = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return channel
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until the client exits."""
     from onbox.server.lsp import server
@@ -26,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
             host, _, port = args.tcp.rpartition(":")
             server.start_tcp(host or "127.0.0.1", int(port))
         else:
-            server.start_io()
+            server.start_io(sys.stdin.buffer, private_stdout())
     finally:
         # The client may exit without a shutdown request: still flush and close the journal.
         if server.wiring is not None:
