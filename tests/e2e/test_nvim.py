@@ -345,6 +345,18 @@ def test_statusline_shows_each_buffers_label(editor: Editor) -> None:
     # The server's state reached the statusline while the model loaded.
     history = editor.lua("return _G.onbox_status_history")
     assert any(h.endswith("· loading model") for h in history), history
+    # A file in another repository (no remote: the policy's default applies) is served
+    # by the same server process, with its own label.
+    other = editor.repo.parent / "other-repo"
+    (other / "src").mkdir(parents=True)
+    (other / "src" / "tool.py").write_text("def tool() -> int:\n    return 1\n")
+    git(other, "init", "-q", "-b", "main")
+    editor.lua("vim.cmd.edit(...)", str(other / "src" / "tool.py"))
+    assert editor.wait_for(
+        "the other repo's label", lambda: "→" in editor.status() and editor.status()
+    ).startswith("restricted → on-box")
+    assert editor.lua("return #vim.lsp.get_clients({name = 'onbox'})") == 1
+    assert len(server_pids(editor.lua("return vim.fn.getpid()"))) == 1
     # Each buffer keeps its own label.
     bufnr = editor.lua("return vim.fn.bufnr(...)", str(editor.repo / RESTRICTED_FILE))
     assert editor.lua("return require('onbox').status(...)", bufnr).startswith("restricted")
