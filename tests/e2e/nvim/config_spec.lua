@@ -41,6 +41,20 @@ check('other defaults kept', onbox.options.keymaps.accept == '<Tab>' and onbox.o
 
 -- A second setup() replaces lists and can attach to every filetype.
 onbox.setup({ filetypes = false })
+-- Empty settings reach the server as JSON objects, never as arrays.
+local sent = vim.json.encode(vim.lsp.config.onbox.init_options)
+check('empty settings are an object', sent == '{}', sent)
+local wc = vim.json.encode(vim.lsp.config.onbox.settings)
+check('empty configuration section is an object', wc == '{"onbox":{}}', wc)
+onbox.setup({ settings = { journal = {}, policy = { sources = {} } } })
+local nested = vim.json.decode(vim.json.encode(vim.lsp.config.onbox.init_options))
+check(
+  'nested empty sections are objects, lists stay lists',
+  vim.json.encode(vim.lsp.config.onbox.init_options):find('"journal":{}', 1, true)
+    and vim.json.encode(vim.lsp.config.onbox.init_options):find('"sources":[]', 1, true),
+  nested
+)
+onbox.setup({ filetypes = false })
 check('filetypes = false means all', vim.lsp.config.onbox.filetypes == nil, vim.lsp.config.onbox.filetypes)
 check('cmd back to default', vim.deep_equal(vim.lsp.config.onbox.cmd, { 'onbox', 'serve' }), vim.lsp.config.onbox.cmd)
 check('bad option rejected', not pcall(onbox.setup, { ghost = { debounce_ms = 'soon' } }), nil)

@@ -113,13 +113,13 @@ function M.lsp_config(opts)
     root_markers = opts.root_markers,
     -- One server for every repository: it labels each file from its own path, and a
     -- second process would load a second copy of the model.
-    reuse_client = function(client, config)
-      return client.name == config.name and not client:is_stopped()
+    reuse_client = function(client, cfg)
+      return client.name == cfg.name and not client:is_stopped()
     end,
     -- The same section goes both ways: initializationOptions at start, and
     -- workspace/configuration answers (`section = "onbox"`) later.
-    init_options = opts.settings,
-    settings = { onbox = opts.settings },
+    init_options = config.json_settings(opts.settings),
+    settings = { onbox = config.json_settings(opts.settings) },
     capabilities = {
       textDocument = {
         inlineCompletion = { dynamicRegistration = false },

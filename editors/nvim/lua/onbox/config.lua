@@ -49,6 +49,28 @@ M.defaults = {
 --- @type onbox.Config
 M.current = vim.deepcopy(M.defaults)
 
+--- Settings keys whose values are JSON arrays; every other table is an object.
+local LIST_KEYS = { sources = true }
+
+--- The settings table as the server must see it: empty tables become JSON objects
+--- (`{}`), not arrays (`[]`, which the server rejects), except for list-valued keys.
+--- @param value any
+--- @param key string?
+--- @return any
+function M.json_settings(value, key)
+  if type(value) ~= 'table' or (key and LIST_KEYS[key]) or vim.islist(value) and next(value) then
+    return value
+  end
+  if next(value) == nil then
+    return vim.empty_dict()
+  end
+  local out = {}
+  for k, v in pairs(value) do
+    out[k] = M.json_settings(v, k)
+  end
+  return out
+end
+
 --- Merge user options over the defaults. Lists (cmd, filetypes, root_markers) are replaced,
 --- not merged, so `filetypes = { 'python' }` means only Python.
 --- @param opts table?
