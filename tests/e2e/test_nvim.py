@@ -332,6 +332,9 @@ def test_statusline_shows_each_buffers_label(editor: Editor) -> None:
     # /dev/null while it loads, so LSP replies sent during the load are lost.
     wait_for_model(editor)
     assert "restricted → on-box" in editor.statusline()
+    # The server accepted every setting the plugin sent (it names bad keys otherwise).
+    messages = editor.lua("return vim.api.nvim_exec2('messages', {output = true}).output")
+    assert "Onbox settings" not in messages, messages
 
     editor.open(PUBLIC_FILE)
     public = editor.wait_for(
