@@ -1,7 +1,7 @@
 """Neovim plugin end to end: a real headless Neovim (msgpack-RPC over its ``--listen``
-socket) loads ``editors/nvim`` with ``packadd``, starts the real ``onbox serve`` with the default model
-in a git repository the test builds, and is driven like a user: open files, type in insert
-mode, accept ghost text, run the commands, kill the server.
+socket) loads ``editors/nvim`` with ``packadd``, starts the real ``onbox serve`` with the
+default model in a git repository the test builds, and is driven like a user: open files,
+type in insert mode, accept ghost text, run the commands, kill the server.
 
 One Neovim session serves the whole module (the model loads once); tests run in file
 order and the last one kills the server.
@@ -377,7 +377,8 @@ for _, m in ipairs(marks) do
     table.insert(parts, '\\n' .. table.concat(l))
   end
 end
-return { marks = #marks, text = table.concat(parts), ghost = g.current and g.current.text or vim.NIL }
+local current = g.current and g.current.text or vim.NIL
+return { marks = #marks, text = table.concat(parts), ghost = current }
 """
 
 
