@@ -32,6 +32,11 @@ M.last_accept = nil
 --- @type string?
 M.last_item_id = nil
 
+--- b:changedtick right after a whole accept: the TextChangedI/CursorMovedI that our own
+--- insertion causes must not trigger a new request.
+--- @type integer?
+M._skip_tick = nil
+
 --- Number of inline completion requests sent (for diagnostics).
 M.requests = 0
 
