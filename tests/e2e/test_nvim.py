@@ -563,6 +563,12 @@ def test_journal_and_policy_pull_commands_show_the_servers_answer(editor: Editor
     shown = "\n".join(lines)
     for key in stats:
         assert key in shown, (key, shown)
+    # Recent entries come from `onbox journal show`: the acceptances made above are there.
+    recent = lines[lines.index("Recent entries:") + 1 :]
+    assert any(
+        " acceptance " in line and "restricted · on-box · whole · charge.py" in line
+        for line in recent
+    ), shown
 
     pulled = editor.request("onbox/policyPull", {})
     editor.command("messages clear")

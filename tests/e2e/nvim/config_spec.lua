@@ -83,6 +83,15 @@ check('crash', onbox.status(buf) == 'internal → corp · error: server exited (
 state.on_init()
 check('restart clears the error', not onbox.status(buf):find('error'), onbox.status(buf))
 
+-- Journal entries as :OnboxJournal lists them.
+local entry_line = require('onbox.commands').entry_line
+local line = entry_line({
+  seq = 12, time = '2026-11-27T05:43:23.031620Z', kind = 'completion',
+  body = { label = 'internal', destination = { name = 'corp', kind = 'openai' }, outcome = 'served',
+           uri = 'file:///repo/src/app.py', error = vim.NIL },
+})
+check('journal entry line', line == '   12  2026-11-27 05:43:23  completion     internal · corp · served · app.py', line)
+
 -- How accept line / word split a suggestion.
 local take = require('onbox.ghost').take
 local cases = {

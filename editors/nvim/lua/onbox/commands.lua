@@ -109,14 +109,91 @@ function M.explain(bufnr)
   end, bufnr)
 end
 
---- :OnboxJournal — recent journal entries and statistics.
+--- The `onbox` CLI prefix from the server command (`{ 'onbox', 'serve' }` → `{ 'onbox' }`),
+--- or nil when the command has no `serve` word.
+--- @return string[]?
+local function cli_prefix()
+  local cmd = require('onbox.config').current.cmd
+  for i, word in ipairs(cmd) do
+    if word == 'serve' and i > 1 then
+      return vim.list_slice(cmd, 1, i - 1)
+    end
+  end
+  return nil
+end
+
+--- One line per journal entry: sequence, time, kind and what the body says.
+--- @param entry table a JSON line of `onbox journal show --json`
+--- @return string
+function M.entry_line(entry)
+  local body = type(entry.body) == 'table' and entry.body or {}
+  local parts = {}
+  local dest = body.destination
+  if type(dest) == 'table' then
+    dest = dest.name
+  end
+  local values = { body.label, dest, body.how, body.outcome }
+  for i = 1, 4 do -- not ipairs: it would stop at the first missing field
+    local v = values[i]
+    if type(v) == 'string' and v ~= '' then
+      table.insert(parts, v)
+    end
+  end
+  if type(body.uri) == 'string' then
+    table.insert(parts, vim.fs.basename(body.uri))
+  end
+  local time = type(entry.time) == 'string' and entry.time:sub(1, 19):gsub('T', ' ') or '?'
+  return ('%5s  %s  %-14s %s'):format(
+    tostring(entry.seq),
+    time,
+    tostring(entry.kind),
+    table.concat(parts, ' · ')
+  )
+end
+
+--- Recent entries through `onbox journal show --json` (the server's own reader).
+--- @param dir string? journal directory the server uses
+--- @param limit integer
+--- @param done fun(lines: string[])
+local function recent_entries(dir, limit, done)
+  local prefix = cli_prefix()
+  if not prefix or not dir then
+    return done({})
+  end
+  local argv = vim.list_extend(vim.deepcopy(prefix), {
+    'journal', 'show', '--json', '--limit', tostring(limit), '--dir', dir,
+  })
+  local env = require('onbox.config').current.cmd_env
+  local ok, err = pcall(vim.system, argv, { text = true, env = env }, function(out)
+    local lines = {}
+    if out.code ~= 0 then
+      lines = { '  (could not read the journal: ' .. vim.trim(out.stderr or '') .. ')' }
+    else
+      for _, line in ipairs(vim.split(out.stdout or '', '\n', { trimempty = true })) do
+        local decoded, entry = pcall(vim.json.decode, line)
+        if decoded and type(entry) == 'table' then
+          table.insert(lines, M.entry_line(entry))
+        end
+      end
+    end
+    vim.schedule(function()
+      done(lines)
+    end)
+  end)
+  if not ok then
+    done({ '  (could not run ' .. argv[1] .. ': ' .. tostring(err) .. ')' })
+  end
+end
+
+--- :OnboxJournal — journal statistics and the most recent entries.
 --- @param days integer?
 function M.journal(days)
+  days = days or 7
   local client = with_client(nil, 'the journal')
   if not client then
     return
   end
-  client:request('onbox/journalStats', { days = days or 7 }, function(err, result)
+  client:request('onbox/journalStats', { days = days }, function(err, result)
     if err then
       return report_error('journal stats', err)
     end
@@ -126,7 +203,16 @@ function M.journal(days)
     else
       lines = M.render_value(result or {})
     end
-    M.open_float(lines, ('Onbox journal (%d days)'):format(days or 7))
+    client:request('onbox/health', {}, function(_, health)
+      local dir = vim.tbl_get(health or {}, 'journal', 'dir')
+      recent_entries(type(dir) == 'string' and dir or nil, 10, function(recent)
+        if #recent > 0 then
+          vim.list_extend(lines, { '', 'Recent entries:' })
+          vim.list_extend(lines, recent)
+        end
+        M.open_float(lines, ('Onbox journal (%d days)'):format(days))
+      end)
+    end)
   end)
 end
 
