@@ -377,7 +377,11 @@ async def run_completion(
             # Runs on the model thread: the request is now the one the model serves.
             if not cancel.cancelled:
                 loop.call_soon_threadsafe(ls.publish_status, uri, "generating")
-            return ls.service.complete(doc, cancel, others, decision)
+            result = ls.service.complete(doc, cancel, others, decision)
+            routed = ls.service.last_route
+            if routed is not None and ls.wiring is not None:
+                ls.wiring.note_route(routed.fallbacks, routed.egress_seq)
+            return result
 
         job = loop.run_in_executor(ls.model_executor, work)
         try:

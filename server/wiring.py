@@ -17,7 +17,7 @@ Which policy applies:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -193,6 +193,27 @@ class Wiring:
             self.journal_error = str(exc)
             self.notify_error(f"Onbox: the audit journal cannot be written: {exc}")
             return False
+
+    def note_route(self, fallbacks: Sequence[tuple[str, str]], egress_seq: int | None) -> None:
+        """After a completion: an egress refused for want of a journal entry must be seen.
+
+        The router already served such a request on-box; this shows the editor why,
+        once, and marks the journal as failing in ``onbox/status`` until an egress is
+        journalled again. (A journal that never opened was reported at start.)
+        """
+        refused = [name for name, cause in fallbacks if cause == "journal"]
+        if refused and self.journal is not None:
+            self.journal_error = (
+                f"cannot append to the audit journal at {self._journal_dir()};"
+                f" nothing was sent to {', '.join(refused)}"
+            )
+            self.notify_error(
+                f"Onbox: the audit journal cannot be written, so nothing was sent to"
+                f" {', '.join(refused)} and completions stay on this machine until it can."
+                f" Free disk space or fix onbox.journal.dir ({self._journal_dir()})."
+            )
+        elif egress_seq is not None:
+            self.journal_error = None
 
     def journal_summary(self) -> dict[str, Any]:
         """``journal`` part of ``onbox/status``."""
