@@ -9,7 +9,9 @@ file extends the previous prompt instead of shifting it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import os
 import threading
@@ -79,6 +81,39 @@ def llama_build_info() -> dict[str, Any]:
             "systemInfo": f"llama-cpp-python unavailable: {exc}",
             "gpuOffload": False,
         }
+
+
+_LLAMA_LOGGER = logging.getLogger("onbox.llama_cpp")
+# ggml_log_level: 0 none, 1 debug, 2 info, 3 warn, 4 error, 5 continuation. llama.cpp's
+# warnings are mostly informational ("using full-size SWA cache"), so they log at INFO.
+_LLAMA_LEVELS = {
+    0: logging.DEBUG,
+    1: logging.DEBUG,
+    2: logging.DEBUG,
+    3: logging.INFO,
+    4: logging.ERROR,
+}
+#: The ctypes callback handed to llama.cpp; kept referenced so it is never collected.
+_log_callback: Any = None
+
+
+def route_llama_logs() -> None:
+    """Send llama.cpp's C-level log lines to Python logging (stderr or the log file), never stdout."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import ctypes
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback  # type: ignore[misc]
+    def _callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        message = text.decode("utf-8", "replace").rstrip()
+        if message:
+            _LLAMA_LOGGER.log(_LLAMA_LEVELS.get(level, logging.DEBUG), "%s", message)
+
+    llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+    _log_callback = _callback
 
 
 def default_threads() -> int:
@@ -172,16 +207,26 @@ class LlamaCppDestination:
         if gpu_layers < 0:
             gpu_layers = -1 if gpu_offload_supported() else 0
         threads = self.settings.threads or default_threads()
+        route_llama_logs()
         try:
-            llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=self.settings.context_size,
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_gpu_layers=gpu_layers,
-                n_batch=512,
-                verbose=False,
-            )
+            # verbose=False would make llama-cpp-python point file descriptors 1 and 2 at
+            # /dev/null while loading, swallowing LSP messages written meanwhile (stdout is
+            # the LSP channel). Keep the descriptors; llama.cpp's own logging goes to
+            # Python logging instead, and Python-level chatter is captured.
+            with (
+                contextlib.redirect_stderr(io.StringIO()),
+                contextlib.redirect_stdout(io.StringIO()),
+            ):
+                llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=self.settings.context_size,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_gpu_layers=gpu_layers,
+                    n_batch=512,
+                    verbose=True,
+                )
+            llm.verbose = False
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelError(
                 f"llama.cpp could not load {path}: {exc}; the file may be corrupt or of an "

@@ -70,6 +70,7 @@ class OnboxServer(LanguageServer):
         self.model_error: str | None = None
         self.shown_messages: set[str] = set()
         self.completions: dict[str, CompletionResult] = {}
+        self.background: set[asyncio.Future[None]] = set()
         self._lock = threading.Lock()
 
     # -- helpers -------------------------------------------------------------------------
@@ -193,7 +194,8 @@ async def initialized(ls: OnboxServer, params: types.InitializedParams) -> None:
     """Start the model load (with work-done progress) and the policy service."""
     assert ls.wiring is not None
     ls.wiring.start()
-    await watch_signal_files(ls)
+    # Registration is a request to the client: don't hold the model load up waiting for it.
+    ls.background.add(asyncio.ensure_future(watch_signal_files(ls)))
     await load_model(ls)
 
 
@@ -225,8 +227,8 @@ async def watch_signal_files(ls: OnboxServer) -> None:
         await ls.client_register_capability_async(
             types.RegistrationParams(registrations=[registration])
         )
-    except Exception:
-        logger.warning("the client refused file watching; labels refresh on save", exc_info=True)
+    except Exception as exc:
+        logger.info("the client refused file watching (%s); labels refresh on save", exc)
 
 
 @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
