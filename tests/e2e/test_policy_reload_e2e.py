@@ -255,3 +255,35 @@ async def test_signed_policy_reloads_from_git_and_directory_and_refuses_rollback
     assert len(rejected) == 1 and rejected[0]["serial"] == 1
     assert "rollback refused" in rejected[0]["reason"]
     assert "rollback.onbox-policy" in rejected[0]["origin"]
+
+
+CHANNEL_PROBE = """
+import sys
+from llama_cpp._utils import suppress_stdout_stderr
+from onbox.server.commands.serve import private_stdout
+
+channel = private_stdout()
+with suppress_stdout_stderr(disable=False):  # what Llama(verbose=False) does while loading
+    channel.write(b"Content-Length: 2\\r\\n\\r\\n{}")
+    channel.flush()
+    print("stray native output", flush=True)
+print("after the load", flush=True)
+"""
+
+
+def test_lsp_channel_survives_the_model_loads_stdout_redirect(tmp_path: Path) -> None:
+    """Why the statuses above once went missing: messages written during a model load.
+
+    llama-cpp-python points fd 1 at /dev/null while it loads; ``onbox serve`` must keep
+    its LSP channel on a private descriptor, and stray prints must not reach the channel.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", CHANNEL_PROBE],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b"Content-Length: 2\r\n\r\n{}"
+    assert b"after the load" in done.stderr and b"stray native output" not in done.stdout
