@@ -117,7 +117,11 @@ class OnboxServer(LanguageServer):
             payload["journal"] = self.wiring.journal_summary()
         if uri is not None:
             decision = self.decide(uri)
-            dest = self.service.destination_for(decision)
+            dest = (
+                self.wiring.destination_for(decision)
+                if self.wiring is not None
+                else self.service.destination_for(decision)
+            )
             payload.update(
                 {
                     "label": decision.label.name,

@@ -29,6 +29,7 @@ from onbox.classification.policy import builtin_policy, load_policy
 from onbox.classification.policy_model import Policy, PolicyError
 from onbox.classification.policy_store import PolicyStore, describe_policy_state
 from onbox.classification.sources import parse_source
+from onbox.inference.destination import Destination
 from onbox.inference.local import LlamaCppDestination, gpu_offload_supported, llama_build_info
 from onbox.inference.remote import build_destinations
 from onbox.inference.routing import Router
@@ -214,6 +215,18 @@ class Wiring:
             )
         elif egress_seq is not None:
             self.journal_error = None
+
+    def destination_for(self, decision: Decision) -> Destination:
+        """Where ``decision``'s document is served now, for ``onbox/status``.
+
+        While the journal cannot be written nothing may leave, so the status says on-box
+        rather than the remote destination the route would otherwise start with.
+        """
+        dest: Destination = self.service.destination_for(decision)
+        on_box = self.router.on_box_name
+        if dest.name != on_box and (self.journal is None or self.journal_error):
+            return self.router.destinations.get(on_box, self.local)
+        return dest
 
     def journal_summary(self) -> dict[str, Any]:
         """``journal`` part of ``onbox/status``."""

@@ -192,7 +192,7 @@ async def test_unopenable_journal_is_shown_and_nothing_leaves(
         uri = (repo / "add.py").as_uri()
         open_doc(client, uri, SOURCE)
         status = await wait_for_status(client, lambda p: p.get("uri") == uri and "label" in p)
-        assert status["label"] == "public"
+        assert status["label"] == "public" and status["destination"] == "on-box", status
         assert part(status["journal"], "ok") is False and part(status["journal"], "error")
 
         item = await menu_completion(client, uri)
@@ -284,7 +284,7 @@ async def test_journal_that_fills_up_mid_session_stops_egress(
         status = await wait_for_status(
             client, lambda p: p.get("uri") == uri and part(p.get("journal"), "ok") is False
         )
-        assert status["label"] == "public"
+        assert status["label"] == "public" and status["destination"] == "on-box", status
     finally:
         await stop(client)
     (small_tmpfs / "filler").unlink()
