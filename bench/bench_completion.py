@@ -87,6 +87,11 @@ class Session:
             )
         )
 
+    def close(self, uri: str) -> None:
+        self.client.text_document_did_close(
+            types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        )
+
     def type_at(self, uri: str, line: int, char: int, text: str) -> None:
         self.version += 1
         pos = types.Position(line=line, character=char)
@@ -149,6 +154,7 @@ async def bench_overhead(env: dict[str, str], model: Path, runs: int) -> dict[st
         session.open(uri, text)
         elapsed, _ = await session.complete(uri, *end_of(text))
         gen = (await session.health()).generation
+        session.close(uri)  # other open documents would be added to the prompt as context
         lsp_times.append(elapsed)
         n = max(1, int(gen.lastTokensOut))
         tokens.append(n)
@@ -203,6 +209,7 @@ async def bench_kv_reuse(env: dict[str, str], runs: int) -> dict[str, Any]:
         warm_total.append(elapsed)
         warm_eval.append(gen.lastTimings.prompt_eval)
         warm_tokens.append(gen.lastPromptTokensEvaluated)
+        session.close(uri)
     await session.stop()
     ce, we = statistics.median(cold_eval), statistics.median(warm_eval)
     ct, wt = statistics.median(cold_total), statistics.median(warm_total)
@@ -234,6 +241,7 @@ async def bench_burst(env: dict[str, str], runs: int) -> dict[str, Any]:
         session.open(cold_uri, final_text)
         elapsed, _ = await session.complete(cold_uri, *end_of(final_text))
         cold_latency.append(elapsed)
+        session.close(cold_uri)
         await asyncio.sleep(0.5)  # let the debounce window of the cold request pass
         uri = f"file:///bench/burst_{r}.py"
         session.open(uri, base)
@@ -248,6 +256,7 @@ async def bench_burst(env: dict[str, str], runs: int) -> dict[str, Any]:
         final_latency.append(results[-1][0])  # measured from the last keystroke's request
         after = (await session.health()).generation.generationsStarted
         started_counts.append(after - before)
+        session.close(uri)
         await asyncio.sleep(0.5)
     await session.stop()
     return {
