@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -289,6 +290,10 @@ async def test_journal_that_fills_up_mid_session_stops_egress(
         await stop(client)
     (small_tmpfs / "filler").unlink()
 
-    egress = [e for e in iter_entries(journal_dir) if e["kind"] == "egress"]
+    entries = list(iter_entries(journal_dir))
+    egress = [e for e in entries if e["kind"] == "egress"]
     assert len(egress) == 1
     assert egress[0]["body"]["promptSha256"] == cloud.requests[0].sha256
+    # The premise of the acceptance loop: an egress entry needs more room than one.
+    accepted = [e for e in entries if e["kind"] == "acceptance"]
+    assert accepted and len(json.dumps(egress[0])) > max(len(json.dumps(a)) for a in accepted)
