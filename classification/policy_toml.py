@@ -46,12 +46,15 @@ _DEST_KEYS |= {"timeout", "fim", "api_version", "headers", "ca_bundle", "proxy",
 _AUDIT_KEYS = {"store_encrypted_prompts"}
 _INLINE_SECRET_KEYS = {"api_key", "apikey", "key", "token", "secret", "password", "bearer"}
 _SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"}
+_SPACE = re.compile(r"\s")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
 _KEY = re.compile(r"""^\s*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_.-]+)\s*=""")
 
 
 def _split_dotted(text: str) -> list[str]:
+    if "." not in text:  # the common case (owners, tags): one key, maybe quoted
+        return [text.strip().strip("\"'")]
     parts = re.findall(r"""\s*("(?:[^"\\]|\\.)*"|'[^']*'|[^.]+)\s*(?:\.|$)""", text)
     return [p.strip().strip("\"'") for p in parts if p.strip()]
 
@@ -64,8 +67,11 @@ class KeyLocator:
         counters: dict[str, int] = {}
         prefix: list[str] = []
         for number, raw in enumerate(text.splitlines(), start=1):
-            header = _HEADER.match(raw)
-            if header and not raw.lstrip().startswith("#"):
+            stripped = raw.lstrip()
+            if not stripped or stripped[0] == "#":
+                continue
+            header = _HEADER.match(raw) if stripped[0] == "[" else None
+            if header:
                 names = _split_dotted(header.group(1))
                 if raw.lstrip().startswith("[["):
                     base = ".".join(names)
@@ -260,7 +266,7 @@ def _repo(ctx: _Ctx, item: object, index: int) -> RepoRule:
     if "match" not in table:
         ctx.fail(key, "missing 'match' (a pattern like \"github.com/acme/*\")")
     match = ctx.typed(table["match"], f"{key}.match", str, "a string")
-    if not match.strip() or match.count("/") < 1 or any(c.isspace() for c in match):
+    if not match.strip() or match.count("/") < 1 or _SPACE.search(match):
         ctx.fail(f"{key}.match", f"{match!r} should look like host/owner/name (globs allowed)")
     if match.count("[") != match.count("]"):
         ctx.fail(f"{key}.match", f"{match!r} has an unclosed '[' character class")
