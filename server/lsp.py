@@ -372,10 +372,11 @@ async def run_completion(
             await asyncio.sleep(ls.settings.completion.debounce_ms / 1000)
             if cancel.cancelled:
                 return None
-        if ls.model_state == "disabled":
-            return None
         doc = _document_input(ls, uri, position)
         decision = ls.decide(uri)
+        assert ls.wiring is not None
+        if ls.model_state == "disabled" and ls.wiring.destination_for(decision).kind == "llama-cpp":
+            return None  # no model and nowhere else this file may go: answer nothing
         others = _others(ls, uri)
         loop = asyncio.get_running_loop()
 
