@@ -411,7 +411,8 @@ async def run_completion(
         if state.inflight is cancel:
             state.inflight = None
             if uri in ls.workspace.text_documents:
-                ls.publish_status(uri, ls.model_state)
+                # After the answer is on its way: the editor waits for the completion, not this.
+                asyncio.get_running_loop().call_soon(ls.publish_status, uri, ls.model_state)
 
 
 def _accept_command(result: CompletionResult, uri: str) -> types.Command:
