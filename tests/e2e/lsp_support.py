@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
@@ -100,3 +102,77 @@ def inline_params(uri: str, line: int, char: int) -> types.InlineCompletionParam
 async def request(client: LanguageClient, method: str, params: Any) -> Any:
     """Send a custom request and await its result."""
     return await client.protocol.send_request_async(method, params)
+
+
+def git(repo: Path, *args: str) -> None:
+    """Run git in ``repo`` (with a fixed identity, for commits)."""
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(repo),
+            "-c",
+            "user.name=Onbox Test",
+            "-c",
+            "user.email=test@example.com",
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def part(payload: Any, key: str) -> Any:
+    """``payload[key]`` for a dict or a pygls ``Object`` (nested JSON objects arrive as those)."""
+    if isinstance(payload, dict):
+        return payload.get(key)
+    return getattr(payload, key, None)
+
+
+async def wait_for_message(
+    client: LanguageClient, predicate: Callable[[str], bool], timeout: float = 30.0
+) -> str:
+    """Wait until a ``window/showMessage`` whose text satisfies ``predicate`` arrives."""
+
+    async def _wait() -> str:
+        seen = 0
+        while True:
+            for params in client.messages[seen:]:
+                if predicate(params.message):
+                    return str(params.message)
+            seen = len(client.messages)
+            # Registered before yielding to the loop, so no message can slip past.
+            await client.protocol.wait_for_notification_async(types.WINDOW_SHOW_MESSAGE)
+
+    return await asyncio.wait_for(_wait(), timeout)
+
+
+#: A policy whose public repo (github.com/acme/docs) may go to a loopback OpenAI-compatible
+#: "selfhosted" destination at ``{url}``; everything else stays on-box.
+ROUTING_POLICY = """
+[policy]
+id = "{policy_id}"
+labels = ["public", "internal", "restricted"]
+default_label = "restricted"
+
+[[repos]]
+match = "github.com/acme/docs"
+label = "public"
+
+[destinations.on-box]
+kind = "llama-cpp"
+clearance = "restricted"
+
+[destinations.selfhosted]
+kind = "openai"
+base_url = "{url}/v1"
+model = "loopback-coder"
+clearance = "public"
+fim = true
+timeout = 5.0
+
+[routes]
+public = ["selfhosted", "on-box"]
+internal = ["on-box"]
+restricted = ["on-box"]
+"""

@@ -13,14 +13,13 @@ on-box model, and the cloud must receive nothing; the editor is told why with
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pytest
 from lsprotocol import types
@@ -28,10 +27,14 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from onbox.audit import iter_entries
 from tests.e2e.lsp_support import (
+    ROUTING_POLICY,
     SERVER_COMMAND,
+    git,
     make_client,
     open_doc,
+    part,
     request,
+    wait_for_message,
     wait_for_status,
     wait_ready,
 )
@@ -39,66 +42,10 @@ from tests.support.recording_server import RecordingServer
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
-POLICY = """
-[policy]
-id = "e2e-journal-failure"
-labels = ["public", "internal", "restricted"]
-default_label = "restricted"
-
-[[repos]]
-match = "github.com/acme/docs"
-label = "public"
-
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
-
-[destinations.selfhosted]
-kind = "openai"
-base_url = "{url}/v1"
-model = "loopback-coder"
-clearance = "public"
-fim = true
-timeout = 5.0
-
-[routes]
-public = ["selfhosted", "on-box"]
-internal = ["on-box"]
-restricted = ["on-box"]
-"""
+POLICY = ROUTING_POLICY.replace("{policy_id}", "e2e-journal-failure")
 
 CLOUD_REPLY = "return a + b"
 SOURCE = "def add(a, b):\n    "
-
-
-def git(repo: Path, *args: str) -> None:
-    """Run git in ``repo``."""
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
-
-
-async def wait_for_message(
-    client: LanguageClient, predicate: Callable[[str], bool], timeout: float = 30.0
-) -> str:
-    """Wait until a ``window/showMessage`` whose text satisfies ``predicate`` arrives."""
-
-    async def _wait() -> str:
-        seen = 0
-        while True:
-            for params in client.messages[seen:]:
-                if predicate(params.message):
-                    return params.message
-            seen = len(client.messages)
-            # Registered before yielding to the loop, so no message can slip past.
-            await client.protocol.wait_for_notification_async(types.WINDOW_SHOW_MESSAGE)
-
-    return await asyncio.wait_for(_wait(), timeout)
-
-
-def part(payload: Any, key: str) -> Any:
-    """``payload[key]`` for a dict or a pygls ``Object`` (nested JSON objects arrive as those)."""
-    if isinstance(payload, dict):
-        return payload.get(key)
-    return getattr(payload, key, None)
 
 
 @pytest.fixture

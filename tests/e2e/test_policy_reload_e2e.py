@@ -26,7 +26,15 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from onbox.audit import iter_entries
 from onbox.classification.sources import GitSource
-from tests.e2e.lsp_support import SERVER_COMMAND, make_client, open_doc, request, wait_for_status
+from tests.e2e.lsp_support import (
+    SERVER_COMMAND,
+    make_client,
+    open_doc,
+    part,
+    request,
+    wait_for_message,
+    wait_for_status,
+)
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -103,24 +111,6 @@ def drop(directory: Path, bundle: Path, name: str) -> None:
     tmp.rename(directory / name)
 
 
-async def wait_for_message(
-    client: LanguageClient, predicate: Callable[[str], bool], timeout: float = 30.0
-) -> str:
-    """Wait until a ``window/showMessage`` whose text satisfies ``predicate`` arrives."""
-
-    async def _wait() -> str:
-        seen = 0
-        while True:
-            for params in client.messages[seen:]:
-                if predicate(params.message):
-                    return params.message
-            seen = len(client.messages)
-            # Registered before yielding to the loop, so no message can slip past.
-            await client.protocol.wait_for_notification_async(types.WINDOW_SHOW_MESSAGE)
-
-    return await asyncio.wait_for(_wait(), timeout)
-
-
 @pytest.fixture
 def server_env(tmp_path: Path, default_model: Path) -> dict[str, str]:
     """This server's own data dir and trust root; the run's model cache."""
@@ -165,13 +155,6 @@ def docs_repo(tmp_path: Path) -> Path:
     git(root, "remote", "add", "origin", "git@github.com:acme/docs.git")
     (root / "guide.py").write_text("def greet(name):\n    return f'hello {name}'\n")
     return root
-
-
-def part(payload: Any, key: str) -> Any:
-    """``payload[key]`` for a dict or a pygls ``Object`` (nested JSON objects arrive as those)."""
-    if isinstance(payload, dict):
-        return payload.get(key)
-    return getattr(payload, key, None)
 
 
 def for_serial(uri: str, serial: int) -> Callable[[dict[str, Any]], bool]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,9 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from onbox.audit import iter_entries
 from tests.e2e.lsp_support import (
+    ROUTING_POLICY,
     SERVER_COMMAND,
+    git,
     inline_params,
     make_client,
     open_doc,
@@ -25,39 +26,9 @@ from tests.support.recording_server import RecordingServer
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
-POLICY = """
-[policy]
-id = "e2e-routing"
-labels = ["public", "internal", "restricted"]
-default_label = "restricted"
-
-[[repos]]
-match = "github.com/acme/docs"
-label = "public"
-
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
-
-[destinations.selfhosted]
-kind = "openai"
-base_url = "{url}/v1"
-model = "loopback-coder"
-clearance = "public"
-fim = true
-timeout = 5.0
-
-[routes]
-public = ["selfhosted", "on-box"]
-internal = ["on-box"]
-restricted = ["on-box"]
-"""
+POLICY = ROUTING_POLICY.replace("{policy_id}", "e2e-routing")
 
 CANARY = "CANARY_RESTRICTED_7f3a"
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
 
 
 @pytest.fixture
