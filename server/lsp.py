@@ -33,6 +33,7 @@ from onbox.inference.destination import CancelToken
 from onbox.inference.errors import ModelError
 from onbox.server.pipeline import CompletionResult, CompletionService, DocumentInput
 from onbox.server.positions import offset_to_position, position_to_offset
+from onbox.server.protocol import AnsweredMalformedRequest, OnboxProtocol
 from onbox.server.settings import Settings, parse_settings
 from onbox.server.wiring import Wiring
 
@@ -61,7 +62,7 @@ class OnboxServer(LanguageServer):
     """The language server: settings, the completion service and per-document state."""
 
     def __init__(self) -> None:
-        super().__init__(name="onbox", version=__version__)
+        super().__init__(name="onbox", version=__version__, protocol_cls=OnboxProtocol)
         self.settings = Settings()
         self.wiring: Wiring | None = None
         self.model_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onbox-model")
@@ -74,6 +75,18 @@ class OnboxServer(LanguageServer):
         self._lock = threading.Lock()
 
     # -- helpers -------------------------------------------------------------------------
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """Log errors the editor cannot act on instead of popping them up.
+
+        Malformed requests were answered with an error already; malformed notifications
+        and errors in notification handlers (a change for a document that is not open)
+        have no one to answer, so they go to the log, not to the user's screen.
+        """
+        if isinstance(error, AnsweredMalformedRequest):
+            logger.warning("answered a malformed %s request with InvalidParams", error)
+            return
+        logger.warning("ignored a bad message from the editor: %s", error, exc_info=error)
 
     @property
     def service(self) -> CompletionService:
@@ -372,6 +385,9 @@ async def run_completion(
             await asyncio.sleep(ls.settings.completion.debounce_ms / 1000)
             if cancel.cancelled:
                 return None
+        if uri not in ls.workspace.text_documents:
+            logger.info("completion asked for %s, which is not open; answering nothing", uri)
+            return None
         doc = _document_input(ls, uri, position)
         decision = ls.decide(uri)
         assert ls.wiring is not None
