@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,7 +51,6 @@ class DocumentState:
     """What the server tracks per open document."""
 
     decision: Decision | None = None
-    decision_version: int | None = None
     status: dict[str, Any] = field(default_factory=dict)
     inflight: CancelToken | None = None
     last_request_at: float = 0.0
@@ -72,7 +70,6 @@ class OnboxServer(LanguageServer):
         self.shown_messages: set[str] = set()
         self.completions: dict[str, CompletionResult] = {}
         self.background: set[asyncio.Future[None]] = set()
-        self._lock = threading.Lock()
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -112,7 +109,6 @@ class OnboxServer(LanguageServer):
         state = self.doc_state(uri)
         doc = self.workspace.get_text_document(uri)
         state.decision = self.service.classify(uri, doc.source, doc.version)
-        state.decision_version = doc.version
         return state.decision
 
     def status_payload(
