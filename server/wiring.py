@@ -241,8 +241,8 @@ class Wiring:
 
         from onbox.audit import journal_stats
 
-        if self.journal is not None:
-            self.journal.flush() if hasattr(self.journal, "flush") else None
+        if self.journal is not None and hasattr(self.journal, "flush"):
+            self.journal.flush()
         since = datetime.now(UTC) - timedelta(days=days)
         try:
             return dict(journal_stats(self._journal_dir(), since=since))
