@@ -58,11 +58,16 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("details", overflow="fold")
     m = report["model"]
     ok = "[green]ok[/green]"
-    table.add_row(
-        "model",
-        ok if not error else "[red]error[/red]",
-        error or f"{m['path']} ({state})\nsha256 {m['sha256']}",
-    )
+    if error:
+        model_status, model_details = "[red]error[/red]", error
+    elif args.no_load:
+        model_status = "[yellow]not checked[/yellow]"
+        model_details = (
+            f"{m['path'] or 'embedded default (Gemma 3 270M)'}; run without --no-load to load it"
+        )
+    else:
+        model_status, model_details = ok, f"{m['path']} ({state})\nsha256 {m['sha256']}"
+    table.add_row("model", model_status, model_details)
     table.add_row(
         "GPU offload",
         ok if report["gpuOffload"] else "[yellow]cpu only[/yellow]",
@@ -74,11 +79,17 @@ def run(args: argparse.Namespace) -> int:
         "llama.cpp", ok, f"{report['llamaCpp']['version']}\n{report['llamaCpp']['systemInfo']}"
     )
     pol = report["policy"]
-    table.add_row(
-        "policy",
-        "[yellow]fail-closed[/yellow]" if pol.get("id") == "builtin-fail-closed" else ok,
-        json.dumps(pol, default=str),
-    )
+    store = pol.get("store") or {}
+    details = [
+        f"{pol.get('id')} (serial {pol.get('serial')}, expires {pol.get('expires') or 'never'})",
+        f"from {pol.get('source')}",
+    ]
+    if pol.get("warning") or store.get("warning"):
+        details.append(f"warning: {pol.get('warning') or store.get('warning')}")
+    if store.get("last_rejection"):
+        details.append(f"last rejected bundle: {store['last_rejection']}")
+    failing = pol.get("id") == "builtin-fail-closed" or pol.get("expired")
+    table.add_row("policy", "[yellow]fail-closed[/yellow]" if failing else ok, "\n".join(details))
     tr = report["trustRoot"]
     table.add_row(
         "trust root",
