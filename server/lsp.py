@@ -44,6 +44,8 @@ HEALTH = "onbox/health"
 JOURNAL_STATS = "onbox/journalStats"
 POLICY_PULL = "onbox/policyPull"
 ACCEPT = "onbox.accept"
+#: Pause after the last keystroke before a document is re-labelled.
+RELABEL_DELAY_S = 0.15
 
 
 @dataclass
@@ -54,6 +56,7 @@ class DocumentState:
     status: dict[str, Any] = field(default_factory=dict)
     inflight: CancelToken | None = None
     last_request_at: float = 0.0
+    relabel: asyncio.TimerHandle | None = None  # pending re-label after typing
 
 
 class OnboxServer(LanguageServer):
@@ -311,8 +314,17 @@ def did_open(ls: OnboxServer, params: types.DidOpenTextDocumentParams) -> None:
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
 def did_change(ls: OnboxServer, params: types.DidChangeTextDocumentParams) -> None:
-    """Re-label on every change (the classifier caches per version)."""
-    ls.publish_status(params.text_document.uri)
+    """Re-label once typing pauses.
+
+    Classifying scans the whole text, which is cheap for ordinary files but not for
+    multi-megabyte ones, so a burst of keystrokes re-labels once, after the last. A
+    completion request classifies its own version anyway, so routing never waits on this.
+    """
+    uri = params.text_document.uri
+    state = ls.doc_state(uri)
+    if state.relabel is not None:
+        state.relabel.cancel()
+    state.relabel = asyncio.get_running_loop().call_later(RELABEL_DELAY_S, ls.publish_status, uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
@@ -327,6 +339,8 @@ def did_close(ls: OnboxServer, params: types.DidCloseTextDocumentParams) -> None
     state = ls.docs.pop(params.text_document.uri, None)
     if state and state.inflight:
         state.inflight.cancel("closed")
+    if state and state.relabel is not None:
+        state.relabel.cancel()
 
 
 @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
