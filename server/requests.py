@@ -1,0 +1,117 @@
+"""Onbox's own LSP requests and commands (see docs/protocol.md).
+
+``onbox/explain``, ``onbox/health``, ``onbox/journalStats``, ``onbox/policyPull`` and the
+``onbox.*`` commands, including ``onbox.accept``, which journals an accepted suggestion.
+Registered on :data:`onbox.server.lsp.server` when that module is imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from onbox.server.lsp import (
+    ACCEPT,
+    EXPLAIN,
+    HEALTH,
+    JOURNAL_STATS,
+    POLICY_PULL,
+    OnboxServer,
+    server,
+)
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def explain_uri(ls: OnboxServer, uri: str) -> dict[str, Any]:
+    """The decision and route for a document, with a human rendering."""
+    if uri in ls.workspace.text_documents:
+        decision = ls.decide(uri)
+    else:
+        decision = ls.service.classify(uri, None, None)
+    assert ls.wiring is not None
+    return ls.wiring.explain(uri, decision)
+
+
+@server.feature(EXPLAIN)
+def explain(ls: OnboxServer, params: Any) -> dict[str, Any]:
+    """``onbox/explain``: why this label and route."""
+    return explain_uri(ls, str(_get(params, "uri", "")))
+
+
+@server.feature(HEALTH)
+def health(ls: OnboxServer, params: Any) -> dict[str, Any]:
+    """``onbox/health``: what ``:checkhealth onbox`` and the VS Code status item show."""
+    assert ls.wiring is not None
+    return ls.wiring.health(ls.model_state, ls.model_error)
+
+
+@server.feature(JOURNAL_STATS)
+def journal_stats(ls: OnboxServer, params: Any) -> dict[str, Any]:
+    """``onbox/journalStats``."""
+    assert ls.wiring is not None
+    return ls.wiring.journal_stats(int(_get(params, "days", 7) or 7))
+
+
+@server.feature(POLICY_PULL)
+async def policy_pull(ls: OnboxServer, params: Any) -> dict[str, Any]:
+    """``onbox/policyPull``: fetch and apply policy now."""
+    assert ls.wiring is not None
+    wiring = ls.wiring
+    return await asyncio.get_running_loop().run_in_executor(None, wiring.policy_pull)
+
+
+@server.command(ACCEPT)
+def accept(ls: OnboxServer, *args: Any) -> dict[str, Any]:
+    """Journal that the user accepted a suggestion (whole, a line or a word)."""
+    arg = args[0] if args else {}
+    cid = str(_get(arg, "completionId", ""))
+    how = str(_get(arg, "how", "whole"))
+    result = ls.completions.get(cid)
+    if result is None:
+        return {"recorded": False, "reason": f"unknown completion id {cid!r}"}
+    assert ls.wiring is not None
+    recorded = ls.wiring.journal_event(
+        "acceptance",
+        {
+            "completionId": cid,
+            "uri": _get(arg, "uri"),
+            "how": how,
+            "label": result.label,
+            "destination": result.destination,
+        },
+    )
+    return {"recorded": recorded, "completionId": cid, "how": how}
+
+
+@server.command("onbox.explain")
+def explain_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
+    """Same as ``onbox/explain``."""
+    return explain_uri(ls, str(args[0]) if args else "")
+
+
+@server.command("onbox.journalStats")
+def journal_stats_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
+    """Same as ``onbox/journalStats``."""
+    assert ls.wiring is not None
+    return ls.wiring.journal_stats(7)
+
+
+@server.command("onbox.verifyJournal")
+def verify_journal_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
+    """Verify the local journal."""
+    assert ls.wiring is not None
+    return ls.wiring.verify_journal()
+
+
+@server.command("onbox.policyPull")
+def policy_pull_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
+    """Same as ``onbox/policyPull``."""
+    assert ls.wiring is not None
+    return ls.wiring.policy_pull()
