@@ -53,11 +53,16 @@ async def client(
     await lsp_client.shutdown_session()
 
 
+def set_completion(client: LanguageClient, **completion: int) -> None:
+    """Push new ``onbox.completion`` settings to the running server."""
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"onbox": {"completion": completion}})
+    )
+
+
 def set_max_tokens(client: LanguageClient, n: int) -> None:
     """Push a new completion limit to the running server."""
-    client.workspace_did_change_configuration(
-        types.DidChangeConfigurationParams(settings={"onbox": {"completion": {"maxTokens": n}}})
-    )
+    set_completion(client, maxTokens=n)
 
 
 async def test_function_body_gets_multiline_completion_both_ways(
@@ -124,12 +129,18 @@ async def test_burst_of_superseding_requests_only_newest_reaches_model(
     uri = (tmp_path / "burst.py").as_uri()
     text = FUNCTION
     open_doc(client, uri, text)
+    # The server's own burst debounce (the default is 120 ms) keeps this independent of how
+    # fast a loaded machine happens to read the requests.
+    set_completion(client, debounceMs=150)
     before = (await request(client, "onbox/health", {})).generation.generationsStarted
     futures = []
     for i in range(8):
         change_doc(client, uri, i + 2, 2, 4 + i, "x")
         futures.append(client.text_document_inline_completion_async(inline_params(uri, 2, 5 + i)))
-    results = await asyncio.gather(*futures, return_exceptions=True)
+    try:
+        results = await asyncio.gather(*futures, return_exceptions=True)
+    finally:
+        set_completion(client, debounceMs=0)
     *older, newest = results
     assert not isinstance(newest, BaseException) and newest is not None
     for res in older:
