@@ -10,7 +10,9 @@
 # code-server lands in ${ONBOX_CODE_SERVER_DIR:-$HOME/.cache/onbox-code-server}; its
 # binary is $ONBOX_CODE_SERVER_DIR/node_modules/.bin/code-server. Only the npm registry and Debian's
 # archive are used: the ripgrep release archive that @vscode/ripgrep would download is
-# pre-seeded from Debian's `rg`, so nothing else is fetched.
+# pre-seeded from Debian's `rg`, and node-gyp builds against the installed Node's own
+# headers (npm_config_nodedir) instead of downloading them, so nothing else is fetched and
+# an empty HOME works.
 set -euo pipefail
 
 CODE_SERVER_VERSION="4.100.3"
@@ -57,6 +59,32 @@ if ((${#missing[@]})); then
     # Another apt run may hold the lock; DPkg::Lock::Timeout waits for it instead of failing.
     apt-get -o DPkg::Lock::Timeout=600 update -qq
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}"
+fi
+
+# node-gyp builds VS Code's native modules against the headers of the running Node. Unless
+# told where they are it downloads them from nodejs.org into ~/.cache/node-gyp, which fails
+# offline and on every empty HOME. The Node package installs them under its prefix
+# (NodeSource's nodejs: /usr/include/node; Debian's own Node: the libnode-dev package), so
+# point node-gyp there, after checking they belong to this Node's major version.
+headers_match() {
+    grep -qs "define NODE_MAJOR_VERSION $node_major\$" "$1/include/node/node_version.h" &&
+        [[ -f "$1/include/node/common.gypi" ]]
+}
+if [[ -z "${npm_config_nodedir:-}" ]]; then
+    node_prefix=$(node -p 'require("path").resolve(process.execPath, "../..")')
+    # Debian's libnode-dev only when it is the same major version: another one would put
+    # the wrong headers (bookworm's are Node 18) next to a Node 20 from elsewhere.
+    if ! headers_match "$node_prefix" && [[ $(id -u) -eq 0 && "$node_prefix" == /usr ]] &&
+        apt-cache policy libnode-dev 2>/dev/null | grep -Eq "Candidate: ([0-9]+:)?$node_major\."; then
+        log "installing Debian package libnode-dev (Node $node_major headers)"
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq libnode-dev
+    fi
+    if headers_match "$node_prefix"; then
+        export npm_config_nodedir="$node_prefix"
+        log "node-gyp uses the local Node headers in $node_prefix/include/node"
+    else
+        log "no Node $node_major headers under $node_prefix/include/node: node-gyp will download them from nodejs.org"
+    fi
 fi
 
 # @vscode/ripgrep 1.15.11 downloads this archive from GitHub unless it is already cached.

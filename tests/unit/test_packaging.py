@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import site
 import subprocess
 import sys
 import venv
@@ -37,18 +38,33 @@ def test_wheel_has_only_the_onbox_package(wheel: Path) -> None:
     assert not any(n.startswith(("tests/", "bench/", "editors/")) for n in names)
 
 
+def dependency_dirs() -> list[str]:
+    """The site directories the interpreter running the tests loads its packages from.
+
+    Whether that interpreter is a venv, a system Python (Debian's dist-packages) or has a
+    user site, these are where onbox's (large) dependencies are. Not the checkout.
+    """
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return [d for d in dict.fromkeys(dirs) if Path(d).is_dir() and Path(d) != ROOT]
+
+
 def test_fresh_venv_imports_onbox_server(wheel: Path, tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
-    # System site-packages supply the (large) dependencies; the project itself comes
-    # only from the wheel, installed without dependencies.
-    venv.EnvBuilder(with_pip=True, system_site_packages=True).create(env_dir)
+    # An isolated venv: the project itself comes only from the wheel, installed without
+    # dependencies. system_site_packages would expose the *base* interpreter's packages,
+    # which lack the dependencies when the tests run in a venv; instead a .pth file appends
+    # the running interpreter's site directories. They come after the venv's own
+    # site-packages, and .pth files in them (an editable onbox's finder) are not run.
+    venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
     subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
         check=True,
         capture_output=True,
     )
-    site = Path(
+    site_dir = Path(
         subprocess.run(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
             check=True,
@@ -56,7 +72,10 @@ def test_fresh_venv_imports_onbox_server(wheel: Path, tmp_path: Path) -> None:
             text=True,
         ).stdout.strip()
     )
-    installed = {p.name for p in site.iterdir()}
+    (site_dir / "onbox-test-dependencies.pth").write_text(
+        "".join(f"{d}\n" for d in dependency_dirs())
+    )
+    installed = {p.name for p in site_dir.iterdir()}
     assert "onbox" in installed
     for bare in ("server", "inference", "classification", "audit", "tests", "bench"):
         assert bare not in installed, f"bare package {bare!r} leaked into site-packages"
@@ -71,7 +90,7 @@ def test_fresh_venv_imports_onbox_server(wheel: Path, tmp_path: Path) -> None:
         text=True,
         cwd=tmp_path,  # not the checkout: the import must come from the venv
     )
-    assert str(site) in probe.stdout
+    assert str(site_dir) in probe.stdout
     help_text = subprocess.run(
         [str(env_dir / "bin" / "onbox"), "--help"], check=True, capture_output=True, text=True
     ).stdout
