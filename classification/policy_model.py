@@ -52,6 +52,7 @@ class DestinationConfig:
     ca_bundle: str | None = None
     proxy: str | None = None
     max_tokens: int | None = None
+    allow_plain_http: bool = False  # plain http:// to a host other than loopback (no API key)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ _CONTENT_KEYS |= {"bulk_emails", "markers"}
 _DETECTOR_KEYS = {"name", "kind", "language", "query", "pattern", "label", "ignore_case"}
 _DEST_KEYS = {"kind", "clearance", "base_url", "model", "api_key_env", "api_key_keyring"}
 _DEST_KEYS |= {"timeout", "fim", "api_version", "headers", "ca_bundle", "proxy", "max_tokens"}
+_DEST_KEYS |= {"allow_plain_http"}
 _AUDIT_KEYS = {"store_encrypted_prompts"}
 _INLINE_SECRET_KEYS = {"api_key", "apikey", "key", "token", "secret", "password", "bearer"}
 _SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"}
@@ -419,6 +420,12 @@ def _destinations(ctx: _Ctx, table: dict[str, Any]) -> dict[str, DestinationConf
             ca_bundle=opt_str("ca_bundle"),
             proxy=opt_str("proxy"),
             max_tokens=max_tokens,
+            allow_plain_http=ctx.typed(
+                spec.get("allow_plain_http", False),
+                f"{key}.allow_plain_http",
+                bool,
+                "true or false",
+            ),
         )
     result.setdefault(ON_BOX, DestinationConfig(ON_BOX, "llama-cpp", ctx.scale.highest))
     return result

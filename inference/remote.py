@@ -2,17 +2,28 @@
 
 :class:`RemoteDestination` sends one prepared request over httpx — TLS verification
 always on (the system store, or the policy's ``ca_bundle``), the policy's proxy and
-extra headers and no proxy from the environment — and reads the answer as a server-sent
-event stream when the service streams, so that a cancelled request closes its connection
-mid-stream. The wire formats live in :mod:`onbox.inference.openai_compat` (OpenAI,
-Azure OpenAI, vLLM, llama.cpp, Ollama, LM Studio) and :mod:`onbox.inference.anthropic`
-(the Messages API). :func:`build_destinations` turns a policy into destinations.
+extra headers, no proxy from the environment and no redirects followed — and reads the
+answer as a server-sent event stream when the service streams, so that a cancelled
+request closes its connection mid-stream. The wire formats live in
+:mod:`onbox.inference.openai_compat` (OpenAI, Azure OpenAI, vLLM, llama.cpp, Ollama,
+LM Studio) and :mod:`onbox.inference.anthropic` (the Messages API).
+:func:`build_destinations` turns a policy into destinations.
 
 A request is sent in two steps so that routing can journal exactly what will leave
 before the first byte does: :meth:`RemoteDestination.prepare` renders the body and its
 SHA-256, :meth:`RemoteDestination.send` transmits it. API keys come from the environment
 variable or keyring entry the policy names; they are added to the headers at send time
 and never appear in :meth:`~RemoteDestination.describe`, logs, errors or the journal.
+
+Only TLS leaves the machine: :func:`destination_refusal` refuses a ``base_url`` that is
+not ``https://`` unless every host the plain text would reach (the endpoint, and the
+proxy if one is set) is this machine's loopback (127.0.0.0/8, ``::1``, ``localhost``) or
+the signed policy sets ``allow_plain_http = true`` for that destination — and even then
+an API key never travels over plain http to a host other than loopback. Such a
+destination is not built (:func:`build_destinations` leaves it out with the reason),
+``onbox policy check`` rejects it, and :meth:`RemoteDestination.send` checks the request
+URL once more before the first byte. A redirect is never followed, so an ``https://``
+endpoint cannot hand the request on to ``http://``.
 
 Errors (from :mod:`onbox.inference.errors`)::
 
@@ -28,6 +39,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -85,6 +97,81 @@ class StreamState:
     tokens_in: int = 0
     tokens_out: int = 0
     done: bool = False
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Whether ``host`` (as a URL names it, without brackets) is this machine's loopback.
+
+    Only ``localhost`` itself, 127.0.0.0/8 and ``::1`` count: ``127.0.0.1.evil.com``,
+    ``localhost.evil.com`` and other names that merely start like one do not.
+    """
+    if not host:
+        return False
+    host = host.lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _cleartext_refusal(
+    config: DestinationConfig, scheme: str, host: str | None, *, with_key: bool
+) -> str | None:
+    """Why a request to ``scheme://host`` must not be sent for ``config`` (None: it may)."""
+    if scheme == "https":
+        return None
+    if scheme != "http" or not host:
+        return "base_url must be an https:// URL"
+    # Plain http reaches the endpoint in clear, and the proxy too when there is one.
+    hops = [host]
+    if config.proxy:
+        hops.append(urlsplit(config.proxy).hostname or "the proxy")
+    remote = [h for h in hops if not is_loopback_host(h)]
+    if not remote:
+        return None
+    where = " and ".join(dict.fromkeys(remote))
+    if not config.allow_plain_http:
+        return (
+            f"plain http:// to {where} is refused: code and the API key would travel in "
+            "clear; use https://, or, if that network is trusted, set allow_plain_http = true "
+            f"in [destinations.{config.name}] of the signed policy"
+        )
+    if with_key:
+        return (
+            f"its API key would travel in clear over plain http:// to {where}; use https:// "
+            "(allow_plain_http = true never covers an API key)"
+        )
+    return None
+
+
+def destination_refusal(config: DestinationConfig) -> str | None:
+    """Why the policy's destination ``config`` may not be used, or None when it may.
+
+    A ``base_url`` that is not ``https://`` is refused unless it (and the proxy, if set)
+    is loopback, or the policy sets ``allow_plain_http = true`` for this destination and
+    names no API key for it. ``onbox policy check`` reports the same reason.
+    """
+    if config.kind == "llama-cpp" or not config.base_url:
+        return None
+    try:
+        parts = urlsplit(config.base_url)
+        host = parts.hostname
+        _ = parts.port  # raises ValueError for a malformed port
+    except ValueError:
+        return "base_url is not a valid URL (check its host and port); use an https:// URL"
+    if any(c.isspace() or c == "\\" for c in parts.netloc):
+        return "base_url has a space or backslash in its host; use an https:// URL"
+    refusal = _cleartext_refusal(
+        config,
+        parts.scheme.lower(),
+        host,
+        with_key=bool(config.api_key_env or config.api_key_keyring),
+    )
+    if refusal is not None and parts.scheme.lower() not in ("http", "https"):
+        return f"{refusal}, not {_without_userinfo(config.base_url)!r}"
+    return refusal
 
 
 def resolve_api_key(config: DestinationConfig) -> str | None:
@@ -206,6 +293,9 @@ class RemoteDestination:
     ) -> None:
         if not config.base_url:
             raise ValueError(f"destination {config.name!r} needs base_url in the policy")
+        refusal = destination_refusal(config)
+        if refusal is not None:
+            raise ValueError(f"destination {config.name!r} refused: {refusal}")
         self.name = config.name
         self.clearance = config.clearance.name
         self.config = config
@@ -220,6 +310,7 @@ class RemoteDestination:
             timeout=httpx.Timeout(self._timeout),
             headers=dict(config.headers or {}),
             trust_env=False,  # only the policy's proxy; never one from the environment
+            follow_redirects=False,  # a redirect could lead to http:// or another host
             transport=transport,
         )
 
@@ -298,12 +389,24 @@ class RemoteDestination:
         state = StreamState(model=self.config.model or "")
         received = 0
         first_byte = 0.0
-        headers = {**prepared.headers, **self._auth_headers()}
+        auth = self._auth_headers()
+        headers = {**prepared.headers, **auth}
+        try:
+            url = httpx.URL(prepared.url)
+        except httpx.InvalidURL:
+            raise DestinationProtocolError(
+                f"destination {self.name}: base_url is not a valid URL; nothing sent"
+            ) from None
+        refusal = _cleartext_refusal(self.config, url.scheme, url.host, with_key=bool(auth))
+        if refusal is not None:  # the policy was checked when built; this is the last word
+            raise DestinationUnavailable(f"destination {self.name}: nothing sent: {refusal}")
         try:
             with self._client.stream(
                 "POST", prepared.url, content=prepared.body, headers=headers
             ) as resp:
                 first_byte = time.perf_counter() - started
+                if 300 <= resp.status_code < 400:
+                    self._refuse_redirect(resp)
                 if resp.status_code >= 400:
                     self._raise_for_status(resp)
                 key = _WATCHER.watch(cancel, resp)
@@ -379,6 +482,14 @@ class RemoteDestination:
             if state.done:
                 break
         return received
+
+    def _refuse_redirect(self, resp: httpx.Response) -> None:
+        location = urlsplit(resp.headers.get("location", ""))
+        target = f" to {location.scheme}://{location.hostname}" if location.hostname else ""
+        raise DestinationProtocolError(
+            f"destination {self.name} answered with a redirect (HTTP {resp.status_code}{target}); "
+            "redirects are never followed: set base_url in the policy to the final https:// URL"
+        )
 
     def _raise_for_status(self, resp: httpx.Response) -> None:
         status = resp.status_code
@@ -506,13 +617,19 @@ def build_destinations(policy: Policy, on_box: Destination) -> dict[str, Destina
 
     A destination whose API key is missing is still built (it fails at send time, so
     routing falls back and ``onbox/status`` shows why); one that cannot be built at all
-    (unknown kind, no base_url) is left out with a warning.
+    (unknown kind, no base_url) or that :func:`destination_refusal` refuses (plain http
+    to a host other than loopback) is left out with a warning, so nothing is ever sent
+    to it; :func:`destination_refusal` gives the reason again for ``onbox explain``.
     """
     from onbox.inference.anthropic import AnthropicDestination
     from onbox.inference.openai_compat import OpenAIDestination
 
     built: dict[str, Destination] = {}
     for name, config in policy.destinations.items():
+        refusal = destination_refusal(config)
+        if refusal is not None:
+            logger.error("destination %s refused, left out: %s", name, refusal)
+            continue
         try:
             if config.kind == "llama-cpp":
                 built[name] = on_box

@@ -120,6 +120,19 @@ def _err(message: str) -> None:
     print(f"onbox policy: {message}", file=sys.stderr)
 
 
+def _refused_destinations(policy: Any) -> list[str]:
+    """``file:line: [destinations.NAME] why`` for each destination that would not be built."""
+    from onbox.inference.remote import destination_refusal
+
+    problems: list[str] = []
+    for name, config in policy.destinations.items():
+        why = destination_refusal(config)
+        if why is not None:
+            key = f"destinations.{name}.base_url"
+            problems.append(f"{policy.where(key)}: [{key}] {why}")
+    return problems
+
+
 def run_init(args: argparse.Namespace) -> int:
     """Write the example policy."""
     if args.out is None:
@@ -141,6 +154,11 @@ def run_check(args: argparse.Namespace) -> int:
         policy = load_policy(args.file)
     except PolicyError as exc:
         _err(f"invalid: {exc}")
+        return EXIT_FAILED
+    refused = _refused_destinations(policy)
+    for problem in refused:
+        _err(f"invalid: {problem}")
+    if refused:
         return EXIT_FAILED
     rows = _label_repo(policy, args.repo, args.limit) if args.repo else []
     if args.json:
@@ -190,7 +208,11 @@ def run_sign(args: argparse.Namespace) -> int:
 
     try:
         data = args.file.read_bytes()
-        parse_policy(data, str(args.file))
+        refused = _refused_destinations(parse_policy(data, str(args.file)))
+        if refused:
+            for problem in refused:
+                _err(f"refusing to sign an invalid policy: {problem}")
+            return EXIT_FAILED
         expires = parse_time(args.expires, "--expires")
         keys = [load_private_key(k) for k in args.key]
         bundle = make_bundle(data, args.serial, expires, keys)

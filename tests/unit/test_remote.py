@@ -326,8 +326,10 @@ def test_a_json_answer_without_streaming_is_accepted() -> None:
 
 def test_the_policy_proxy_is_used(server: RecordingServer) -> None:
     """The recording server stands in for a forward proxy: it sees the absolute URL."""
-    cfg = config("http://llm.corp.example", proxy=server.url)
-    assert openai(cfg).complete(REQUEST, CancelToken()).text == "return sum(xs)\n"
+    cfg = config(
+        "http://llm.corp.example", proxy=server.url, allow_plain_http=True, api_key_env=None
+    )
+    assert openai(cfg, None).complete(REQUEST, CancelToken()).text == "return sum(xs)\n"
     assert server.requests[0].path == "http://llm.corp.example/v1/completions"
 
 
