@@ -1,4 +1,8 @@
-"""The on-box destination: a llama.cpp model in this process, through llama-cpp-python.
+"""The llama.cpp engine of the on-box model, through llama-cpp-python.
+
+It runs inside the model worker (:mod:`onbox.inference.worker`), never in the language
+server: the server talks to it through :class:`onbox.inference.worker_client.WorkerDestination`,
+so that a native fault costs one answer and not the server.
 
 Loaded once and kept warm. One generation runs at a time (a lock); the token loop polls
 the request's :class:`CancelToken` after every token. Consecutive prompts that share a
@@ -16,10 +20,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from onbox.inference.destination import CancelToken, Completion, CompletionRequest
 from onbox.inference.errors import Cancelled, ModelError
@@ -53,6 +57,76 @@ class ModelSettings:
     temperature: float = 0.0
     prefix_tokens: int = 1536
     suffix_tokens: int = 256
+    extra_buffer_types: str = "auto"  # "auto" (off on AMX CPUs) | "on" | "off"
+    worker_idle_seconds: float = 600.0  # the shared worker exits after this long unused
+    deadline_seconds: float = 60.0  # a generation running longer counts as a hang
+
+    def load_settings(self) -> dict[str, Any]:
+        """The settings that change how the model is loaded (one worker per distinct set)."""
+        return {
+            "contextSize": self.context_size,
+            "threads": self.threads,
+            "gpuLayers": self.gpu_layers,
+            "extraBufferTypes": self.extra_buffer_types,
+        }
+
+
+class OnBoxModel(Protocol):
+    """What the server needs from the on-box destination (in-process or the worker)."""
+
+    name: str
+    kind: str
+    clearance: str
+    error: str | None
+    generations_started: int
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is ready."""
+        ...
+
+    @property
+    def model_name(self) -> str:
+        """File name of the model."""
+        ...
+
+    def load(self, report: Callable[[str], None] | None = None) -> None:
+        """Load the model; raise :class:`ModelError` with the fix."""
+        ...
+
+    def complete(self, request: CompletionRequest, cancel: CancelToken) -> Completion:
+        """Generate a continuation."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What the journal records about the destination."""
+        ...
+
+
+@contextlib.contextmanager
+def model_params_override(**fields: Any) -> Iterator[None]:
+    """Set ``llama_model_params`` fields that ``llama_cpp.Llama`` has no argument for.
+
+    ``Llama.__init__`` starts from ``llama_model_default_params()``; while this context is
+    active that function returns the defaults with ``fields`` applied (e.g.
+    ``use_extra_bufts=False``, which keeps llama.cpp from repacking weights into AMX or
+    other extra buffers). Only used around one ``Llama(...)`` call at a time.
+    """
+    import llama_cpp.llama_cpp as lib
+
+    original = lib.llama_model_default_params
+
+    def patched() -> Any:
+        params = original()
+        for key, value in fields.items():
+            setattr(params, key, value)
+        return params
+
+    lib.llama_model_default_params = patched
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = original
 
 
 def gpu_offload_supported() -> bool:
@@ -141,11 +215,23 @@ class LlamaCppDestination:
     kind = "llama-cpp"
 
     def __init__(
-        self, settings: ModelSettings, *, name: str = "on-box", clearance: str = "restricted"
+        self,
+        settings: ModelSettings,
+        *,
+        name: str = "on-box",
+        clearance: str = "restricted",
+        use_extra_bufts: bool = True,
+        vocab_only: bool = False,
+        before_decode: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.clearance = clearance
         self.settings = settings
+        self.use_extra_bufts = use_extra_bufts
+        #: Load the tokenizer only (prompt building without weights; no generation).
+        self.vocab_only = vocab_only
+        #: Called before every generation reaches llama.cpp (the worker's fault injection).
+        self.before_decode = before_decode
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._llm: Any = None
@@ -216,6 +302,7 @@ class LlamaCppDestination:
             with (
                 contextlib.redirect_stderr(io.StringIO()),
                 contextlib.redirect_stdout(io.StringIO()),
+                model_params_override(use_extra_bufts=self.use_extra_bufts),
             ):
                 llm = llama_cpp.Llama(
                     model_path=str(path),
@@ -224,6 +311,7 @@ class LlamaCppDestination:
                     n_threads_batch=threads,
                     n_gpu_layers=gpu_layers,
                     n_batch=512,
+                    vocab_only=self.vocab_only,
                     verbose=True,
                 )
             llm.verbose = False
@@ -244,10 +332,11 @@ class LlamaCppDestination:
         self.model_path = path
         self.model_sha256 = sha256_file(path)
         logger.info(
-            "loaded %s (%s layers on GPU, %d threads, FIM: %s)",
+            "loaded %s (%s layers on GPU, %d threads, extra buffer types %s, FIM: %s)",
             path.name,
             gpu_layers,
             threads,
+            "on" if self.use_extra_bufts else "off",
             self._fim.family if self._fim else "none",
         )
 
@@ -261,6 +350,19 @@ class LlamaCppDestination:
             "modelSha256": self.model_sha256,
             "fim": self._fim.family if self._fim else None,
         }
+
+    def smoke_decode(self) -> float:
+        """Decode one token, the step that faults on a bad build/CPU pairing; seconds taken."""
+        self.load()
+        with self._lock:
+            if self.before_decode is not None:
+                self.before_decode()
+            llm = self._llm
+            started = time.perf_counter()
+            llm.reset()
+            bos = int(llm.token_bos())
+            llm.eval([bos if bos >= 0 else 0])
+            return time.perf_counter() - started
 
     # -- prompt building -------------------------------------------------------------
 
@@ -322,6 +424,8 @@ class LlamaCppDestination:
                 cached = len(prompt) - 1
             self.last_prompt_tokens_evaluated = len(prompt) - cached
             self.generations_started += 1
+            if self.before_decode is not None:
+                self.before_decode()
             vocab = llama_cpp.llama_model_get_vocab(llm.model)
             stops = PLAIN_STOPS if self._fim is None else self._fim.stop_texts
             out: list[int] = []

@@ -118,6 +118,9 @@ class OnboxServer(LanguageServer):
         self, uri: str | None, state: str | None = None, message: str = ""
     ) -> dict[str, Any]:
         """The ``onbox/status`` notification for one document (or the server, uri=None)."""
+        unavailable = self.wiring.model_unavailable() if self.wiring is not None else None
+        if unavailable:  # the model worker crashed under every profile: no more restarts
+            self.model_state, self.model_error, state = "disabled", unavailable, None
         payload: dict[str, Any] = {
             "uri": uri,
             "state": state or self.model_state,

@@ -20,7 +20,7 @@ from onbox.classification.decision import Decision, fail_closed
 from onbox.classification.labels import LabelScale
 from onbox.inference.destination import CancelToken, Completion, CompletionRequest, Destination
 from onbox.inference.errors import Cancelled, InferenceError
-from onbox.inference.local import LlamaCppDestination, ModelSettings
+from onbox.inference.local import LlamaCppDestination, ModelSettings, OnBoxModel
 from onbox.inference.postprocess import postprocess
 from onbox.server.settings import Settings
 
@@ -123,14 +123,14 @@ class CompletionService:
         self,
         settings: Settings,
         *,
-        local: LlamaCppDestination | None = None,
+        local: OnBoxModel | None = None,
         classifier: ClassifierLike | None = None,
         journal: JournalLike | None = None,
         router: Any | None = None,
         actors: Any | None = None,
     ) -> None:
         self.settings = settings
-        self.local = local or LlamaCppDestination(model_settings(settings))
+        self.local: OnBoxModel = local or LlamaCppDestination(model_settings(settings))
         self.classifier: ClassifierLike = classifier or FailClosedClassifier()
         self.journal = journal
         self.router = router

@@ -26,6 +26,9 @@ class ModelSection:
     context_size: int = 4096
     threads: int = 0
     gpu_layers: int = -1
+    extra_buffer_types: str = "auto"  # "auto" (off on AMX CPUs) | "on" | "off"
+    worker_idle_seconds: float = 600.0  # the shared model worker exits after this long unused
+    deadline_seconds: float = 60.0  # a generation running longer is a hang: restart the worker
 
 
 @dataclass

@@ -16,6 +16,7 @@ Which policy applies:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -30,9 +31,10 @@ from onbox.classification.policy_model import Policy, PolicyError
 from onbox.classification.policy_store import PolicyStore, describe_policy_state
 from onbox.classification.sources import parse_source
 from onbox.inference.destination import Destination
-from onbox.inference.local import LlamaCppDestination, gpu_offload_supported, llama_build_info
+from onbox.inference.local import ModelSettings
 from onbox.inference.remote import build_destinations
 from onbox.inference.routing import Router
+from onbox.inference.worker_client import WorkerDestination
 from onbox.server.identity import ActorContext, ActorJournal
 from onbox.server.pipeline import CompletionService, model_settings, reason_lines
 from onbox.server.settings import Settings
@@ -64,8 +66,10 @@ class Wiring:
         self.store = PolicyStore(journal=self.journal)
         self.policy_warning: str | None = None
         self.policy = self._initial_policy()
-        self.local = LlamaCppDestination(
-            model_settings(settings), clearance=self.policy.scale.highest.name
+        self.local = WorkerDestination(
+            worker_model_settings(settings),
+            clearance=self.policy.scale.highest.name,
+            on_crash=self.model_crashed,
         )
         self.classifier = Classifier(self.policy)
         self.router = self._build_router(self.policy)
@@ -179,6 +183,16 @@ class Wiring:
         self.service.router = self.router
         if self.on_policy_change is not None:
             self.on_policy_change()
+
+    def model_crashed(self, report: dict[str, Any]) -> None:
+        """The model worker crashed or hung: journal it and tell the editor once."""
+        self.journal_event("model-crashed", {k: v for k, v in report.items() if k != "message"})
+        self.notify_error(str(report["message"]))
+
+    def model_unavailable(self) -> str | None:
+        """Why the on-box model is out of service after repeated crashes (None: it is not)."""
+        local = self.local
+        return local.error if local.crashes and local.error else None
 
     # -- journal -----------------------------------------------------------------------
 
@@ -361,6 +375,14 @@ class Wiring:
     def health(self, model_state: str, model_error: str | None) -> dict[str, Any]:
         """``onbox/health``."""
         local = self.local
+        unavailable = self.model_unavailable()
+        if unavailable:
+            model_state, model_error = "disabled", unavailable
+        build = local.build_info() or {
+            "version": None,
+            "systemInfo": "not known until the model worker starts",
+            "gpuOffload": False,
+        }
         try:
             policy_state = describe_policy_state(self.store)
         except Exception as exc:
@@ -374,8 +396,11 @@ class Wiring:
                 "state": model_state,
                 "error": model_error,
                 "sha256": local.model_sha256,
+                "workerPid": local.worker_pid,
+                "profile": local.profile,
+                "crashes": local.crashes,
             },
-            "gpuOffload": gpu_offload_supported(),
+            "gpuOffload": bool(build.get("gpuOffload")),
             "generation": {
                 "generationsStarted": local.generations_started,
                 "lastFinish": local.last_finish,
@@ -383,7 +408,7 @@ class Wiring:
                 "lastPromptTokensEvaluated": local.last_prompt_tokens_evaluated,
                 "lastTimings": local.last_timings,
             },
-            "llamaCpp": llama_build_info(),
+            "llamaCpp": build,
             "policy": {**self.policy_summary(), "store": policy_state},
             "journal": {
                 "dir": str(self._journal_dir()),
@@ -395,3 +420,13 @@ class Wiring:
                 "present": self.store.trust_root_path.exists(),
             },
         }
+
+def worker_model_settings(settings: Settings) -> ModelSettings:
+    """The on-box model's settings, with the model worker's own."""
+    m = settings.model
+    return dataclasses.replace(
+        model_settings(settings),
+        extra_buffer_types=m.extra_buffer_types,
+        worker_idle_seconds=m.worker_idle_seconds,
+        deadline_seconds=m.deadline_seconds,
+    )

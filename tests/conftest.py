@@ -22,6 +22,15 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("ONBOX_DATA_DIR", str(run_dir / "data"))
     os.environ.setdefault("ONBOX_CONFIG_DIR", str(run_dir / "config"))
     os.environ.setdefault("ONBOX_TRUST_ROOT", str(run_dir / "no-trust-root.json"))
+    # Model worker sockets: short (AF_UNIX paths are limited to 108 bytes) and per run.
+    os.environ.setdefault("ONBOX_RUNTIME_DIR", tempfile.mkdtemp(prefix="ob-rt-", dir="/tmp"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """No model worker started by this run outlives it."""
+    from tests.support.workers import stop_workers
+
+    stop_workers(os.environ.get("ONBOX_RUNTIME_DIR", ""))
 
 
 @pytest.fixture(scope="session")
