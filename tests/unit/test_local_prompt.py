@@ -1,7 +1,9 @@
 """Prompt building of the on-box destination with the real default model.
 
-The model is loaded once for the module. Generations are few and four tokens long: the
-point is the prompt (window anchoring, budgets, KV reuse, odd text), not the output.
+Prompts are built with the model's tokenizer only (``vocab_only``: no weights, no decode
+in the pytest process). Generations — few and a few tokens long — run in a model worker,
+so a native fault fails one test instead of ending the run. The point is the prompt
+(window anchoring, budgets, KV reuse, odd text), not the output.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from onbox.inference.local import (
     ModelSettings,
     common_prefix_length,
 )
+from onbox.inference.worker_client import WorkerDestination
 
 pytest.importorskip("llama_cpp")
 
 
 @pytest.fixture(scope="module")
 def dest(default_model: Path) -> Iterator[LlamaCppDestination]:
-    """The default model, loaded once; each test gets the module's original settings back."""
-    destination = LlamaCppDestination(ModelSettings(path=str(default_model), context_size=4096))
+    """The default model's tokenizer, loaded once; each test gets the original settings back."""
+    destination = LlamaCppDestination(
+        ModelSettings(path=str(default_model), context_size=4096), vocab_only=True
+    )
     destination.load()
     original = destination.settings
     yield destination
@@ -65,11 +70,13 @@ def _budget(dest: LlamaCppDestination) -> int:
     return int(min(max(64, s.context_size - 64 - 8), s.prefix_tokens + s.suffix_tokens))
 
 
-def _n_p_eval(dest: LlamaCppDestination) -> int:
-    import llama_cpp
-
-    llm: Any = dest._llm
-    return int(llama_cpp.llama_perf_context(llm._ctx.ctx).n_p_eval)
+@pytest.fixture(scope="module")
+def worker(default_model: Path) -> Iterator[WorkerDestination]:
+    """The same model generating in a model worker (never in this process)."""
+    destination = WorkerDestination(ModelSettings(path=str(default_model), context_size=4096))
+    destination.load()
+    yield destination
+    destination.close()
 
 
 # -- pure helpers ---------------------------------------------------------------------------
@@ -199,26 +206,28 @@ def test_fim_prompt_layout_and_budgets(
 # -- KV reuse -----------------------------------------------------------------------------
 
 
-def test_extended_prompt_evaluates_only_the_new_tokens(dest: LlamaCppDestination) -> None:
+def test_extended_prompt_evaluates_only_the_new_tokens(
+    dest: LlamaCppDestination, worker: WorkerDestination
+) -> None:
+    """KV reuse survives the move to the worker: typing on evaluates only the new tokens."""
     base = "# kv reuse check\n" + _code(60, tag="kv_") + "def tail(x):\n    "
     cold = CompletionRequest(prefix=base, suffix="", max_tokens=4, temperature=0.0)
-    started = dest.generations_started
-    dest.complete(cold, CancelToken())
-    cold_prompt = dest.build_prompt(cold)
+    started = worker.generations_started
+    completion = worker.complete(cold, CancelToken())
+    cold_prompt = dest.build_prompt(cold)  # the worker builds the same prompt
+    assert completion.tokens_in == len(cold_prompt)
     # a new file shares at most the BOS token with whatever ran before
-    assert dest.last_prompt_tokens_evaluated >= len(cold_prompt) - 1
+    assert worker.last_prompt_tokens_evaluated >= len(cold_prompt) - 1
 
     warm = dataclasses.replace(cold, prefix=base + "total = x * 2 + len(str(x))")
     warm_prompt = dest.build_prompt(warm)
     new_tokens = len(warm_prompt) - common_prefix_length(cold_prompt, warm_prompt)
-    before = _n_p_eval(dest)
-    dest.complete(warm, CancelToken())
-    evaluated = dest.last_prompt_tokens_evaluated
+    completion = worker.complete(warm, CancelToken())
+    evaluated = worker.last_prompt_tokens_evaluated
+    assert completion.timings["prompt_tokens_evaluated"] == evaluated
     assert 1 <= evaluated <= new_tokens + 1
     assert evaluated < len(warm_prompt) // 10
-    # llama.cpp's own counter agrees: the shared prefix was not evaluated again
-    assert _n_p_eval(dest) - before == evaluated
-    assert dest.generations_started == started + 2
+    assert worker.generations_started == started + 2
 
 
 # -- odd text -----------------------------------------------------------------------------
@@ -245,10 +254,10 @@ def test_nul_and_lone_surrogates_tokenize(
     assert prompt == _prompt(dest, prefix.replace("\x00", ""), suffix), "NUL bytes are dropped"
 
 
-def test_generation_on_odd_text(dest: LlamaCppDestination) -> None:
+def test_generation_on_odd_text(dest: LlamaCppDestination, worker: WorkerDestination) -> None:
     request = CompletionRequest(
         prefix="s = '\ud800\x00'\nt = ", suffix="\udfff", max_tokens=2, temperature=0.0
     )
-    completion = dest.complete(request, CancelToken())
+    completion = worker.complete(request, CancelToken())
     assert isinstance(completion.text, str)
     assert completion.tokens_in == len(dest.build_prompt(request))
