@@ -1,11 +1,13 @@
 """The :class:`Classifier`: one call answers "how sensitive is this document?".
 
 It never raises. Anything it cannot resolve (untitled buffer, non-file URI, unreadable
-file, expired policy, an exception anywhere) yields the policy's default label with a
-reason that says why. Decisions are cached per ``(uri, version)`` and re-used only while
-the text, the policy object and every repo file the decision consulted (attributes,
-CODEOWNERS, ``.onbox.toml``, git config) are unchanged by (mtime, size, inode), so a
-warm decision costs a handful of ``stat`` calls.
+file, an exception anywhere) yields the policy's highest label with a reason that says
+why; an expired policy (of any origin: a local file or a signed bundle) yields the
+built-in fail-closed decision — the highest label, on-box only. Decisions are cached per
+``(uri, version)`` and re-used only while the text, the policy object and every repo
+file the decision consulted (attributes, CODEOWNERS, ``.onbox.toml``, ``.gitignore``
+files, git config) are unchanged by (mtime, size, inode), so a warm decision costs a
+handful of ``stat`` calls.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
-from onbox.classification.decision import Decision, Reason
+from onbox.classification.decision import Decision, Reason, fail_closed
+from onbox.classification.policy import BUILTIN_POLICY_ID
 from onbox.classification.policy_model import Policy
 from onbox.classification.repo import fingerprint
 from onbox.classification.signals import Evaluation, SignalReader, evaluate
@@ -36,10 +39,12 @@ class _Cached:
     evaluation: Evaluation
 
 
-def default_decision(policy: Policy, why: str, signal: str = "fail-closed") -> Decision:
-    """The policy's default label, with ``why`` as the only reason."""
-    reason = Reason(signal, policy.default_label, why)
-    return Decision(policy.default_label, (reason,), policy.id, policy.serial, deciding=(signal,))
+def closed_decision(policy: Policy, why: str) -> Decision:
+    """The policy's highest label, with ``why`` as the only reason (fail closed)."""
+    reason = Reason("fail-closed", policy.scale.highest, why)
+    return Decision(
+        policy.scale.highest, (reason,), policy.id, policy.serial, deciding=("fail-closed",)
+    )
 
 
 def uri_to_path(uri: str) -> Path | None:
@@ -90,10 +95,10 @@ class Classifier:
             return self._classify(policy, uri, text, version, language)
         except Exception as exc:  # fail closed, whatever happened
             logger.exception("classifier error for %s", uri)
-            return default_decision(
+            return closed_decision(
                 policy,
-                f"classifier error ({type(exc).__name__}: {exc}): the policy's default "
-                "label applies; please report this with `onbox classify --json`",
+                f"classifier error ({type(exc).__name__}: {exc}): the highest label applies; "
+                "please report this with `onbox classify --json`",
             )
 
     def _classify(
@@ -105,23 +110,27 @@ class Classifier:
         language: str | None = None,
     ) -> Decision:
         if policy.expired(datetime.now(UTC)):
-            return default_decision(
-                policy,
-                f"policy {policy.id!r} expired at {policy.expires}: ask your admin for a new one",
+            # Nothing of an expired policy is trusted, its default label and its repo
+            # rules least of all: the built-in fail-closed policy decides.
+            return fail_closed(
+                policy.scale.highest,
+                f"policy {policy.id!r} (serial {policy.serial}) expired at {policy.expires}: "
+                f"the built-in fail-closed policy applies (every file {policy.scale.highest.name},"
+                " on-box only); ask your admin for a new policy",
+                BUILTIN_POLICY_ID,
             )
         path = uri_to_path(uri)
         if path is None:
             scheme = urlsplit(uri).scheme or "none"
             what = "an untitled buffer" if scheme == "untitled" else f"not a local file ({scheme}:)"
-            return default_decision(policy, f"{what}: the policy's default label applies")
+            return closed_decision(policy, f"{what}: the highest label applies")
         if text is None:
             try:
                 text = path.read_text(encoding="utf-8", errors="replace")
             except OSError as exc:
-                return default_decision(
+                return closed_decision(
                     policy,
-                    f"cannot read {path} ({exc.strerror or exc}): "
-                    "the policy's default label applies",
+                    f"cannot read {path} ({exc.strerror or exc}): the highest label applies",
                 )
         key = (uri, version, language)
         with self._lock:

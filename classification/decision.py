@@ -21,7 +21,8 @@ SIGNALS = (
     "codeowners",  # an owner mapped to a label by the policy
     "content",  # a secret, PII or policy detector found in the text
     "marker",  # a manual `onbox: <label>` comment
-    "fail-closed",  # something could not be resolved; the highest/default label applies
+    "repo-ignored",  # git ignores the file and does not track it: [policy] ignored_label
+    "fail-closed",  # something could not be resolved; the highest label applies
 )
 
 

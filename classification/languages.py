@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 from functools import cache
 from pathlib import PurePosixPath
 from typing import Any
@@ -55,6 +56,20 @@ _EXTENSIONS: dict[str, str] = {
 #: LSP languageId aliases
 _ALIASES = {"typescriptreact": "tsx", "javascriptreact": "javascript", "c++": "cpp"}
 
+#: interpreter named by a shebang (version suffix dropped) → grammar
+_INTERPRETERS = {
+    "python": "python",
+    "pypy": "python",
+    "node": "javascript",
+    "nodejs": "javascript",
+    "bun": "javascript",
+    "deno": "typescript",
+    "ts-node": "typescript",
+    "tsx": "typescript",
+}
+_SHEBANG_LIMIT = 256  # a shebang line longer than this is not one the kernel would run
+_VERSION_SUFFIX = re.compile(r"[\d.]+$")
+
 #: node types that hold string literals or comments, per grammar
 LITERAL_NODE_TYPES = frozenset(
     {
@@ -78,6 +93,34 @@ LITERAL_NODE_TYPES = frozenset(
 def language_for_path(path: str) -> str | None:
     """The language name for a file name, or ``None`` when no grammar covers it."""
     return _EXTENSIONS.get(PurePosixPath(path).suffix.lower())
+
+
+def language_for(path: str | None, language_id: str | None, text: str) -> str | None:
+    """The grammar for a document: the editor's ``languageId`` first, then the file
+    extension, then a shebang line (``#!/usr/bin/env python3``); ``None`` if none names one.
+    """
+    return (
+        normalise_language(language_id)
+        or (language_for_path(path) if path else None)
+        or language_from_shebang(text)
+    )
+
+
+def language_from_shebang(text: str) -> str | None:
+    """The grammar a ``#!`` first line runs the file with (``#!/bin/bash``: ``None``)."""
+    if not text.startswith("#!"):
+        return None
+    line = text[2:_SHEBANG_LIMIT].split("\n", 1)[0]
+    words = line.split()
+    if not words:
+        return None
+    program = PurePosixPath(words[0]).name
+    if program == "env":  # #!/usr/bin/env [-S] [VAR=value...] interpreter
+        rest = [w for w in words[1:] if not w.startswith("-") and "=" not in w]
+        if not rest:
+            return None
+        program = PurePosixPath(rest[0]).name
+    return _INTERPRETERS.get(_VERSION_SUFFIX.sub("", program.lower()))
 
 
 def normalise_language(language: str | None) -> str | None:

@@ -18,6 +18,7 @@ import logging
 import re
 import tomllib
 from dataclasses import dataclass
+from typing import AnyStr
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,10 @@ _MARKER = re.compile(
     r"(?:#|//|/\*+|<!--|--|;|%|\*|\{-|\(\*|\bREM\b)\s*onbox\s*:\s*([A-Za-z0-9_.-]+)",
     re.IGNORECASE,
 )
+_CANDIDATE = re.compile(r"onbox\s*:")
+_CANDIDATE_BYTES = re.compile(rb"onbox\s*:")
+_WINDOW = 64  # bytes around a candidate: the comment token before, the label after
+MAX_CANDIDATES_PER_LINE = 10_000
 _REPO_FILE_KEYS = {"tags", "label"}
 
 
@@ -38,12 +43,48 @@ class Marker:
 
 
 def find_marker(text: str) -> Marker | None:
-    """The first ``onbox: <label>`` comment in the first :data:`MARKER_LINES` lines."""
-    head = text[:4096].split("\n", MARKER_LINES)[:MARKER_LINES]
-    for number, line in enumerate(head, start=1):
-        match = _MARKER.search(line)
+    """The first ``onbox: <label>`` comment in the first :data:`MARKER_LINES` lines.
+
+    Lines count whatever their length (a 5 KB ``__all__ = [...]`` line does not hide a
+    marker on line 2); nothing after the fifth line break is read.
+    """
+    start = 0
+    for number in range(1, MARKER_LINES + 1):
+        end = text.find("\n", start)
+        line = text[start:] if end == -1 else text[start:end]
+        label = _marker_in(line)
+        if label is not None:
+            return Marker(label, number)
+        if end == -1:
+            break
+        start = end + 1
+    return None
+
+
+def _marker_in(line: str) -> str | None:
+    """The label of the first marker in ``line``; fast on a megabyte-long minified line.
+
+    A case-insensitive regex over the whole line costs tens of milliseconds per 5 MB; a
+    literal scan of the line lower-cased (as bytes unless it is ASCII, so that offsets
+    stay put) finds the few ``onbox:`` candidates, and the full marker pattern runs
+    only in a small window around each.
+    """
+    if line.isascii():
+        return _first_marker(line, line.lower(), _CANDIDATE)
+    data = line.encode("utf-8", "surrogatepass")
+    return _first_marker(data, data.lower(), _CANDIDATE_BYTES)
+
+
+def _first_marker(line: AnyStr, lowered: AnyStr, candidates: re.Pattern[AnyStr]) -> str | None:
+    for count, candidate in enumerate(candidates.finditer(lowered)):
+        if count >= MAX_CANDIDATES_PER_LINE:
+            break
+        window = line[max(0, candidate.start() - _WINDOW) : candidate.end() + _WINDOW]
+        # A bytes window cut inside a multi-byte character loses only that character.
+        text = window if isinstance(window, str) else window.decode("utf-8", "ignore")
+        match = _MARKER.search(text)
         if match:
-            return Marker(match.group(1), number)
+            return match.group(1)
     return None
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "load_or_keep",
     "load_policy",
     "parse_policy",
+    "policy_warnings",
 ]
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,24 @@ def load_or_keep(path: Path, previous: Policy | None) -> tuple[Policy, PolicyErr
             exc,
         )
         return (previous if previous is not None else builtin_policy()), exc
+
+
+def policy_warnings(policy: Policy) -> list[str]:
+    """Problems that do not invalidate ``policy`` but that its admin should hear about.
+
+    Today: ``[[repos]]`` tags that ``[tags]`` does not map (compared case-insensitively,
+    as classification does) — such a tag changes no label.
+    """
+    known = {name.lower() for name in policy.tags}
+    warnings = []
+    for index, rule in enumerate(policy.repos):
+        for tag in rule.tags:
+            if tag.lower() not in known:
+                warnings.append(
+                    f"{policy.where(f'repos.{index}.tags')}: [repos.{index}.tags] tag {tag!r} "
+                    "is not in [tags]: it changes no label (a typo?)"
+                )
+    return warnings
 
 
 @cache

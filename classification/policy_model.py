@@ -118,6 +118,8 @@ class Policy:
     content: ContentConfig | None = None
     detectors: tuple[Detector, ...] = ()
     lines: dict[str, int] = field(default_factory=dict, compare=False)
+    #: label of files git ignores and does not track (``.env``); ``None``: the highest
+    ignored_label: Label | None = None
 
     def where(self, key: str) -> str:
         """``"source:line"`` of ``key`` in the policy text (or just the source)."""

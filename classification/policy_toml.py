@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 _TOP_KEYS = {"policy", "repos", "tags", "owners", "content", "detectors", "destinations"}
 _TOP_KEYS |= {"routes", "audit"}
 _POLICY_KEYS = {"id", "labels", "default_label", "security_team_key", "expires", "description"}
+_POLICY_KEYS |= {"ignored_label"}
 _REPO_KEYS = {"match", "tags", "label"}
 _CONTENT_KEYS = {"secrets", "pii", "entropy", "entropy_threshold", "entropy_min_length"}
 _CONTENT_KEYS |= {"bulk_emails", "markers"}
@@ -174,11 +175,16 @@ def parse_policy(data: bytes, source: str) -> Policy:
         except ValueError as exc:
             ctx.fail("policy.labels", str(exc))
     default = ctx.label(head.get("default_label", ctx.scale.highest.name), "policy.default_label")
+    ignored = ctx.label(head.get("ignored_label", ctx.scale.highest.name), "policy.ignored_label")
     expires = _expires(ctx, head.get("expires"))
     team_key = _team_key(ctx, head.get("security_team_key"))
 
     repos = tuple(_repo(ctx, item, i) for i, item in enumerate(_array(ctx, doc, "repos")))
     tags = {k: ctx.label(v, f"tags.{k}") for k, v in _tbl(ctx, doc, "tags").items()}
+    folded: dict[str, str] = {}
+    for tag in tags:  # tags are matched case-insensitively
+        if folded.setdefault(tag.lower(), tag) != tag:
+            ctx.fail(f"tags.{tag}", f"tags {folded[tag.lower()]!r} and {tag!r} differ only in case")
     owners = {k: ctx.label(v, f"owners.{k}") for k, v in _tbl(ctx, doc, "owners").items()}
     for owner in owners:
         if not (owner.startswith("@") or "@" in owner):
@@ -221,6 +227,7 @@ def parse_policy(data: bytes, source: str) -> Policy:
         content=content,
         detectors=detectors,
         lines=dict(ctx.locator.lines),
+        ignored_label=ignored,
     )
 
 

@@ -12,12 +12,13 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from onbox.classification import codeowners, gitattributes, languages
+from onbox.classification import codeowners, gitattributes, gitignore, languages
 from onbox.classification.content import scan_content
 from onbox.classification.decision import Decision, Finding, Reason
 from onbox.classification.labels import Label, UnknownLabelError
@@ -28,6 +29,7 @@ from onbox.classification.repo import Fingerprint, Repository, discover, fingerp
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+MAX_TRACKED_ANSWERS = 16384
 Watch = tuple[tuple[str, Fingerprint], ...]
 
 
@@ -47,11 +49,30 @@ class SignalReader:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._files: dict[tuple[str, str], tuple[Fingerprint, Any]] = {}
+        self._tracked: dict[tuple[str, str], tuple[Fingerprint, bool]] = {}
 
     def clear(self) -> None:
         """Forget every parsed file."""
         with self._lock:
             self._files.clear()
+            self._tracked.clear()
+
+    def tracked(self, repo: Repository, rel: str, seen: list[tuple[str, Fingerprint]]) -> bool:
+        """Whether git tracks ``rel``; asked of git once per index change."""
+        index = str(repo.git_dir / "index")
+        fp = fingerprint(index)
+        seen.append((index, fp))
+        key = (index, rel)
+        with self._lock:
+            cached = self._tracked.get(key)
+        if cached is not None and cached[0] == fp and fp is not None:
+            return cached[1]
+        answer = fp is not None and gitignore.is_tracked(repo.root, rel)
+        with self._lock:
+            if len(self._tracked) >= MAX_TRACKED_ANSWERS:
+                self._tracked.clear()
+            self._tracked[key] = (fp, answer)
+        return answer
 
     def load(
         self, path: str, kind: str, parse: Callable[[str], T], seen: list[tuple[str, Fingerprint]]
@@ -92,18 +113,26 @@ def evaluate(
     repo = discover(path)
     rel = None
     if repo is not None:
-        seen.append((repo.config_path, fingerprint(repo.config_path)))
+        seen.extend((p, fingerprint(p)) for p in repo.config_files)
         seen.append((str(repo.root / ".git"), fingerprint(str(repo.root / ".git"))))
         rel = Path(os.path.relpath(path, repo.root)).as_posix()
     base, tag_sources = _policy_repo(policy, repo, reasons)
     if repo is not None and rel is not None:
         _repo_file(policy, reader, repo, reasons, tag_sources, seen)
-        _attributes(policy, reader, repo, rel, reasons, tag_sources, seen)
+        with _unreadable_fails_closed(policy, repo, reasons):
+            _attributes(policy, reader, repo, rel, reasons, tag_sources, seen)
         _tags(policy, tag_sources, reasons)
-        _owners(policy, reader, repo, rel, reasons, seen)
+        with _unreadable_fails_closed(policy, repo, reasons):
+            _owners(policy, reader, repo, rel, reasons, seen)
+        ignored_label = policy.ignored_label or policy.scale.highest
+        if ignored_label > max((r.label for r in reasons), default=base):
+            # Only worth asking when the answer could raise the label: a warm decision
+            # in a repository already at that label stats no .gitignore at all.
+            with _unreadable_fails_closed(policy, repo, reasons):
+                _ignored(reader, repo, rel, ignored_label, reasons, seen)
     structural = max((r.label for r in reasons), default=base)
     display = rel or str(path)
-    grammar = languages.normalise_language(language) or languages.language_for_path(str(path))
+    grammar = languages.language_for(str(path), language, text)
     findings = scan_content(text, grammar, policy)
     reasons.extend(_content_reasons(findings, display))
     if policy.content_config().markers:
@@ -133,10 +162,95 @@ def evaluate(
     return Evaluation(decision, tuple(seen), base, structural)
 
 
+@contextmanager
+def _unreadable_fails_closed(
+    policy: Policy, repo: Repository, reasons: list[Reason]
+) -> Iterator[None]:
+    """A signal file that exists but cannot be read (say, a directory named
+    ``.gitattributes``) gives the highest label with a reason, not an exception."""
+    try:
+        yield
+    except OSError as exc:
+        name = exc.filename if isinstance(exc.filename, str) else "a signal file"
+        shown = os.path.relpath(name, repo.root) if os.path.isabs(name) else name
+        why = exc.strerror or type(exc).__name__
+        reasons.append(
+            Reason(
+                "fail-closed",
+                policy.scale.highest,
+                f"cannot read {shown} ({why}): the highest label applies until it is fixed",
+                shown,
+            )
+        )
+
+
+def _ignored(
+    reader: SignalReader,
+    repo: Repository,
+    rel: str,
+    label: Label,
+    reasons: list[Reason],
+    seen: list[tuple[str, Fingerprint]],
+) -> None:
+    """Files git ignores (``.env``, build output, a copied tree) do not inherit the repo's
+    label: they get ``[policy] ignored_label``."""
+    directories: list[gitignore.IgnoreFile | None] = []
+    for absolute, base in gitignore.ignore_files_for(repo.root, rel):
+        display = f"{base}.gitignore"
+        directories.append(
+            reader.load(
+                absolute,
+                f"gitignore:{repo.ignore_case}:{base}",
+                _ignore_parser(base, display, repo.ignore_case),
+                seen,
+            )
+        )
+    exclude = str(repo.common_dir / "info" / "exclude")
+    global_file = gitignore.excludes_file(repo.excludes_file)
+    global_files = [
+        reader.load(
+            exclude,
+            f"gitignore:{repo.ignore_case}",
+            _ignore_parser("", ".git/info/exclude", repo.ignore_case),
+            seen,
+        ),
+        reader.load(
+            global_file,
+            f"gitignore:{repo.ignore_case}",
+            _ignore_parser("", global_file, repo.ignore_case),
+            seen,
+        ),
+    ]
+    source = gitignore.ignored_by(rel, directories, global_files, ignore_case=repo.ignore_case)
+    if source is None or reader.tracked(repo, rel, seen):
+        return
+    reasons.append(
+        Reason(
+            "repo-ignored",
+            label,
+            f"git ignores this file ({source}) and does not track it: it is not part of the "
+            f"repository, so it gets the policy's ignored_label {label.name!r}",
+            source,
+        )
+    )
+
+
+def _ignore_parser(
+    base: str, display: str, ignore_case: bool
+) -> Callable[[str], gitignore.IgnoreFile]:
+    return functools.partial(
+        gitignore.parse_ignore, base=base, display=display, ignore_case=ignore_case
+    )
+
+
 def _policy_repo(
     policy: Policy, repo: Repository | None, reasons: list[Reason]
 ) -> tuple[Label, list[tuple[str, str, str]]]:
-    """The base label and the tags the policy's [[repos]] rules give."""
+    """The base label and the tags the policy's [[repos]] rules give.
+
+    Every URL of every remote counts (git may fetch from or push to any of them): each
+    identity gets its own base, and the highest wins — naming the disagreement.
+    """
     tags: list[tuple[str, str, str]] = []  # (tag, origin, source)
     if repo is None:
         reasons.append(
@@ -148,7 +262,8 @@ def _policy_repo(
             )
         )
         return policy.default_label, tags
-    if repo.identity is None:
+    identities = repo.identities
+    if all(identity is None for identity in identities):
         reasons.append(
             Reason(
                 "policy-default",
@@ -159,19 +274,61 @@ def _policy_repo(
             )
         )
         return policy.default_label, tags
+    bases = {
+        identity: _identity_base(policy, repo, identity, reasons, tags) for identity in identities
+    }
+    base = max(bases.values())
+    if len(set(bases.values())) > 1:
+        named = ", ".join(
+            f"{identity or 'a local path'} is {label.name}" for identity, label in bases.items()
+        )
+        reasons.append(
+            Reason(
+                "policy-repo",
+                base,
+                f"the remotes of this repository disagree ({named}): the highest label applies",
+                repo.config_path,
+            )
+        )
+    return base, tags
+
+
+def _identity_base(
+    policy: Policy,
+    repo: Repository,
+    identity: str | None,
+    reasons: list[Reason],
+    tags: list[tuple[str, str, str]],
+) -> Label:
+    """The base label one remote identity gets; its rules' tags are added to ``tags``."""
+    urls = [r for r in repo.remotes if r.identity == identity]
+    where = ", ".join(dict.fromkeys(f"{r.remote} {r.key} {r.url}" for r in urls))
+    if identity is None:
+        reasons.append(
+            Reason(
+                "policy-default",
+                policy.default_label,
+                f"remote URL {where} is a local path (no identity): the policy's default "
+                "label applies" + _why(policy),
+                _default_source(policy),
+            )
+        )
+        return policy.default_label
     base: Label | None = None
     for index, rule in enumerate(policy.repos):
-        if not fnmatch.fnmatchcase(repo.identity.lower(), rule.match.lower()):
+        if not fnmatch.fnmatchcase(identity.lower(), rule.match.lower()):
             continue
         source = policy.where(f"repos.{index}.tags")
-        tags.extend((tag, f"policy rule {rule.match!r}", source) for tag in rule.tags)
+        tags.extend(
+            (tag, f"policy rule {rule.match!r} for {identity}", source) for tag in rule.tags
+        )
         if rule.label is not None and base is None:
             base = rule.label
             reasons.append(
                 Reason(
                     "policy-repo",
                     rule.label,
-                    f"policy rule {rule.match!r} labels repo {repo.identity}",
+                    f"policy rule {rule.match!r} labels repo {identity} ({where})",
                     policy.where(f"repos.{index}.label"),
                 )
             )
@@ -181,12 +338,12 @@ def _policy_repo(
             Reason(
                 "policy-default",
                 base,
-                f"no policy rule sets a label for repo {repo.identity}: the "
+                f"no policy rule sets a label for repo {identity} ({where}): the "
                 "policy's default label applies" + _why(policy),
                 _default_source(policy),
             )
         )
-    return base, tags
+    return base
 
 
 def _default_source(policy: Policy) -> str | None:
@@ -215,8 +372,8 @@ def _repo_file(
         reasons.append(
             Reason(
                 "fail-closed",
-                policy.default_label,
-                f".onbox.toml cannot be used ({exc}): the default label applies",
+                policy.scale.highest,
+                f".onbox.toml cannot be used ({exc}): the highest label applies until it is fixed",
                 ".onbox.toml:1",
             )
         )
@@ -286,18 +443,33 @@ def _attributes(
             tags.append((tag.strip(), "onbox-tags in .gitattributes", value.source))
 
 
+UNKNOWN_TAG = "is not in the policy's [tags]"
+
+
 def _tags(policy: Policy, tags: list[tuple[str, str, str]], reasons: list[Reason]) -> None:
+    """Tags are compared case-insensitively; an unknown tag is said, not silently dropped."""
+    known = {name.lower(): (name, label) for name, label in policy.tags.items()}
     for tag, origin, source in tags:
-        label = policy.tags.get(tag)
-        if label is None:
-            logger.debug("tag %r from %s has no label in policy %s", tag, origin, policy.id)
-            continue
         signal = "path-attribute" if origin.startswith("onbox-tags") else "repo-tag"
+        entry = known.get(tag.lower())
+        if entry is None:
+            logger.debug("tag %r from %s has no label in policy %s", tag, origin, policy.id)
+            reasons.append(
+                Reason(
+                    signal,
+                    policy.scale.lowest,
+                    f"tag {tag!r} (from {origin}) {UNKNOWN_TAG}: it does not change the label"
+                    " (a typo? ask your admin to map it)",
+                    source,
+                )
+            )
+            continue
+        name, label = entry
         reasons.append(
             Reason(
                 signal,
                 label,
-                f"tag {tag!r} (from {origin}) is {label.name} per {policy.where('tags.' + tag)}",
+                f"tag {tag!r} (from {origin}) is {label.name} per {policy.where('tags.' + name)}",
                 source,
             )
         )

@@ -148,7 +148,7 @@ def run_init(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     """Validate a policy and optionally label a sample repo with it."""
-    from onbox.classification.policy import PolicyError, load_policy
+    from onbox.classification.policy import PolicyError, load_policy, policy_warnings
 
     try:
         policy = load_policy(args.file)
@@ -160,9 +160,13 @@ def run_check(args: argparse.Namespace) -> int:
         _err(f"invalid: {problem}")
     if refused:
         return EXIT_FAILED
-    rows = _label_repo(policy, args.repo, args.limit) if args.repo else []
+    warnings = policy_warnings(policy)
+    rows = _label_repo(policy, args.repo, args.limit, warnings) if args.repo else []
+    for warning in warnings:
+        _err(f"warning: {warning}")
     if args.json:
-        print(json.dumps({"valid": True, "id": policy.id, "files": rows}, indent=2))
+        out = {"valid": True, "id": policy.id, "warnings": warnings, "files": rows}
+        print(json.dumps(out, indent=2))
         return EXIT_OK
     print(
         f"{args.file}: valid policy {policy.id!r} ({len(policy.scale.names)} labels,"
@@ -176,8 +180,9 @@ def run_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _label_repo(policy: Any, repo: Path, limit: int) -> list[dict[str, Any]]:
+def _label_repo(policy: Any, repo: Path, limit: int, warnings: list[str]) -> list[dict[str, Any]]:
     from onbox.classification.classifier import Classifier
+    from onbox.classification.signals import UNKNOWN_TAG
 
     try:
         out = subprocess.run(
@@ -194,6 +199,11 @@ def _label_repo(policy: Any, repo: Path, limit: int) -> list[dict[str, Any]]:
     rows = []
     for rel in files[:limit]:
         decision = classifier.classify_path((repo / rel).resolve())
+        for reason in decision.reasons:
+            unknown = f"{reason.source}: {reason.message}"
+            in_policy = (reason.source or "").startswith(policy.source)  # warned above
+            if UNKNOWN_TAG in reason.message and not in_policy and unknown not in warnings:
+                warnings.append(unknown)
         rows.append(
             {"path": rel, "label": decision.label.name, "deciding": list(decision.deciding)}
         )

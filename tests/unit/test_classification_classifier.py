@@ -379,9 +379,10 @@ def test_unknown_repo_local_label_counts_as_highest(tmp_path: Path, policy: Poli
     assert "unknown label 'secrett'" in decision.reasons[-1].message
 
 
-def test_failure_modes_give_default_with_reason(
+def test_failure_modes_give_highest_with_reason(
     tmp_path: Path, policy: Policy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Fail closed means the HIGHEST label, even under a policy whose default is lower."""
     lenient = dataclasses.replace(policy, default_label=policy.scale.parse("internal"))
     classifier = Classifier(lenient)
     root = tmp_path / "r"
@@ -405,13 +406,14 @@ def test_failure_modes_give_default_with_reason(
         root / "a.py"
     )
     for words, decision in cases.items():
-        assert decision.label.name == "internal", words
-        assert any(words in r.message and r.label.name == "internal" for r in decision.reasons), (
-            words,
-            decision.reasons,
-        )
+        assert decision.label.name == "restricted", words
+        assert any(
+            words in r.message and r.label.name == "restricted" and r.signal == "fail-closed"
+            for r in decision.reasons
+        ), (words, decision.reasons)
         assert "fail-closed" in decision.deciding
-        assert decision.policy_id == "test-policy"
+        expected = "builtin-fail-closed" if words == "expired" else "test-policy"
+        assert decision.policy_id == expected, words
     assert signals.evaluate is not explode  # the fault stayed in the classifier module
 
 
