@@ -172,7 +172,7 @@ def build_report(root: Path, policy: Policy, progress: Progress | None = None) -
             )
         except Exception as exc:  # one bad file must not stop the exercise
             logger.warning("cannot classify %s: %s", name, exc)
-            default = policy.default_label
+            default = policy.scale.highest  # fail closed, as the classifier does
             entries.append(
                 FileEntry(
                     name,

@@ -424,3 +424,18 @@ def test_signal_file_that_is_a_directory(tmp_path: Path, policy: Policy, name: s
     assert "classifier error" not in messages(decision)  # handled where it happens
     assert "fail-closed" in decision.deciding
     assert name in messages(decision)
+
+
+def test_report_marks_an_unclassifiable_file_highest(
+    tmp_path: Path, policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onbox.classification import report
+
+    root = make_repo(tmp_path / "r", {"a.py": "x = 1\n"}, origin=MIRROR)
+
+    def explode(*_args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(report, "evaluate", explode)
+    (entry,) = report.build_report(root, policy).files
+    assert (entry.label, entry.deciding) == ("restricted", ("fail-closed",))
