@@ -1,343 +1,494 @@
-"""Content findings: secrets, PII and policy detectors, with their spans.
+"""Content findings over the whole document: secrets, PII and policy detectors, with spans.
 
-:func:`scan_content` runs on every change of an open document, so it is built for
-speed: every built-in detector is one alternation scanned in a single pass (RE2's
-linear-time engine when ``google-re2`` is installed), validators (Luhn, mod-97, SSN
-ranges) run only on candidates, and tree-sitter parses the text only when a
-high-entropy candidate must be confirmed to sit in a string literal or comment, or when
-the policy has a tree-sitter detector for the file's language.
+:class:`ContentScanner` runs on every change of an open document, so it is incremental.
+A document larger than :data:`WHOLE_LIMIT` is cut into chunks at line boundaries
+(content-defined: the first blank line past :data:`CHUNK_MIN` characters, so an edit moves
+no boundary but its own). Each chunk is scanned in a *window* — the chunk plus the text
+after it up to :data:`~onbox.classification.detectors.CHUNK_REACH` characters, where a
+token split over string literals may continue — and owns the findings that start inside
+it. Findings are cached per window text (a bounded LRU, in memory only); a caller that
+names the document (``key``) has its previous chunking diffed against the new text, so a
+keystroke rescans one or two chunks. Multi-line blocks (private keys, PuTTY keys) whose
+end lies outside the window, the bulk-e-mail count and tree-sitter policy detectors are
+resolved over the whole text.
 
-Spans are ``str`` offsets; routing replaces each with ``<ONBOX_REDACTED:type>``.
+Every built-in detector is one alternation scanned in a single pass per window (RE2's
+linear-time engine when ``google-re2`` is installed); validators (Luhn, mod-97, SSN
+ranges) run only on candidates, and tree-sitter parses only to confirm that a
+high-entropy candidate sits in a string literal or comment. Spans are ``str`` offsets;
+routing replaces each with ``<ONBOX_REDACTED:type>``.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-import math
 import re
-from collections import Counter
-from collections.abc import Iterable, Iterator
-from typing import Any, cast
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
-from tree_sitter import Query, QueryCursor
-
+from onbox.classification import detectors as d
 from onbox.classification import languages
+from onbox.classification.content_tree import SyntaxTree, tree_sitter_findings
 from onbox.classification.decision import Finding
-from onbox.classification.labels import Label
-from onbox.classification.patterns import compile_fast_regex
+from onbox.classification.detectors import iban_valid, luhn_valid, shannon_entropy, ssn_valid
+from onbox.classification.patterns import MatchLike
 from onbox.classification.policy_model import ContentConfig, Policy
+
+__all__ = [
+    "ContentScanner",
+    "iban_valid",
+    "luhn_valid",
+    "scan_content",
+    "shannon_entropy",
+    "ssn_valid",
+]
 
 logger = logging.getLogger(__name__)
 
-#: (group name, finding type, kind, regex). Groups ending in "_v" narrow the span.
-_BUILTINS: tuple[tuple[str, str, str, str], ...] = (
-    ("pk", "private-key", "secret", r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"),
-    (
-        "aws",
-        "aws-access-key",
-        "secret",
-        r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b",
-    ),
-    (
-        "awss",
-        "aws-secret-key",
-        "secret",
-        r"(?i:aws_?secret_?(?:access_?)?key)[\"']?\s*[:=]\s*[\"']?(?P<awss_v>[A-Za-z0-9/+]{40})\b",
-    ),
-    ("ghp", "github-token", "secret", r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}\b"),
-    ("ghpat", "github-token", "secret", r"\bgithub_pat_[A-Za-z0-9_]{82}\b"),
-    ("glpat", "gitlab-token", "secret", r"\bglpat-[A-Za-z0-9_-]{20}\b"),
-    ("slack", "slack-token", "secret", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
-    (
-        "slackhook",
-        "slack-webhook",
-        "secret",
-        r"https://hooks\.slack\.com/services/[A-Za-z0-9_]+/[A-Za-z0-9_]+/[A-Za-z0-9_]+",
-    ),
-    ("stripe", "stripe-key", "secret", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}\b"),
-    ("gapi", "google-api-key", "secret", r"\bAIza[0-9A-Za-z_-]{35}"),
-    ("goauth", "google-oauth-secret", "secret", r"\bGOCSPX-[A-Za-z0-9_-]{28}"),
-    ("jwt", "jwt", "secret", r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}"),
-    ("card", "card-number", "pii", r"\b[2-6]\d{3}(?:[ -]?\d){9,15}\b"),
-    ("ssn", "us-ssn", "pii", r"\b\d{3}-\d{2}-\d{4}\b"),
-    ("iban", "iban", "pii", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"),
-    (
-        "email",
-        "email",
-        "pii",
-        r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
-    ),
-)
-_TYPES = {group: (ftype, kind) for group, ftype, kind, _ in _BUILTINS}
-_COMBINED = compile_fast_regex("|".join(f"(?P<{g}>{rx})" for g, _, _, rx in _BUILTINS))
-_INDEX: dict[str, int] = dict(_COMBINED.groupindex)  # re2 wants group numbers
-_CANDIDATE = compile_fast_regex(r"[A-Za-z0-9+/_=-]{20,}")
-_KEYWORD = re.compile(r"(?i)secret|token|passw|api_?key|credential|private")
-FULL_PARSE_LIMIT = 32_000  # characters; larger documents are checked line by line
-LINE_WINDOW = 1_000  # characters either side of a candidate on a very long line
-_PK_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
-
-_IBAN_LENGTHS = {
-    "AD": 24,
-    "AE": 23,
-    "AT": 20,
-    "BE": 16,
-    "BG": 22,
-    "CH": 21,
-    "CY": 28,
-    "CZ": 24,
-    "DE": 22,
-    "DK": 18,
-    "EE": 20,
-    "ES": 24,
-    "FI": 18,
-    "FR": 27,
-    "GB": 22,
-    "GR": 27,
-    "HR": 21,
-    "HU": 28,
-    "IE": 22,
-    "IS": 26,
-    "IT": 27,
-    "LI": 21,
-    "LT": 20,
-    "LU": 20,
-    "LV": 21,
-    "MC": 27,
-    "MT": 31,
-    "NL": 18,
-    "NO": 15,
-    "PL": 28,
-    "PT": 25,
-    "RO": 24,
-    "SA": 24,
-    "SE": 24,
-    "SI": 19,
-    "SK": 24,
-    "SM": 27,
-    "TR": 26,
-}
+WHOLE_LIMIT = 32_000  # characters; a document up to this size is one window, parsed whole
+CHUNK_MIN = 4_096  # a chunk ends at the first blank line past this many characters …
+CHUNK_MAX = 16_384  # … or at the first line end past this many, or mid-line (minified)
+BACK = 1_024  # a chunk cut mid-line also sees this much of the line before it
+CACHE_CHARS = 32_000_000  # window text held by the cache, all documents together
+MAX_DOCUMENTS = 64  # documents whose chunking is kept for diffing
+_ANCHOR = re.compile(r"\n[ \t]*\n")
+_CUT = re.compile(r"[\s;,]")
+_CANDIDATE = re.compile(r"[A-Za-z0-9+/_=-]{20,}")
 
 
-def luhn_valid(digits: str) -> bool:
-    """Whether a string of digits passes the Luhn checksum."""
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = ord(char) - 48
-        if index % 2:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
+@dataclass(frozen=True)
+class _Scan:
+    """What one window found, relative to the start of the chunk it owns."""
+
+    findings: tuple[Finding, ...]  # line 1 is the chunk's first line
+    emails: tuple[tuple[int, int, int], ...]  # (start, end, line)
+    open_blocks: tuple[tuple[str, int, int], ...]  # (group, start, anchor end): end not in view
+    lines: int  # line breaks in the chunk
 
 
-def iban_valid(candidate: str) -> bool:
-    """Whether ``candidate`` (spaces allowed) is an IBAN with a valid length and mod-97."""
-    compact = candidate.replace(" ", "")
-    if _IBAN_LENGTHS.get(compact[:2]) != len(compact):
-        return False
-    rearranged = compact[4:] + compact[:4]
-    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+@dataclass
+class _Chunk:
+    """One chunk of a document, ``length`` characters, seen through ``window``.
 
-
-def ssn_valid(candidate: str) -> bool:
-    """US SSN structure: area not 000/666/9xx, group not 00, serial not 0000."""
-    area, group, serial = candidate.split("-")
-    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
-
-
-def shannon_entropy(text: str) -> float:
-    """Bits of entropy per character of ``text``."""
-    counts = Counter(text)
-    n = len(text)
-    return -sum(c / n * math.log2(c / n) for c in counts.values())
-
-
-def _line_of(text: str, offset: int) -> int:
-    return text.count("\n", 0, offset) + 1
-
-
-def _valid(group: str, value: str) -> bool:
-    if group == "card":
-        digits = value.replace(" ", "").replace("-", "")
-        return 13 <= len(digits) <= 19 and len(set(digits)) > 1 and luhn_valid(digits)
-    if group == "ssn":
-        return ssn_valid(value)
-    if group == "iban":
-        return iban_valid(value)
-    return True
-
-
-class _Tree:
-    """A lazily parsed syntax tree with str↔byte offset conversion."""
-
-    def __init__(self, text: str, language: str | None) -> None:
-        self.text = text
-        self.language = language
-        self.ascii = text.isascii()
-        self._data: bytes | None = None
-        self._root: Any = None
-
-    @property
-    def data(self) -> bytes:
-        if self._data is None:
-            self._data = self.text.encode("utf-8", "surrogatepass")
-        return self._data
-
-    @property
-    def root(self) -> Any:
-        if self._root is None and self.language is not None:
-            self._root = languages.parse(self.language, self.data).root_node
-        return self._root
-
-    def to_byte(self, offset: int) -> int:
-        return offset if self.ascii else len(self.text[:offset].encode("utf-8", "surrogatepass"))
-
-    def to_char(self, offset: int) -> int:
-        return offset if self.ascii else len(self.data[:offset].decode("utf-8", "replace"))
-
-    def in_literal(self, start: int, end: int) -> bool:
-        """Whether ``text[start:end]`` sits in a string literal or comment.
-
-        Small documents are parsed whole. Large ones parse only the candidate's line, so
-        a secret costs microseconds, not a 30 ms parse; a line that does not parse on its
-        own (say, inside a multi-line string) counts as a literal: that only raises.
-        """
-        if self.language is None:
-            before = self.text[max(0, start - 3) : start].rstrip()
-            return bool(before) and before[-1] in "\"'`=:"
-        if len(self.text) <= FULL_PARSE_LIMIT:
-            return _literal_at(self.root, self.to_byte(start), self.to_byte(end))
-        line_start = self.text.rfind("\n", 0, start) + 1
-        line_end = self.text.find("\n", end)
-        line_end = line_end if line_end != -1 else len(self.text)
-        # Minified code can have megabyte lines: parse a window around the token instead.
-        line_start = max(line_start, start - LINE_WINDOW)
-        line = self.text[line_start : min(line_end, end + LINE_WINDOW)]
-        prefix = len(self.text[line_start:start].encode("utf-8", "surrogatepass"))
-        token = len(self.text[start:end].encode("utf-8", "surrogatepass"))
-        root = languages.parse(self.language, line.encode("utf-8", "surrogatepass")).root_node
-        return bool(root.has_error) or _literal_at(root, prefix, prefix + token)
-
-
-def _literal_at(root: Any, start: int, end: int) -> bool:
-    node = root.descendant_for_byte_range(start, end)
-    while node is not None:
-        kind = node.type
-        if kind in languages.LITERAL_NODE_TYPES or "string" in kind or "comment" in kind:
-            return True
-        node = node.parent
-    return False
-
-
-def scan_content(text: str, language: str | None, policy: Policy) -> tuple[Finding, ...]:
-    """Every secret, PII item and policy-detector match in ``text``, in text order.
-
-    ``language`` is an LSP ``languageId`` or grammar name (``None`` if unknown).
+    Positions are not stored: a chunk after an edit is the same object wherever it moved,
+    and the scanner adds up lengths as it goes.
     """
-    config = policy.content_config()
-    grammar = languages.normalise_language(language)
-    tree = _Tree(text, grammar)
-    findings = list(_builtin_findings(text, config))
-    if config.entropy and config.secrets is not None:
-        findings.extend(_entropy_findings(text, config, config.secrets, tree, findings))
-    findings.extend(_detector_findings(text, policy, tree))
-    findings.sort(key=lambda f: (f.start, f.end))
-    return tuple(findings)
+
+    length: int
+    own: int  # where the chunk starts in its window
+    window: str
+    scan: _Scan | None = None
+    scanned_for: tuple[int, str | None] | None = None
+    absolute: tuple[int, int, tuple[Finding, ...]] | None = None
 
 
-def _builtin_findings(text: str, config: ContentConfig) -> Iterator[Finding]:
+@dataclass
+class _Layout:
+    length: int
+    chunks: list[_Chunk] = field(default_factory=list)
+
+
+class ContentScanner:
+    """Scans documents for findings; caches per window text and per document layout.
+
+    Thread-safe: the caches are guarded by a lock, the scanning itself runs outside it.
+    """
+
+    def __init__(self, cache_chars: int = CACHE_CHARS, max_documents: int = MAX_DOCUMENTS):
+        self._lock = threading.Lock()
+        self._cache_chars = cache_chars
+        self._max_documents = max_documents
+        self._windows: OrderedDict[tuple[object, ...], _Scan] = OrderedDict()
+        self._held = 0
+        self._policies: OrderedDict[int, Policy] = OrderedDict()
+        self._layouts: OrderedDict[str, _Layout] = OrderedDict()
+
+    def clear(self) -> None:
+        """Forget every cached window and layout."""
+        with self._lock:
+            self._windows.clear()
+            self._held = 0
+            self._policies.clear()
+            self._layouts.clear()
+
+    def scan(
+        self, text: str, language: str | None, policy: Policy, key: str | None = None
+    ) -> tuple[Finding, ...]:
+        """Every secret, PII item and policy-detector match in ``text``, in text order.
+
+        ``language`` is an LSP ``languageId`` or grammar name (``None`` if unknown); ``key``
+        names the document (a URI or path) so the next scan of it can reuse this one's
+        chunks.
+        """
+        config = policy.content_config()
+        grammar = languages.normalise_language(language)
+        slot = self._slot(policy)
+        if len(text) <= WHOLE_LIMIT:
+            chunks = [_Chunk(len(text), 0, text)]
+        else:
+            chunks = self._layout(key, text)
+        findings: list[Finding] = []
+        emails: list[tuple[int, int, int]] = []
+        line, pos = 1, 0
+        for chunk in chunks:
+            scan = self._scan_chunk(chunk, slot, grammar, policy, config, len(chunks) == 1)
+            if scan.findings:
+                findings.extend(_absolute(chunk, scan, pos, line))
+            if scan.emails:
+                emails.extend((pos + s, pos + e, line + n - 1) for s, e, n in scan.emails)
+            for group, start, anchor_end in scan.open_blocks:
+                start, anchor_end = start + pos, anchor_end + pos
+                end = d.block_end(text, group, start, anchor_end, len(text)) or len(text)
+                ftype = d.TYPES[group][0]
+                findings.append(_finding(config, "block", ftype, start, end, "builtin", line))
+            line += scan.lines
+            pos += chunk.length
+        if config.pii is not None and len(emails) >= config.bulk_emails:
+            findings.extend(
+                Finding("pii", "email", s, e, config.pii, "builtin:bulk-emails", n)
+                for s, e, n in emails
+            )
+        findings.extend(tree_sitter_findings(text, grammar, policy, key))
+        findings.sort(key=lambda f: (f.start, f.end))
+        return _without_covered_entropy(findings) if len(chunks) > 1 else tuple(findings)
+
+    def _slot(self, policy: Policy) -> int:
+        """A cache slot for ``policy``; held strongly so that its ``id`` stays unique."""
+        with self._lock:
+            if self._policies.get(id(policy)) is not policy:
+                self._policies[id(policy)] = policy
+                while len(self._policies) > 8:
+                    old, _ = self._policies.popitem(last=False)
+                    for cache_key in [k for k in self._windows if k[0] == old]:
+                        self._held -= len(cache_key[-1])  # type: ignore[arg-type]
+                        del self._windows[cache_key]
+            self._policies.move_to_end(id(policy))
+        return id(policy)
+
+    def _scan_chunk(
+        self,
+        chunk: _Chunk,
+        slot: int,
+        grammar: str | None,
+        policy: Policy,
+        config: ContentConfig,
+        whole: bool,
+    ) -> _Scan:
+        if chunk.scan is not None and chunk.scanned_for == (slot, grammar):
+            return chunk.scan
+        own = chunk.own
+        cache_key = (slot, grammar, whole, own, chunk.length, chunk.window)
+        with self._lock:
+            scan = self._windows.get(cache_key)
+            if scan is not None:
+                self._windows.move_to_end(cache_key)
+        if scan is None:
+            scan = _scan_window(
+                chunk.window, own, own + chunk.length, grammar, whole, policy, config
+            )
+            with self._lock:
+                if cache_key not in self._windows:
+                    self._windows[cache_key] = scan
+                    self._held += len(chunk.window)
+                while self._held > self._cache_chars and len(self._windows) > 1:
+                    old_key, _ = self._windows.popitem(last=False)
+                    self._held -= len(old_key[-1])  # type: ignore[arg-type]
+        chunk.scan, chunk.scanned_for = scan, (slot, grammar)
+        return scan
+
+    def _layout(self, key: str | None, text: str) -> list[_Chunk]:
+        """The chunks of ``text``, reusing the unchanged ones of ``key``'s previous text."""
+        previous = None
+        if key is not None:
+            with self._lock:
+                previous = self._layouts.get(key)
+        chunks = _rechunk(previous, text) if previous else _chunks(text, 0, len(text))
+        if key is not None:
+            with self._lock:
+                self._layouts[key] = _Layout(len(text), chunks)
+                self._layouts.move_to_end(key)
+                while len(self._layouts) > self._max_documents:
+                    self._layouts.popitem(last=False)
+        return chunks
+
+
+def _absolute(chunk: _Chunk, scan: _Scan, start: int, line: int) -> tuple[Finding, ...]:
+    """The chunk's findings at their offsets in the document (memoised per position)."""
+    if chunk.absolute is not None and chunk.absolute[:2] == (start, line):
+        return chunk.absolute[2]
+    shifted = tuple(
+        Finding(
+            f.kind, f.type, f.start + start, f.end + start, f.label, f.detector,
+            f.line + line - 1,
+        )
+        for f in scan.findings
+    )  # fmt: skip
+    chunk.absolute = (start, line, shifted)
+    return shifted
+
+
+def _without_covered_entropy(findings: list[Finding]) -> tuple[Finding, ...]:
+    """Drop entropy findings inside a finding that an earlier chunk owns (a window only
+    sees the findings that start in it, so it cannot skip those itself)."""
+    kept = []
+    reach = -1
+    for finding in findings:
+        if finding.type == "high-entropy-string" and finding.start < reach:
+            continue
+        if finding.type != "high-entropy-string":
+            reach = max(reach, finding.end)
+        kept.append(finding)
+    return tuple(kept)
+
+
+def _finding(
+    config: ContentConfig, kind: str, ftype: str, start: int, end: int, source: str, line: int
+) -> Finding:
+    label = config.pii if kind == "pii" else config.secrets
+    assert label is not None  # callers only report kinds whose label is set
+    return Finding("secret" if kind == "block" else kind, ftype, start, end, label, source, line)
+
+
+# --- chunking ------------------------------------------------------------------------
+
+
+def _bounds(text: str, start: int, stop: int) -> list[tuple[int, int]]:
+    """Cut ``text[start:stop]`` into chunks (``start`` and ``stop`` are chunk boundaries)."""
+    bounds = []
+    pos = start
+    while stop - pos > CHUNK_MAX:
+        anchor = _ANCHOR.search(text, pos + CHUNK_MIN, pos + CHUNK_MAX)
+        if anchor is not None:
+            end = anchor.end()
+        else:
+            newline = text.find("\n", pos + CHUNK_MAX // 2, pos + CHUNK_MAX)
+            if newline != -1:
+                end = newline + 1
+            else:  # one very long line: cut after a space or separator
+                cut = _CUT.search(text, pos + CHUNK_MAX // 2, pos + CHUNK_MAX)
+                end = cut.end() if cut else pos + CHUNK_MAX
+        bounds.append((pos, end))
+        pos = end
+    if pos < stop:
+        bounds.append((pos, stop))
+    return bounds
+
+
+def _chunk_at(text: str, start: int, end: int) -> _Chunk:
+    wstart = start if start == 0 or text[start - 1] == "\n" else max(0, start - BACK)
+    reach = end + d.CHAIN_REACH
+    line_end = text.find("\n", reach, reach + d.CHAIN_REACH)
+    wend = min(len(text), line_end if line_end != -1 else reach + d.CHAIN_REACH)
+    return _Chunk(end - start, start - wstart, text[wstart:wend])
+
+
+def _chunks(text: str, start: int, stop: int) -> list[_Chunk]:
+    return [_chunk_at(text, s, e) for s, e in _bounds(text, start, stop)]
+
+
+def _rechunk(previous: _Layout, text: str) -> list[_Chunk]:
+    """Reuse the chunks whose windows are unchanged at the start and end of ``text``.
+
+    Comparisons are ``str.startswith`` at an offset (a memcmp), so an unchanged 5 MB
+    document costs a fraction of a millisecond; only the region between the last unchanged
+    leading chunk and the first unchanged trailing one is cut and scanned again.
+    """
+    old = previous.chunks
+    starts = list(itertools.accumulate((c.length for c in old), initial=0))
+    delta = len(text) - previous.length
+    k = 0
+    while k < len(old):
+        chunk = old[k]
+        wstart = starts[k] - chunk.own
+        if wstart + len(chunk.window) > len(text) or not text.startswith(chunk.window, wstart):
+            break
+        k += 1
+    if k == len(old) and delta == 0:
+        return old
+    middle_start = starts[k]
+    j = len(old)
+    while j > k:
+        chunk = old[j - 1]
+        wstart = starts[j - 1] - chunk.own + delta
+        if wstart < 0 or starts[j - 1] + delta < middle_start:
+            break
+        if not text.startswith(chunk.window, wstart):
+            break
+        j -= 1
+    middle_stop = starts[j] + delta if j < len(old) else len(text)
+    middle = _chunks(text, middle_start, middle_stop) if middle_stop > middle_start else []
+    return old[:k] + middle + old[j:]
+
+
+# --- one window ----------------------------------------------------------------------
+
+
+def _scan_window(
+    window: str,
+    own_start: int,
+    own_end: int,
+    grammar: str | None,
+    whole: bool,
+    policy: Policy,
+    config: ContentConfig,
+) -> _Scan:
+    """Scan ``window``; keep what starts in ``window[own_start:own_end]``, made relative."""
+    tree = SyntaxTree(window, grammar, whole)
+    hits: list[tuple[str, str, int, int, str]] = []  # (kind, type, start, end, source)
     emails: list[tuple[int, int]] = []
-    for match in _COMBINED.finditer(text):
-        group = match.lastgroup
-        if group is None or group not in _TYPES:
-            group = next((g for g in _TYPES if match.group(_INDEX[g]) is not None), None)
-            if group is None:
-                continue
-        ftype, kind = _TYPES[group]
-        start, end = match.span(_INDEX[group])
+    blocks: list[tuple[str, int, int]] = []
+    _builtin(window, config, hits, emails, blocks, own_end)
+    if config.secrets is not None:
+        _split_literals(window, hits)
+    if config.entropy and config.secrets is not None:
+        _entropy(window, config, tree, hits)
+    findings = []
+    for kind, ftype, start, end, source in hits:
+        if not own_start <= start < own_end:
+            continue
+        line = window.count("\n", own_start, start) + 1
+        rel_start, rel_end = start - own_start, end - own_start
+        findings.append(_finding(config, kind, ftype, rel_start, rel_end, source, line))
+    findings.extend(_regex_detectors(window, policy, own_start, own_end))
+    findings.sort(key=lambda f: (f.start, f.end))
+    return _Scan(
+        tuple(findings),
+        tuple(
+            (s - own_start, e - own_start, window.count("\n", own_start, s) + 1)
+            for s, e in emails
+            if own_start <= s < own_end
+        ),
+        tuple((g, s - own_start, e - own_start) for g, s, e in blocks if own_start <= s < own_end),
+        window.count("\n", own_start, own_end),
+    )
+
+
+def _builtin(
+    text: str,
+    config: ContentConfig,
+    hits: list[tuple[str, str, int, int, str]],
+    emails: list[tuple[int, int]],
+    blocks: list[tuple[str, int, int]],
+    own_end: int,
+) -> None:
+    covered = -1  # the end of the last block: anchors inside it are part of it
+    for match in d.COMBINED.finditer(text):
+        group = _group_of(match)
+        if group is None:
+            continue
+        ftype, kind = d.TYPES[group]
+        start, end = match.span(d.INDEX[group])
+        if (config.secrets if kind in ("secret", "block") else config.pii) is None:
+            continue
         if group == "email":
             emails.append((start, end))
-            continue
-        if not _valid(group, text[start:end]):
-            continue
-        if group == "pk":
-            tail = _PK_END.search(text, end)
-            end = tail.end() if tail else len(text)
-        if group == "awss":  # redact the key, not its name
-            start, end = match.span(_INDEX["awss_v"])
-        label = config.secrets if kind == "secret" else config.pii
-        if label is not None:
-            yield Finding(kind, ftype, start, end, label, "builtin", _line_of(text, start))
-    if config.pii is not None and len(emails) >= config.bulk_emails:
-        for start, end in emails:
-            yield Finding(
-                "pii", "email", start, end, config.pii, "builtin:bulk-emails", _line_of(text, start)
-            )
-
-
-def _entropy_findings(
-    text: str, config: ContentConfig, label: Label, tree: _Tree, existing: Iterable[Finding]
-) -> Iterator[Finding]:
-    taken = [(f.start, f.end) for f in existing]
-    for match in _CANDIDATE.finditer(text):
-        start, end = match.start(), match.end()
-        token = text[start:end]
-        if len(token) < config.entropy_min_length or not any(c.isdigit() for c in token):
-            continue
-        if not any(c.isalpha() for c in token):
-            continue
-        entropy = shannon_entropy(token)
-        if entropy < config.entropy_threshold:
-            line_start = text.rfind("\n", 0, start) + 1
-            line_end = text.find("\n", end)
-            line = text[line_start : line_end if line_end != -1 else len(text)]
-            if entropy < 3.0 or not _KEYWORD.search(line):
+        elif group == "num":
+            hits.extend(("pii", "card-number", s, e, "builtin") for s, e in d.card_spans(text, start, end))  # fmt: skip
+            hits.extend(("pii", "us-ssn", s, e, "builtin") for s, e in d.ssn_spans(text, start, end))  # fmt: skip
+        elif group == "iban":
+            hits.extend(("pii", "iban", s, e, "builtin") for s, e in d.iban_spans(text, start, end))  # fmt: skip
+        elif kind == "block":
+            if start < covered:
                 continue
+            block = d.block_end(text, group, start, end, len(text))
+            if block is None:
+                if start < own_end:
+                    blocks.append((group, start, end))
+                covered = len(text)
+            else:
+                hits.append(("block", ftype, start, block, "builtin"))
+                covered = block
+        else:
+            value = f"{group}_v"
+            if value in d.INDEX:
+                start, end = match.span(d.INDEX[value])
+                if not d.valid_value(group, text, start, end, match.start()):
+                    continue
+            hits.append((kind, ftype, start, end, "builtin"))
+
+
+def _group_of(match: MatchLike) -> str | None:
+    group = match.lastgroup
+    if group is None or group not in d.TYPES:  # re2 reports the innermost group
+        group = next((g for g in d.TYPES if match.group(d.INDEX[g]) is not None), None)
+    return group
+
+
+def _split_literals(text: str, hits: list[tuple[str, str, int, int, str]]) -> None:
+    """Secrets that only appear once adjacent or ``+``-joined string literals are joined."""
+    for pieces in d.literal_chains(text):
+        joined = "".join(p.content for p in pieces)
+        ends = []
+        total = 0
+        for piece in pieces:
+            total += len(piece.content)
+            ends.append(total)
+        for match in d.COMBINED.finditer(joined):
+            group = _group_of(match)
+            if group is None or d.TYPES[group][1] != "secret":
+                continue
+            value = f"{group}_v"
+            span = match.span(d.INDEX[value] if value in d.INDEX else d.INDEX[group])
+            if not d.valid_value(group, joined, span[0], span[1], match.start()):
+                continue
+            first = next(i for i, e in enumerate(ends) if span[0] < e)
+            last = next(i for i, e in enumerate(ends) if span[1] <= e)
+            if first == last:
+                continue  # inside one literal: the plain pass finds it
+            start = pieces[first].offset + span[0] - (ends[first] - len(pieces[first].content))
+            end = pieces[last].offset + span[1] - (ends[last] - len(pieces[last].content))
+            hits.append(("secret", d.TYPES[group][0], start, end, "builtin:split-literal"))
+
+
+def _entropy(
+    text: str, config: ContentConfig, tree: SyntaxTree, hits: list[tuple[str, str, int, int, str]]
+) -> None:
+    taken = [(h[2], h[3]) for h in hits]
+    for match in _CANDIDATE.finditer(text):
+        start, end = match.span()
+        token = match.group()
+        if len(token) < config.entropy_min_length:
+            continue
+        if not any(c.isdigit() for c in token) or not any(c.isalpha() for c in token):
+            continue
+        line_start = text.rfind("\n", 0, start) + 1
+        if not d.entropy_secret(token, text[line_start:start], config.entropy_threshold):
+            continue
         if any(s < end and start < e for s, e in taken):
             continue
-        if not tree.in_literal(start, end):
-            continue
-        yield Finding(
-            "secret",
-            "high-entropy-string",
-            start,
-            end,
-            label,
-            "builtin:entropy",
-            _line_of(text, start),
-        )
+        if tree.in_literal(start, end):
+            hits.append(("secret", "high-entropy-string", start, end, "builtin:entropy"))
 
 
-def _detector_findings(text: str, policy: Policy, tree: _Tree) -> Iterator[Finding]:
+def _regex_detectors(text: str, policy: Policy, own_start: int, own_end: int) -> list[Finding]:
+    found = []
     for detector in policy.detectors:
-        if detector.compiled is None:
+        if detector.kind != "regex" or detector.compiled is None:
             continue
-        if detector.kind == "regex":
-            for match in detector.compiled.finditer(text):
-                if match.end() > match.start():
-                    yield Finding(
-                        "detector",
-                        detector.name,
-                        match.start(),
-                        match.end(),
-                        detector.label,
-                        detector.name,
-                        _line_of(text, match.start()),
+        for match in detector.compiled.finditer(text):
+            start, end = match.start(), match.end()
+            if end > start and own_start <= start < own_end:
+                line = text.count("\n", own_start, start) + 1
+                found.append(
+                    Finding(
+                        "detector", detector.name, start - own_start, end - own_start,
+                        detector.label, detector.name, line,
                     )
-        elif detector.kind == "tree-sitter" and tree.language is not None:
-            wanted = languages.normalise_language(detector.language)
-            if wanted != tree.language:
-                continue
-            captures = QueryCursor(cast(Query, detector.compiled)).captures(tree.root)
-            for nodes in captures.values():
-                for node in nodes:
-                    start, end = tree.to_char(node.start_byte), tree.to_char(node.end_byte)
-                    yield Finding(
-                        "detector",
-                        detector.name,
-                        start,
-                        end,
-                        detector.label,
-                        detector.name,
-                        node.start_point[0] + 1,
-                    )
+                )  # fmt: skip
+    return found
+
+
+_SCANNER = ContentScanner()
+
+
+def scan_content(
+    text: str, language: str | None, policy: Policy, key: str | None = None
+) -> tuple[Finding, ...]:
+    """Every secret, PII item and policy-detector match in ``text``, in text order.
+
+    Uses the process-wide :class:`ContentScanner`; ``key`` (a path or URI) lets a large
+    document be rescanned incrementally.
+    """
+    return _SCANNER.scan(text, language, policy, key)
