@@ -1,13 +1,17 @@
 """Benchmark the classifier on a generated monorepo.
 
     python bench/bench_classification.py [--files 20000] [--owners 1000] [--attrs 200]
+    python bench/bench_classification.py --incremental-only   # the 5 MB section alone
 
 Builds a repository (20,000 files, 1,000 CODEOWNERS rules, 200 attribute lines by
 default) in a temporary directory, then measures: a cold decision for one file
 (repository discovery included), the warm decision p50/p99 with unchanged text, the
-content scan per 100 KB, and the full report (plus HTML rendering). Prints a table and
-writes ``bench/results/classification.json``. Targets are printed beside each number;
-nothing is asserted.
+content scan per 100 KB, the full report (plus HTML rendering), and the whole-document
+incremental scan of a 5 MB file: the cold scan, an unchanged rescan, and the re-label
+after one keystroke (through the classifier, and the content scan alone with a
+tree-sitter detector), each beside a from-scratch scan of the same text in the same run.
+Prints a table and writes ``bench/results/classification.json``. Targets are printed
+beside each number; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from onbox.classification.classifier import Classifier
-from onbox.classification.content import scan_content
+from onbox.classification.content import ContentScanner, scan_content
 from onbox.classification.policy import Policy, parse_policy
 from onbox.classification.report import build_report
 from onbox.classification.report_html import render_html
@@ -127,6 +132,135 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
+STRIPE = b"""
+[[detectors]]
+name = "stripe-sdk"
+kind = "tree-sitter"
+language = "python"
+query = '(import_statement name: (dotted_name) @m (#eq? @m "stripe"))'
+label = "restricted"
+"""
+
+
+def big_document(size: int) -> str:
+    """About ``size`` characters of Python with a secret every ~100 functions."""
+    rng = random.Random(11)
+    parts = ["import stripe\n"]
+    total, i = 0, 0
+    while total < size:
+        part = BODY.format(i=i, s=i % 50)
+        if i % 101 == 7:
+            part += SECRET.format("".join(rng.choices("ABCDEFabcdef0123456789", k=36)))
+        parts.append(part)
+        total += len(part)
+        i += 1
+    return "".join(parts)
+
+
+def _keystrokes(text: str, n: int) -> list[str]:
+    """``n`` successive texts, each one character typed at a different line start."""
+    texts = []
+    for k in range(n):
+        pos = text.index("\n", len(text) * (k + 1) // (n + 2)) + 1
+        text = text[:pos] + "x" + text[pos:]
+        texts.append(text)
+    return texts
+
+
+def measure_incremental(root: Path, policy: Policy, size: int) -> dict[str, object]:
+    """Cold, unchanged and one-keystroke costs of the whole-document scan of a large file."""
+    text = big_document(size)
+    path = root / "services" / "big.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    uri = path.as_uri()
+    classifier = Classifier(policy)
+    start = time.perf_counter()
+    classifier.classify(uri, text, 1, language="python")
+    cold = time.perf_counter() - start
+    start = time.perf_counter()
+    classifier.classify(uri, text, 1, language="python")
+    unchanged = time.perf_counter() - start
+    relabel = []
+    for version, typed in enumerate(_keystrokes(text, 30), start=2):
+        start = time.perf_counter()
+        decision = classifier.classify(uri, typed, version, language="python")
+        relabel.append(time.perf_counter() - start)
+    fresh = []
+    for typed in _keystrokes(text, 3):
+        start = time.perf_counter()
+        ContentScanner().scan(typed, "python", policy)  # nothing cached: a full scan
+        fresh.append(time.perf_counter() - start)
+
+    with_ts = parse_policy(POLICY + STRIPE, "bench-policy-ts.toml")
+    scanner = ContentScanner()
+    start = time.perf_counter()
+    scanner.scan(text, "python", with_ts, key="big")
+    ts_cold = time.perf_counter() - start
+    ts_keys = []
+    for typed in _keystrokes(text, 30):
+        start = time.perf_counter()
+        found = scanner.scan(typed, "python", with_ts, key="big")
+        ts_keys.append(time.perf_counter() - start)
+    assert any(f.type == "stripe-sdk" for f in found)  # the import on line 1 is still seen
+    median = statistics.median(relabel)
+    return {
+        "size_chars": len(text),
+        "findings": len(decision.findings),
+        "cold_ms": _ms(cold),
+        "unchanged_ms": _ms(unchanged),
+        "keystroke_relabel_ms": {
+            "p50": _ms(median),
+            "max": _ms(max(relabel)),
+            "target": 20,
+        },
+        "full_scan_ms": _ms(statistics.median(fresh)),
+        "full_over_keystroke": round(statistics.median(fresh) / median, 1),
+        "tree_sitter": {
+            "cold_ms": _ms(ts_cold),
+            "keystroke_p50_ms": _ms(statistics.median(ts_keys)),
+            "keystroke_max_ms": _ms(max(ts_keys)),
+        },
+    }
+
+
+def _incremental_rows(inc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    mb = inc["size_chars"] / 1e6
+    return [
+        (f"{mb:.1f} MB file: cold classify", f"{inc['cold_ms']} ms", ""),
+        (f"{mb:.1f} MB file: unchanged text", f"{inc['unchanged_ms']} ms", ""),
+        (
+            f"{mb:.1f} MB file: re-label after a keystroke p50",
+            f"{inc['keystroke_relabel_ms']['p50']} ms",
+            "<= 20 ms",
+        ),
+        ("  … max of 30", f"{inc['keystroke_relabel_ms']['max']} ms", ""),
+        (
+            "  … full scan of the same text (ratio)",
+            f"{inc['full_scan_ms']} ms ({inc['full_over_keystroke']}x)",
+            "",
+        ),
+        ("  + tree-sitter detector: cold scan", f"{inc['tree_sitter']['cold_ms']} ms", ""),
+        (
+            "  + tree-sitter detector: keystroke p50",
+            f"{inc['tree_sitter']['keystroke_p50_ms']} ms",
+            "<= 20 ms",
+        ),
+        (
+            "  + tree-sitter detector: keystroke max",
+            f"{inc['tree_sitter']['keystroke_max_ms']} ms",
+            "",
+        ),
+    ]
+
+
+def _print_table(rows: list[tuple[str, str, str]]) -> None:
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  {'result':>22}  target")
+    for name, value, target_text in rows:
+        print(f"{name:<{width}}  {value:>22}  {target_text}")
+
+
 def main() -> int:
     """Run the benchmark, print the table, write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -137,8 +271,23 @@ def main() -> int:
         "--out", default=str(Path(__file__).parent / "results" / "classification.json")
     )
     parser.add_argument("--keep", help="generate the repo here and keep it")
+    parser.add_argument("--big", type=int, default=5_000_000, help="large file size (chars)")
+    parser.add_argument(
+        "--incremental-only", action="store_true", help="only the large-file section"
+    )
     args = parser.parse_args()
     policy: Policy = parse_policy(POLICY, "bench-policy.toml")
+    if args.incremental_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp) / "repo"
+            subprocess.run(["git", "init", "-q", str(root)], check=True)
+            inc = measure_incremental(root, policy, args.big)
+        _print_table(_incremental_rows(inc))
+        out = Path(args.out).with_name("classification-incremental.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"incremental": inc}, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {out}")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp) / "monorepo"
         t0 = time.perf_counter()
@@ -180,6 +329,8 @@ def main() -> int:
                 runs.append(time.perf_counter() - start)
             scan[name] = statistics.median(runs)
 
+        incremental = measure_incremental(root, policy, args.big)
+
         start = time.perf_counter()
         report = build_report(root, policy)
         report_s = time.perf_counter() - start
@@ -212,6 +363,7 @@ def main() -> int:
         "by_label": report.by_label,
         "review_candidates": len(report.review_candidates),
         "sample_label": decision.label.name,
+        "incremental": incremental,
     }
     rows = [
         (
@@ -234,11 +386,9 @@ def main() -> int:
         ),
         (f"full report, {args.files} files", f"{results['report_s']} s", "<= 60 s"),
         ("HTML render", f"{results['html_render_s']} s ({len(page) // 1024} KiB)", ""),
+        *_incremental_rows(incremental),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  {'result':>22}  target")
-    for name, value, target_text in rows:
-        print(f"{name:<{width}}  {value:>22}  {target_text}")
+    _print_table(rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
