@@ -234,3 +234,35 @@ def test_another_users_worker_is_refused(
     dest, _ = _dest(default_model)
     with pytest.raises(ModelError, match="refusing the model worker"):
         dest.load()
+
+
+def test_doctor_smoke_test_steps_down_in_a_child_and_reports_why(
+    worker_env: str, default_model: Path
+) -> None:
+    env = {
+        **os.environ,
+        "ONBOX_WORKER_FAULT": "segv-on-decode@configured",
+        "ONBOX_DATA_DIR": str(Path(worker_env) / "data"),
+    }
+    doctor = subprocess.run(
+        [sys.executable, "-m", "onbox", "doctor", "--json", "--model", str(default_model)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert doctor.returncode == 0, doctor.stderr
+    smoke = json.loads(doctor.stdout)["smokeTest"]
+    assert smoke["attempts"] == [
+        {"profile": "configured", "outcome": "SIGSEGV"},
+        {"profile": "no-extra-buffers", "outcome": "ok"},
+    ]
+    assert smoke["profile"]["name"] == "no-extra-buffers" and "crashed" in smoke["profile"]["why"]
+    # the next worker starts with the profile the doctor proved
+    dest, crashes = _dest(default_model)
+    os.environ["ONBOX_WORKER_FAULT"] = "segv-on-decode@configured"
+    try:
+        assert dest.complete(ADD, CancelToken()).text.startswith("return a + b")
+    finally:
+        del os.environ["ONBOX_WORKER_FAULT"]
+    assert not crashes and dest.profile and dest.profile["name"] == "no-extra-buffers"
