@@ -77,6 +77,12 @@ class Classifier:
             self._cache.clear()
         self._reader.clear()
 
+    def invalidate(self) -> None:
+        """Drop every cached decision and repo reading (a signal file changed)."""
+        with self._lock:
+            self._cache.clear()
+        self._reader.clear()
+
     def classify_path(self, path: Path) -> Decision:
         """Read the file at ``path`` and classify it (never raises)."""
         absolute = Path(os.path.abspath(path))

@@ -40,6 +40,7 @@ class DocumentView:
     offset: int
     language: str | None
     decision: Decision
+    version: int | None = None  # the editor's version of ``text`` (None: read from disk)
 
 
 @dataclass(frozen=True)

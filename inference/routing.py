@@ -1,29 +1,33 @@
-"""Route each completion by its document's label, and prove what left the machine.
+"""Route each completion by its document's label.
 
 :meth:`Router.plan` lists the label's route from the policy — each destination with its
 clearance, whether it may receive the label and whether it is healthy — and appends the
 on-box model, which is always the last resort. :meth:`Router.complete` walks that plan:
 
-1. A destination is tried only if its clearance is at least the label (checked again
-   right before sending) and the circuit breaker lets it through.
-2. For a destination other than on-box, the prompt is built from the window around the
-   cursor with secrets and PII replaced by placeholders, plus snippets of other open
-   documents whose label is within the destination's clearance (also redacted).
-3. Write-ahead: the ``egress`` journal entry — hashes, sizes, label, reasons,
-   destination and redaction counts, never raw text — is appended durably before the
-   first byte is sent. If it cannot be written, nothing leaves: the request is served
-   on-box (fallback cause ``journal``).
-4. A destination error opens its circuit (honouring ``Retry-After``) and routing falls
+1. The plan is made from a decision taken again when the request starts (queued work
+   never routes on a label decided before it queued).
+2. A destination is tried only if its clearance is at least the label and the circuit
+   breaker lets it through. Everything that sends bytes off the machine goes through
+   the :class:`~onbox.inference.gate.EgressGate`: it re-decides the document and every
+   context document, atomically with the policy in force, builds the redacted prompt,
+   writes the write-ahead ``egress`` entry and sends. If the entry cannot be written,
+   or the fresh label is above the destination's clearance, nothing leaves and the
+   request is served on-box (fallback cause ``journal`` or ``relabelled``).
+3. A destination error opens its circuit (honouring ``Retry-After``) and routing falls
    back to the next destination on the same list; cancellation is not a failure and
    propagates as :class:`~onbox.inference.errors.Cancelled`.
 
 Errors::
 
-    RoutingError                     (this module)
+    onbox.inference.gate.GateError
+    ├── PolicyChanged                the policy was swapped after this router was built;
+    │                                route again with the new router
     └── ClearanceViolation           a destination below the label was about to receive
                                      text; a bug — nothing was sent
     onbox.inference.errors.Cancelled  propagated unchanged
-    onbox.inference.errors.ModelError from the on-box model, propagated unchanged
+
+The on-box model's own errors come back in :attr:`RoutedCompletion.error`, with the
+fallbacks taken before it, so the caller sees both.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from onbox.classification.decision import Decision, Finding
 from onbox.classification.labels import Label, LabelScale
@@ -41,7 +45,6 @@ from onbox.classification.policy_model import Policy
 from onbox.inference.context import (
     ContextLimits,
     DocumentView,
-    GatheredContext,
     Scanner,
     gather_context,
     label_in,
@@ -52,21 +55,28 @@ from onbox.inference.errors import (
     DestinationError,
     DestinationProtocolError,
     DestinationTimeout,
+    InferenceError,
+)
+from onbox.inference.gate import (
+    ClearanceViolation,
+    EgressGate,
+    GateError,
+    GateRequest,
+    Journal,
+    Labeller,
+    PolicyChanged,
+    Sendable,
 )
 from onbox.inference.health import CircuitBreaker
-from onbox.inference.redaction import (
-    count_types,
-    merge_counts,
-    redact_window,
-    strip_placeholders,
-)
-from onbox.inference.remote import DeltaCallback, PreparedRequest, RemoteDestination
+from onbox.inference.redaction import strip_placeholders
+from onbox.inference.remote import DeltaCallback, destination_refusal
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ClearanceViolation",
     "DocumentView",
+    "PolicyChanged",
     "RequestSettings",
     "RouteStep",
     "RoutedCompletion",
@@ -76,27 +86,8 @@ __all__ = [
 
 ON_BOX_KIND = "llama-cpp"
 
-
-class RoutingError(Exception):
-    """Base of routing's own errors."""
-
-
-class ClearanceViolation(RoutingError):
-    """A destination below the document's label was about to receive text. Nothing was
-    sent; report this as a bug with the policy and the route from ``onbox explain``."""
-
-
-class Receipt(Protocol):
-    """What ``journal.append`` returns."""
-
-    @property
-    def seq(self) -> int: ...
-
-
-class Journal(Protocol):
-    """The part of :mod:`onbox.audit`'s journal routing uses."""
-
-    def append(self, kind: str, body: Mapping[str, Any], *, durable: bool = False) -> Receipt: ...
+#: Kept for callers that caught routing's errors by this name.
+RoutingError = GateError
 
 
 @dataclass(frozen=True)
@@ -138,15 +129,17 @@ class RequestSettings:
 
 @dataclass
 class RoutedCompletion:
-    """A completion and where it came from."""
+    """A completion (or the on-box model's error) and where it came from."""
 
-    completion: Completion
+    completion: Completion | None
     destination: str
     kind: str
     fallbacks: list[tuple[str, str]] = field(default_factory=list)  # (destination, cause)
     redactions: dict[str, int] = field(default_factory=dict)
     egress_seq: int | None = None
     prompt_sha256: str = ""
+    decision: Decision | None = None  # the decision the route was taken on (fresh)
+    error: InferenceError | None = None  # the on-box model failed after any fallbacks
 
 
 def _sha256(text: str) -> str:
@@ -176,6 +169,7 @@ class Router:
         *,
         breaker: CircuitBreaker | None = None,
         scan: Scanner | None = None,
+        labeller: Labeller | None = None,
     ) -> None:
         self.policy = policy
         self.destinations = dict(destinations)
@@ -183,6 +177,11 @@ class Router:
         self.breaker = breaker or CircuitBreaker()
         self._scale: LabelScale = policy.scale
         self._scan = scan if scan is not None else _policy_scanner(policy)
+        encrypt = (
+            self._encrypt if policy.security_team_key and policy.store_encrypted_prompts else None
+        )
+        #: Where every byte that leaves the machine passes; ``labeller`` re-decides there.
+        self.gate = EgressGate(policy, journal, labeller, scan=self._scan, encrypt=encrypt)
         on_box = [n for n, d in self.destinations.items() if d.kind == ON_BOX_KIND]
         if not on_box:
             raise ValueError("routing needs an on-box (llama-cpp) destination as the last resort")
@@ -212,9 +211,10 @@ class Router:
         for name in names:
             dest = self.destinations.get(name)
             if dest is None:
-                steps.append(
-                    RouteStep(name, "?", "?", False, False, "not configured or could not be built")
-                )
+                config = self.policy.destinations.get(name)
+                refused = destination_refusal(config) if config is not None else None
+                why = f"refused: {refused}" if refused else "not configured or could not be built"
+                steps.append(RouteStep(name, "?", "?", False, False, why))
                 continue
             clearance = self.clearance_of(name)
             if name == self.on_box_name:
@@ -277,16 +277,22 @@ class Router:
         settings: RequestSettings,
         cancel: CancelToken,
     ) -> RoutedCompletion:
-        """Serve one completion along the route of ``doc``'s label."""
-        label = self.label_of(doc.decision)
+        """Serve one completion along the route of ``doc``'s label.
+
+        The route is planned from a fresh decision; every step that would send bytes off
+        the machine goes through the :class:`EgressGate`, which decides again, atomically
+        with the policy in force. Raises :class:`PolicyChanged` when this router's policy
+        was replaced meanwhile (build the new router and route again).
+        """
         if not 0 <= doc.offset <= len(doc.text):
             raise ValueError(
                 f"cursor offset {doc.offset} is outside {doc.uri} ({len(doc.text)} chars)"
             )
+        self.gate.check_policy()
+        doc = self.gate.fresh(doc)
         lo = max(0, doc.offset - settings.prefix_chars)
         hi = min(len(doc.text), doc.offset + settings.suffix_chars)
         fallbacks: list[tuple[str, str]] = []
-        window: _Window | None = None
         for step in self.plan(doc.decision):
             if cancel.cancelled:
                 raise Cancelled(cancel.reason or "cancelled")
@@ -300,46 +306,14 @@ class Router:
             if not step.healthy:
                 fallbacks.append((step.destination, "circuit-open"))
                 continue
-            if window is None:
-                window = self._window(doc, lo, hi)
-                label = max(label, window.raised)
-                if window.raised > self.label_of(doc.decision):
-                    logger.warning(
-                        "content in %s's window raises its label to %s", doc.uri, label.name
-                    )
-            if self.clearance_of(step.destination) < label:
-                continue  # a content scan raised the label above this one
-            routed = self._try_remote(
-                step.destination, doc, others, settings, cancel, label, window, fallbacks
-            )
+            routed = self._try_remote(step.destination, doc, others, settings, cancel, fallbacks)
             if routed is not None:
                 return routed
             if fallbacks and fallbacks[-1][1] == "journal":
                 break  # no egress without a journal entry: on-box, now
+            # "relabelled": the fresh label is above this step; a later step with a higher
+            # clearance may still take it (the gate decides again there).
         return self._on_box(doc, others, settings, cancel, lo, hi, fallbacks)
-
-    def _window(self, doc: DocumentView, lo: int, hi: int) -> _Window:
-        findings: list[Finding] = list(doc.decision.findings)
-        raised = self._scale.lowest
-        if self._scan is not None:
-            try:
-                scanned = self._scan(doc.text[lo:hi], doc.language)
-            except Exception:
-                logger.warning(
-                    "content scan of %s failed; keeping it on-box", doc.uri, exc_info=True
-                )
-                return _Window("", "", {}, self._scale.highest)
-            for f in scanned:
-                findings.append(
-                    Finding(f.kind, f.type, f.start + lo, f.end + lo, f.label, f.detector, f.line)
-                )
-                raised = max(raised, label_in(self._scale, f.label))
-        # The same span found by classification and by the fresh scan counts once.
-        findings = list({(f.start, f.end): f for f in reversed(findings)}.values())
-        prefix = redact_window(doc.text, findings, lo, doc.offset)
-        suffix = redact_window(doc.text, findings, doc.offset, hi)
-        counts = count_types(set(prefix.replaced) | set(suffix.replaced))
-        return _Window(prefix.text, suffix.text, counts, raised)
 
     def _try_remote(
         self,
@@ -348,126 +322,59 @@ class Router:
         others: Sequence[DocumentView],
         settings: RequestSettings,
         cancel: CancelToken,
-        label: Label,
-        window: _Window,
         fallbacks: list[tuple[str, str]],
     ) -> RoutedCompletion | None:
         dest = self.destinations[name]
-        clearance = self.clearance_of(name)
-        context = gather_context(
-            doc,
-            others,
-            clearance,
-            self._scale,
-            redact=True,
-            scan=self._scan,
-            limits=settings.context,
-        )
-        request = CompletionRequest(
-            prefix=window.prefix,
-            suffix=window.suffix,
-            language=doc.language,
-            path=doc.decision.path or doc.path,
-            context=context.snippets,
+        if not isinstance(dest, Sendable):
+            raise ClearanceViolation(
+                f"{name} is neither on-box nor a destination the gate can send through"
+            )
+        request = GateRequest(
+            name=name,
+            destination=dest,
+            clearance=self.clearance_of(name),
+            doc=doc,
+            others=others,
+            prefix_chars=settings.prefix_chars,
+            suffix_chars=settings.suffix_chars,
             max_tokens=settings.max_tokens,
             temperature=settings.temperature,
             stop=settings.stop,
-        )
-        prepared = dest.prepare(request) if isinstance(dest, RemoteDestination) else None
-        prompt_sha = (
-            prepared.sha256 if prepared is not None else _sha256(request.prefix + request.suffix)
-        )
-        redactions = merge_counts(window.redactions, context.redactions)
-        # The invariant, once more, right before anything is sent.
-        if self.clearance_of(name) < label or any(
-            self._scale.parse(s.label) > self.clearance_of(name) for s in request.context
-        ):
-            raise ClearanceViolation(
-                f"refused to send {label.name} text to {name} (clearance {clearance.name})"
-            )
-        body = self._egress_entry(
-            name, dest, doc, label, clearance, request, prepared, context, redactions, fallbacks
+            context_limits=settings.context,
+            delta_hook=lambda chat: _first_line_hook(settings, chat=chat),
+            fallbacks=tuple(fallbacks),
         )
         try:
-            if self.journal is None:
-                raise RuntimeError("no journal is open")
-            if (
-                prepared is not None
-                and self.policy.security_team_key
-                and self.policy.store_encrypted_prompts
-            ):
-                body["encryptedPrompt"] = self._encrypt(prepared.body)
-            receipt = self.journal.append("egress", body, durable=True)
-        except Exception as exc:  # any journal failure means nothing may leave
-            logger.error("egress to %s not journalled (%s); serving on-box", name, exc)
-            fallbacks.append((name, "journal"))
-            return None
-        try:
-            if prepared is not None:
-                assert isinstance(dest, RemoteDestination)
-                hook = _first_line_hook(settings, chat=prepared.chat)
-                completion = dest.send(prepared, cancel, on_delta=hook)
-            else:
-                completion = dest.complete(request, cancel)
+            passed = self.gate.send(request, cancel)
         except Cancelled:
             raise
         except DestinationError as exc:
             self.breaker.record_failure(name, str(exc), retry_after=exc.retry_after)
             fallbacks.append((name, _cause(exc)))
             return None
+        except GateError:
+            raise
         except Exception as exc:  # a bug in an engine must not cost the completion
             logger.exception("destination %s failed unexpectedly", name)
             self.breaker.record_failure(name, type(exc).__name__)
             fallbacks.append((name, "error"))
             return None
+        if passed.completion is None:
+            fallbacks.append((name, passed.refused or "refused"))
+            return None
         self.breaker.record_success(name)
+        completion = passed.completion
         completion.text = strip_placeholders(completion.text)
         return RoutedCompletion(
-            completion, name, dest.kind, fallbacks, redactions, receipt.seq, prompt_sha
+            completion,
+            name,
+            dest.kind,
+            fallbacks,
+            passed.redactions,
+            passed.egress_seq,
+            passed.prompt_sha256,
+            passed.decision,
         )
-
-    def _egress_entry(
-        self,
-        name: str,
-        dest: Destination,
-        doc: DocumentView,
-        label: Label,
-        clearance: Label,
-        request: CompletionRequest,
-        prepared: PreparedRequest | None,
-        context: GatheredContext,
-        redactions: dict[str, int],
-        fallbacks: list[tuple[str, str]],
-    ) -> dict[str, Any]:
-        decision = doc.decision
-        described = dest.describe()
-        return {
-            "destination": name,
-            "kind": dest.kind,
-            "endpoint": described.get("endpoint"),
-            "model": described.get("model"),
-            "clearance": clearance.name,
-            "label": label.name,
-            "reasons": [r.to_json() for r in decision.reasons],
-            "policy": {"id": decision.policy_id, "serial": decision.policy_serial},
-            "repo": decision.repo,
-            "path": decision.path,
-            "documentSha256": _sha256(doc.text),
-            "promptSha256": prepared.sha256
-            if prepared is not None
-            else _sha256(request.prefix + request.suffix),
-            "bytes": len(prepared.body)
-            if prepared is not None
-            else len(request.prefix) + len(request.suffix),
-            "prefixChars": len(request.prefix),
-            "suffixChars": len(request.suffix),
-            "context": [
-                {"path": s.path, "label": s.label, "sha256": _sha256(s.text), "chars": len(s.text)}
-                for s in request.context
-            ],
-            "redactions": redactions,
-            "fallbacks": [list(f) for f in fallbacks],
-        }
 
     def _encrypt(self, prompt: bytes) -> dict[str, Any]:
         store = getattr(self.journal, "store_encrypted_prompt", None)
@@ -502,7 +409,14 @@ class Router:
             temperature=settings.temperature,
             stop=settings.stop,
         )
-        completion = dest.complete(request, cancel)
+        try:
+            completion = dest.complete(request, cancel)
+        except InferenceError as exc:
+            if isinstance(exc, Cancelled):
+                raise
+            return RoutedCompletion(
+                None, self.on_box_name, dest.kind, fallbacks, {}, None, "", doc.decision, exc
+            )
         return RoutedCompletion(
             completion,
             self.on_box_name,
@@ -511,15 +425,8 @@ class Router:
             {},
             None,
             completion.prompt_sha256 or _sha256(request.prefix + request.suffix),
+            doc.decision,
         )
-
-
-@dataclass(frozen=True)
-class _Window:
-    prefix: str
-    suffix: str
-    redactions: dict[str, int]
-    raised: Label  # the highest label of content found by the fresh scan
 
 
 def _first_line_hook(settings: RequestSettings, *, chat: bool) -> DeltaCallback | None:

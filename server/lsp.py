@@ -111,7 +111,7 @@ class OnboxServer(LanguageServer):
         # the remote by stat, so asking again is cheap (tens of µs) and never stale.
         state = self.doc_state(uri)
         doc = self.workspace.get_text_document(uri)
-        state.decision = self.service.classify(uri, doc.source, doc.version)
+        state.decision = self.service.classify(uri, doc.source, doc.version, doc.language_id)
         return state.decision
 
     def status_payload(
@@ -177,8 +177,15 @@ class OnboxServer(LanguageServer):
         for uri in list(self.workspace.text_documents):
             self.publish_status(uri, state)
 
-    def relabel_all(self) -> None:
-        """Forget every cached decision and re-announce labels (policy changed)."""
+    def relabel_all(self, why: str | None = None) -> None:
+        """Forget every cached decision and re-announce labels.
+
+        With ``why`` (a signal file changed, settings changed, a save) the classifier's
+        caches are dropped and the label generation moves on first, so nothing decided
+        before the event is reused; a policy swap has done that already.
+        """
+        if why is not None and self.wiring is not None:
+            self.wiring.labels.invalidate(why)
         for state in self.docs.values():
             state.decision = None
         self.publish_all()
@@ -253,7 +260,7 @@ async def watch_signal_files(ls: OnboxServer) -> None:
 @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
 def did_change_watched_files(ls: OnboxServer, params: types.DidChangeWatchedFilesParams) -> None:
     """A signal file changed: re-label every open document."""
-    ls.relabel_all()
+    ls.relabel_all("watched files changed")
 
 
 async def load_model(ls: OnboxServer) -> None:
@@ -333,7 +340,7 @@ def did_change(ls: OnboxServer, params: types.DidChangeTextDocumentParams) -> No
 @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
 def did_save(ls: OnboxServer, params: types.DidSaveTextDocumentParams) -> None:
     """Saving may change repo-local signals (CODEOWNERS, .gitattributes): re-label everything."""
-    ls.relabel_all()
+    ls.relabel_all("saved")
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
@@ -354,6 +361,7 @@ def did_change_configuration(ls: OnboxServer, params: types.DidChangeConfigurati
         ls.show_once(f"Onbox settings: {problem}", types.MessageType.Warning)
     ls.settings.completion = settings.completion
     ls.service.settings = ls.settings
+    ls.relabel_all("settings changed")
 
 
 # -- completion ---------------------------------------------------------------------------
@@ -402,21 +410,25 @@ async def run_completion(
             logger.info("completion asked for %s, which is not open; answering nothing", uri)
             return None
         doc = _document_input(ls, uri, position)
-        decision = ls.decide(uri)
         assert ls.wiring is not None
-        if ls.model_state == "disabled" and ls.wiring.destination_for(decision).kind == "llama-cpp":
+        if (
+            ls.model_state == "disabled"
+            and ls.wiring.destination_for(ls.decide(uri)).kind == "llama-cpp"
+        ):
+            logger.info("no on-box model and %s may not leave: answering nothing", uri)
             return None  # no model and nowhere else this file may go: answer nothing
         others = _others(ls, uri)
         loop = asyncio.get_running_loop()
 
         def work() -> CompletionResult:
-            # Runs on the model thread: the request is now the one the model serves.
+            # Runs on the model thread: the request is now the one the model serves. The
+            # label is decided again from here on (the pipeline, then the egress gate):
+            # whatever was decided while this request waited is not trusted.
             if not cancel.cancelled:
                 loop.call_soon_threadsafe(ls.publish_status, uri, "generating")
-            result = ls.service.complete(doc, cancel, others, decision)
-            routed = ls.service.last_route
-            if routed is not None and ls.wiring is not None:
-                ls.wiring.note_route(routed.fallbacks, routed.egress_seq)
+            result = ls.service.complete(doc, cancel, others)
+            if ls.wiring is not None:
+                ls.wiring.note_route(result.fallbacks, result.egress_seq)
             return result
 
         job = loop.run_in_executor(ls.model_executor, work)

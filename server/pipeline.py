@@ -16,12 +16,16 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
+from onbox.classification.authority import LabelAuthority
 from onbox.classification.decision import Decision, fail_closed
 from onbox.classification.labels import LabelScale
+from onbox.inference.context import DocumentView
 from onbox.inference.destination import CancelToken, Completion, CompletionRequest, Destination
 from onbox.inference.errors import Cancelled, InferenceError
+from onbox.inference.gate import PolicyChanged
 from onbox.inference.local import LlamaCppDestination, ModelSettings, OnBoxModel
 from onbox.inference.postprocess import postprocess
+from onbox.inference.routing import RequestSettings, RoutedCompletion, Router
 from onbox.server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -34,7 +38,9 @@ SUFFIX_CHARS = 4_000
 class ClassifierLike(Protocol):
     """What the pipeline needs from :mod:`onbox.classification`."""
 
-    def classify(self, uri: str, text: str | None, version: int | None = None) -> Decision: ...
+    def classify(
+        self, uri: str, text: str | None, version: int | None = None, language: str | None = None
+    ) -> Decision: ...
 
 
 class JournalLike(Protocol):
@@ -49,7 +55,9 @@ class FailClosedClassifier:
     def __init__(self, scale: LabelScale | None = None) -> None:
         self.scale = scale or LabelScale()
 
-    def classify(self, uri: str, text: str | None, version: int | None = None) -> Decision:
+    def classify(
+        self, uri: str, text: str | None, version: int | None = None, language: str | None = None
+    ) -> Decision:
         """Every document: highest label, with the reason."""
         return fail_closed(
             self.scale.highest, "no classifier is configured; every file is restricted"
@@ -82,6 +90,8 @@ class CompletionResult:
     reasons: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    fallbacks: list[tuple[str, str]] = field(default_factory=list)  # (destination, cause)
+    egress_seq: int | None = None  # the write-ahead entry of a request that left the machine
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping (``onbox complete --json``)."""
@@ -126,8 +136,9 @@ class CompletionService:
         local: OnBoxModel | None = None,
         classifier: ClassifierLike | None = None,
         journal: JournalLike | None = None,
-        router: Any | None = None,
+        router: Router | None = None,
         actors: Any | None = None,
+        labels: LabelAuthority | None = None,
     ) -> None:
         self.settings = settings
         self.local: OnBoxModel = local or LlamaCppDestination(model_settings(settings))
@@ -135,24 +146,23 @@ class CompletionService:
         self.journal = journal
         self.router = router
         self.actors = actors
-        self.last_route: Any = None
+        self.labels = labels
 
-    def classify(self, uri: str, text: str | None, version: int | None = None) -> Decision:
+    def classify(
+        self, uri: str, text: str | None, version: int | None = None, language: str | None = None
+    ) -> Decision:
         """The document's decision; never raises (fail closed)."""
         try:
-            return self.classifier.classify(uri, text, version)
+            return self.classifier.classify(uri, text, version, language)
         except Exception as exc:  # the classifier must never take the server down
             logger.exception("classifier failed for %s", uri)
             return fail_closed(LabelScale().highest, f"classifier error: {exc}")
 
     def destination_for(self, decision: Decision) -> Destination:
         """The destination a document with ``decision`` is served from (for status)."""
-        if self.router is not None:
-            plan = self.router.plan(decision)
-            for step in plan:
-                if step.eligible and step.healthy:
-                    return self.router.destinations[step.destination]  # type: ignore[no-any-return]
-        return self.local
+        if self.router is None:
+            return self.local
+        return self.router.destinations[self.router.destination_for(decision).destination]
 
     def request_for(self, doc: DocumentInput) -> CompletionRequest:
         """The windowed request for the on-box model."""
@@ -172,22 +182,34 @@ class CompletionService:
         doc: DocumentInput,
         cancel: CancelToken,
         others: Sequence[DocumentInput] = (),
-        decision: Decision | None = None,
     ) -> CompletionResult:
-        """Run the whole pipeline for one request."""
+        """Run the whole pipeline for one request.
+
+        The label is decided here, when the request is served, never carried in from
+        before it queued; for anything that leaves the machine the egress gate decides
+        once more, atomically with the policy in force.
+        """
         started = time.perf_counter()
         if self.actors is not None:
             self.actors.set_document(uri_to_path(doc.uri))
-        decision = decision or self.classify(doc.uri, doc.text, doc.version)
+        decision = self.classify(doc.uri, doc.text, doc.version, doc.language)
         cid = uuid.uuid4().hex
         request = self.request_for(doc)
         destination: Destination = self.local
         outcome = "served"
         error: str | None = None
         completion: Completion | None = None
-        self.last_route = None
+        routed: RoutedCompletion | None = None
         try:
-            completion, destination = self._generate(doc, others, decision, request, cancel)
+            if self.router is None:
+                completion = self.local.complete(request, cancel)
+            else:
+                routed = self._route(doc, others, cancel)
+                decision = routed.decision or decision
+                destination = self.router.destinations[routed.destination]
+                completion = routed.completion
+                if routed.error is not None:
+                    raise routed.error
         except Cancelled:
             outcome = "cancelled"
         except InferenceError as exc:
@@ -214,29 +236,18 @@ class CompletionService:
             reasons=reason_lines(decision),
             timings=timings,
             error=error,
+            fallbacks=list(routed.fallbacks) if routed else [],
+            egress_seq=routed.egress_seq if routed else None,
         )
-        self._journal_completion(doc, decision, result, completion)
+        self._journal_completion(doc, decision, result, completion, routed)
         return result
 
-    def _generate(
-        self,
-        doc: DocumentInput,
-        others: Sequence[DocumentInput],
-        decision: Decision,
-        request: CompletionRequest,
-        cancel: CancelToken,
-    ) -> tuple[Completion, Destination]:
-        if self.router is None:
-            return self.local.complete(request, cancel), self.local
-        from onbox.inference.context import DocumentView
-        from onbox.inference.routing import RequestSettings
-
-        def view(d: DocumentInput, dec: Decision, offset: int) -> DocumentView:
-            path = dec.path or str(uri_to_path(d.uri) or d.uri)
-            return DocumentView(d.uri, path, d.text, offset, d.language, dec)
-
-        target = view(doc, decision, max(0, min(doc.offset, len(doc.text))))
-        context = [view(o, self.classify(o.uri, o.text, o.version), 0) for o in others]
+    def _route(
+        self, doc: DocumentInput, others: Sequence[DocumentInput], cancel: CancelToken
+    ) -> RoutedCompletion:
+        """Route through the current router; once more if a policy swap voided the first."""
+        target = self._view(doc, max(0, min(doc.offset, len(doc.text))))
+        context = [self._view(o, 0) for o in others]
         c = self.settings.completion
         settings = RequestSettings(
             max_tokens=c.max_tokens,
@@ -244,10 +255,24 @@ class CompletionService:
             prefix_chars=PREFIX_CHARS,
             suffix_chars=SUFFIX_CHARS,
         )
-        routed = self.router.complete(target, context, settings, cancel)
-        self.last_route = routed
-        destination: Destination = self.router.destinations[routed.destination]
-        return routed.completion, destination
+        for attempt in range(3):
+            router = self.router
+            assert router is not None
+            try:
+                routed: RoutedCompletion = router.complete(target, context, settings, cancel)
+                return routed
+            except PolicyChanged as exc:
+                logger.info("routing again (%s)", exc)
+                if self.labels is not None:
+                    self.labels.settled()  # the swap installs the new router, then labels
+                if attempt == 2:
+                    raise InferenceError(f"the policy kept changing while routing: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _view(self, d: DocumentInput, offset: int) -> DocumentView:
+        decision = self.classify(d.uri, d.text, d.version, d.language)
+        path = decision.path or str(uri_to_path(d.uri) or d.uri)
+        return DocumentView(d.uri, path, d.text, offset, d.language, decision, d.version)
 
     def _describe(self, name: str) -> dict[str, Any]:
         if self.router is not None and name in self.router.destinations:
@@ -260,6 +285,7 @@ class CompletionService:
         decision: Decision,
         result: CompletionResult,
         completion: Completion | None,
+        routed: RoutedCompletion | None,
     ) -> None:
         if self.journal is None:
             return
@@ -273,9 +299,9 @@ class CompletionService:
             "reasons": [r.to_json() for r in decision.reasons],
             "policy": {"id": decision.policy_id, "serial": decision.policy_serial},
             "destination": self._describe(result.destination),
-            "fallbacks": [list(f) for f in self.last_route.fallbacks] if self.last_route else [],
-            "redactions": dict(self.last_route.redactions) if self.last_route else {},
-            "egressSeq": self.last_route.egress_seq if self.last_route else None,
+            "fallbacks": [list(f) for f in result.fallbacks],
+            "redactions": dict(routed.redactions) if routed else {},
+            "egressSeq": result.egress_seq,
             "promptSha256": completion.prompt_sha256 if completion else None,
             "tokensIn": completion.tokens_in if completion else 0,
             "tokensOut": completion.tokens_out if completion else 0,

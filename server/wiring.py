@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from onbox import __version__, paths
+from onbox.classification.authority import LabelAuthority
 from onbox.classification.classifier import Classifier
 from onbox.classification.decision import Decision
 from onbox.classification.policy import builtin_policy, load_policy
@@ -72,6 +73,8 @@ class Wiring:
             on_crash=self.model_crashed,
         )
         self.classifier = Classifier(self.policy)
+        #: Every label the egress gate relies on comes from here, under its lock.
+        self.labels = LabelAuthority(self.classifier)
         self.router = self._build_router(self.policy)
         self.service = CompletionService(
             settings,
@@ -80,6 +83,7 @@ class Wiring:
             journal=self.journal,
             router=self.router,
             actors=self.actors,
+            labels=self.labels,
         )
         self.policy_service: Any = None
         self._started = False
@@ -131,7 +135,11 @@ class Wiring:
         if not any(d.kind == "llama-cpp" for d in destinations.values()):
             destinations[self.local.name] = self.local
         return Router(
-            policy, destinations, self.journal, breaker=previous.breaker if previous else None
+            policy,
+            destinations,
+            self.journal,
+            breaker=previous.breaker if previous else None,
+            labeller=self.labels,
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -176,11 +184,14 @@ class Wiring:
 
     def apply_policy(self, policy: Policy) -> None:
         """Swap in a new policy: re-label with it and rebuild the routes (keeping health)."""
-        self.policy = policy
-        self.policy_warning = self.store.warning()
-        self.classifier.set_policy(policy)
-        self.router = self._build_router(policy, self.router)
-        self.service.router = self.router
+        # Under the label lock: no egress decision is in flight while labels and routes
+        # change, and none that started under the old policy can send after it.
+        router = self._build_router(policy, self.router)
+        with self.labels.swap(policy):
+            self.policy = policy
+            self.policy_warning = self.store.warning()
+            self.router = router
+            self.service.router = router
         if self.on_policy_change is not None:
             self.on_policy_change()
 
@@ -420,6 +431,7 @@ class Wiring:
                 "present": self.store.trust_root_path.exists(),
             },
         }
+
 
 def worker_model_settings(settings: Settings) -> ModelSettings:
     """The on-box model's settings, with the model worker's own."""

@@ -61,6 +61,7 @@ def parse_target(target: str) -> tuple[Path, int, int | None]:
 
 def run(args: argparse.Namespace) -> int:
     """Complete once and print the result."""
+    from onbox.classification.languages import language_for
     from onbox.inference.destination import CancelToken
     from onbox.server.pipeline import DocumentInput
     from onbox.server.positions import position_to_offset
@@ -86,12 +87,19 @@ def run(args: argparse.Namespace) -> int:
         idx = min(max(line - 1, 0), max(len(lines) - 1, 0))
         col = len(lines[idx].rstrip("\r\n")) + 1 if lines else 1
     offset = position_to_offset(text, line - 1, col - 1, "utf-32")
-    doc = DocumentInput(path.resolve().as_uri(), text, offset, _LANGUAGES.get(path.suffix.lower()))
+    # An extensionless script is known by its shebang, as an editor would know it.
+    language = _LANGUAGES.get(path.suffix.lower()) or language_for(str(path), None, text)
+    doc = DocumentInput(path.resolve().as_uri(), text, offset, language)
     try:
         wiring.service.local.load()
     except Exception as exc:
-        print(f"onbox complete: {exc}", file=sys.stderr)
-        return EXIT_ENVIRONMENT
+        decision = wiring.service.classify(doc.uri, doc.text, None, doc.language)
+        if wiring.destination_for(decision).kind == "llama-cpp":
+            print(f"onbox complete: {exc}", file=sys.stderr)
+            wiring.stop()
+            return EXIT_ENVIRONMENT
+        # The file may leave the machine; the route decides (and the gate decides again).
+        print(f"onbox complete: {exc}; not needed for this file", file=sys.stderr)
     try:
         result = wiring.service.complete(doc, CancelToken())
     finally:

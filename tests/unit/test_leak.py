@@ -17,6 +17,14 @@ label L only ever sits in a file the model says is L. After every request:
 
 and at the end of each session every request a server recorded has a durable egress
 entry in the journal with the same SHA-256 and destination.
+
+Requests also queue: a request captured with the labels, texts and router of one moment
+is sent later, after relabels, policy swaps, remote edits and settings changes. A token
+counts at the *current* label of the document it was minted for, so a queued request
+that carries a now-restricted file's old text to the cloud is caught: the label that
+permits egress must be decided at the gate, not when the request queued.
+
+``ONBOX_LEAK_SESSIONS`` sets the number of sessions: 500 in CI, several thousand nightly.
 """
 
 from __future__ import annotations
@@ -43,13 +51,14 @@ from hypothesis.stateful import (
 )
 
 from onbox.audit import JournalError, iter_entries, open_journal
+from onbox.classification.authority import LabelAuthority
 from onbox.classification.classifier import Classifier
 from onbox.classification.policy import parse_policy
 from onbox.inference.destination import CancelToken, Completion, CompletionRequest
 from onbox.inference.errors import Cancelled
 from onbox.inference.health import CircuitBreaker
 from onbox.inference.remote import RemoteDestination, build_destinations
-from onbox.inference.routing import DocumentView, RequestSettings, Router
+from onbox.inference.routing import DocumentView, PolicyChanged, RequestSettings, Router
 from tests.support.recording_server import Fault, RecordingServer
 
 SESSIONS = int(os.environ.get("ONBOX_LEAK_SESSIONS", "500"))
@@ -259,12 +268,17 @@ class LeakSession(RuleBasedStateMachine):
         self.owners: dict[str, str | None] = dict.fromkeys(FOLDERS)
         self._write_repo_files()
         self.classifier = Classifier(world.policies[self.variant])
+        self.labels = LabelAuthority(self.classifier)
+        self.remote = "app"  # origin: "app" (the policy's repo), "other", or "both" URLs
+        self._set_remote("app")
+        self.queued: list[tuple[Doc, DocumentView, list[DocumentView], Router]] = []
         self.now = 0.0
         self.breaker = CircuitBreaker(cooldown=5, clock=lambda: self.now)
         self.journal = FailingJournal(self.tmp, world.keys)
         self.router = self._router()
         self.docs: list[Doc] = []
         self.tokens: dict[str, str] = {}  # token -> label it was minted for
+        self.token_doc: dict[str, Doc] = {}  # token -> the document it was minted in
         self.secrets: set[str] = set()
         self.counter = itertools.count()
         self.seen = {"cloud": 0, "corp": 0}
@@ -272,7 +286,10 @@ class LeakSession(RuleBasedStateMachine):
     # -- the oracle ------------------------------------------------------------------
     def model_label(self, doc: Doc) -> str:
         base, secrets_label, _ = self.variant
-        labels = [base, self.attrs[doc.folder]]
+        # A repo the policy does not know gets the default (restricted); two origin URLs
+        # that disagree decide the highest of both.
+        repo_label = base if self.remote == "app" else "restricted"
+        labels = [repo_label, self.attrs[doc.folder]]
         owner = self.owners[doc.folder]
         if owner is not None:
             labels.append(OWNERS[owner])
@@ -293,8 +310,18 @@ class LeakSession(RuleBasedStateMachine):
                 continue
             doc.label = label
             doc.lines = [ln for ln in doc.lines if not ln.startswith("CANARY = ")]
-            doc.lines.insert(0, f'CANARY = "{self._mint(label)}"\n')
+            token = self._mint(label)
+            self.token_doc[token] = doc
+            doc.lines.insert(0, f'CANARY = "{token}"\n')
             self._save(doc)
+
+    def effective_label(self, token: str) -> str:
+        """The higher of the token's minted label and its document's label now."""
+        minted = self.tokens[token]
+        doc = self.token_doc.get(token)
+        if doc is None or RANK[doc.label] <= RANK[minted]:
+            return minted
+        return doc.label
 
     # -- files -----------------------------------------------------------------------
     def _write_repo_files(self) -> None:
@@ -315,13 +342,27 @@ class LeakSession(RuleBasedStateMachine):
     def _router(self) -> Router:
         policy = self.world.policies[self.variant]
         return Router(
-            policy, self.world.destinations[self.variant], self.journal, breaker=self.breaker
+            policy,
+            self.world.destinations[self.variant],
+            self.journal,
+            breaker=self.breaker,
+            labeller=self.labels,
         )
+
+    def _set_remote(self, remote: str) -> None:
+        git = ["git", "-C", str(self.world.repo)]
+        app, other = "https://github.com/acme/app.git", "https://github.com/acme/other.git"
+        first = other if remote == "other" else app
+        # Exactly the chosen URLs remain (`set-url` alone would keep any second one).
+        subprocess.run([*git, "config", "--replace-all", "remote.origin.url", first], check=True)
+        if remote == "both":
+            subprocess.run([*git, "remote", "set-url", "--add", "origin", other], check=True)
+        self.remote = remote
 
     def _view(self, doc: Doc, offset: int) -> DocumentView:
         uri = (self.world.repo / doc.rel).as_uri()
-        decision = self.classifier.classify(uri, doc.text, doc.version)
-        return DocumentView(uri, doc.rel, doc.text, offset, "python", decision)
+        decision = self.classifier.classify(uri, doc.text, doc.version, "python")
+        return DocumentView(uri, doc.rel, doc.text, offset, "python", decision, doc.version)
 
     # -- operations ------------------------------------------------------------------
     @initialize(folders=st.lists(st.sampled_from(FOLDERS), min_size=1, max_size=3))
@@ -399,9 +440,46 @@ class LeakSession(RuleBasedStateMachine):
     @rule(variant=st.sampled_from(VARIANTS))
     def change_policy(self, variant: tuple[str, str, str]) -> None:
         self.variant = variant
-        self.classifier.set_policy(self.world.policies[variant])
-        self.router = self._router()
+        with self.labels.swap(self.world.policies[variant]):
+            self.router = self._router()
         self._relabel()
+
+    @rule(remote=st.sampled_from(["app", "other", "both"]))
+    def change_remote(self, remote: str) -> None:
+        self._set_remote(remote)
+        self._relabel()
+
+    @rule()
+    def settings_change(self) -> None:
+        # What the server does on didChangeConfiguration / a watched file / a save.
+        self.labels.invalidate("settings changed")
+
+    @precondition(lambda self: bool(self.docs) and len(self.queued) < 4)
+    @rule(which=st.integers(0, 4), line=st.integers(0, 10))
+    def queue(self, which: int, line: int) -> None:
+        """A request waits behind a slow one with what was true when it was made."""
+        doc = self.docs[which % len(self.docs)]
+        offset = sum(len(ln) for ln in doc.lines[: min(line, len(doc.lines))])
+        others = [self._view(d, 0) for d in self.docs if d is not doc]
+        self.queued.append((doc, self._view(doc, offset), others, self.router))
+
+    @precondition(lambda self: bool(self.queued))
+    @rule()
+    def run_queued(self) -> None:
+        """The queue drains, after whatever happened meanwhile."""
+        while self.queued:
+            _doc, view, others, router = self.queued.pop(0)
+            self.world.requests += 1
+            try:
+                routed = router.complete(view, others, RequestSettings(max_tokens=8), CancelToken())
+            except PolicyChanged:
+                # What the pipeline does: route again with the router in force.
+                routed = self.router.complete(
+                    view, others, RequestSettings(max_tokens=8), CancelToken()
+                )
+            if routed.egress_seq is not None:
+                self.world.egress += 1
+            # What reached a server is checked by the invariant, token by token.
 
     @rule(server=st.sampled_from(["cloud", "corp"]), fault=FAULTS)
     def destination_fails(self, server: str, fault: Fault) -> None:
@@ -462,7 +540,8 @@ class LeakSession(RuleBasedStateMachine):
             clearance = RANK[CLEARANCE[name]]
             for recorded in requests[self.seen[name] :]:
                 body = recorded.body.decode()
-                for token, label in self.tokens.items():
+                for token in self.tokens:
+                    label = self.effective_label(token)
                     assert not (RANK[label] > clearance and token in body), (
                         f"{label} canary {token} reached {name} (clearance {CLEARANCE[name]})"
                     )

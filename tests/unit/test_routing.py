@@ -351,7 +351,7 @@ def test_a_secret_missing_from_a_stale_decision_is_still_caught(
     key, raises the label to internal (policy: secrets = internal) and redacts it."""
     text = f'KEY = "{SECRET}"\ndef total(xs):\n    \n'
     routed = setup.router.complete(doc(text, "public"), [], SETTINGS, CancelToken())
-    assert routed.destination == "corp" and routed.fallbacks == []
+    assert routed.destination == "corp" and routed.fallbacks == [("cloud", "relabelled")]
     assert SECRET not in corp.requests[0].body.decode()
 
 
@@ -445,8 +445,11 @@ def test_a_destination_below_the_label_is_refused_right_before_sending(
             Downgrading.calls += 1
             return "restricted" if Downgrading.calls <= 3 else "public"
 
-        def complete(self, request: CompletionRequest, cancel: CancelToken) -> Completion:
-            return cloud_dest.complete(request, cancel)
+        def prepare(self, request: CompletionRequest) -> Any:
+            return cloud_dest.prepare(request)  # type: ignore[attr-defined]
+
+        def send(self, prepared: Any, cancel: CancelToken, *, on_delta: Any = None) -> Completion:
+            return cloud_dest.send(prepared, cancel, on_delta=on_delta)  # type: ignore[attr-defined,no-any-return]
 
         def describe(self) -> dict[str, Any]:
             return cloud_dest.describe()
@@ -462,6 +465,7 @@ def test_a_destination_below_the_label_is_refused_right_before_sending(
     with pytest.raises(ClearanceViolation):
         router.complete(doc(name="internal"), [], SETTINGS, CancelToken())
     assert cloud.requests == []
+    assert not [e for e in setup.journal.entries if e[0] == "egress"]
 
 
 @pytest.mark.parametrize("kind", ["cloud", "corp"])
@@ -498,7 +502,10 @@ def test_an_engine_bug_falls_back_instead_of_failing_the_completion(
 
         name, kind, clearance = "cloud", "anthropic", "public"
 
-        def complete(self, request: CompletionRequest, cancel: CancelToken) -> Completion:
+        def prepare(self, request: CompletionRequest) -> Any:
+            return setup.destinations["cloud"].prepare(request)  # type: ignore[attr-defined]
+
+        def send(self, prepared: Any, cancel: CancelToken, *, on_delta: Any = None) -> Completion:
             raise RuntimeError("engine bug")
 
         def describe(self) -> dict[str, Any]:
