@@ -6,7 +6,10 @@
    with 20 other open documents — planning, the fresh content scan of the window,
    redaction, context selection, scanning and redaction of the snippets, and rendering the
    request body — with a destination whose ``send`` returns at once and a journal kept
-   in memory, so neither the network nor the disk is counted.
+   in memory, so neither the network nor the disk is counted. Measured twice in the same
+   run: with decisions handed in (no re-decision), and with the egress gate re-deciding
+   the document and all 20 others through the real classifier on a real git repository
+   (cached per version, re-checked by ``stat``), which is what ``onbox serve`` does.
 2. **Cloud path** (target: ratio <= 1.05): ``Router.complete`` to a loopback recording
    server (real httpx, real signed journal with its durable egress entry) against a
    direct ``httpx`` streaming POST of the same body to the same server, interleaved in
@@ -34,6 +37,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
 
 from onbox.audit import open_journal
+from onbox.classification.authority import LabelAuthority
+from onbox.classification.classifier import Classifier
 from onbox.classification.content import scan_content
 from onbox.classification.decision import Decision, Reason
 from onbox.classification.policy import Policy, parse_policy
@@ -63,6 +68,10 @@ base_url = "{url}/v1"
 model = "coder"
 clearance = "internal"
 timeout = 10.0
+
+[[repos]]
+match = "github.com/acme/app"
+label = "public"
 
 [routes]
 public = ["corp", "on-box"]
@@ -139,11 +148,45 @@ def _median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def measure_overhead(policy: Policy, runs: int) -> dict[str, float]:
-    """Router.complete with no network and no disk."""
+def _repo_documents(
+    policy: Policy, root: Path, labeller: LabelAuthority
+) -> tuple[DocumentView, list[DocumentView]]:
+    """The same documents as files of a real git repository, decided by the classifier."""
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    subprocess.run(
+        ["git", "-C", str(root), "remote", "add", "origin", "git@github.com:acme/app.git"],
+        check=True,
+    )
+    (root / ".gitattributes").write_text(
+        "internal/** onbox-label=internal\nrestricted/** onbox-label=restricted\n"
+    )
+    folders = ("public", "internal", "restricted")
+
+    def view(rel: str, text: str, offset: int) -> DocumentView:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        uri = path.as_uri()
+        decision = labeller.decide(uri, text, 1, "python")
+        return DocumentView(uri, rel, text, offset, "python", decision, 1)
+
+    main_text = _source(2000, 0)
+    current = view("public/main.py", main_text, main_text.index("AWS_KEY") + 200)
+    others = [view(f"{folders[i % 3]}/m{i}.py", _source(300, i), 0) for i in range(20)]
+    return current, others
+
+
+def measure_overhead(policy: Policy, runs: int, repo: Path | None = None) -> dict[str, float]:
+    """Router.complete with no network and no disk (re-deciding at the gate if ``repo``)."""
     corp = _NoNetwork(policy.destinations["corp"], api_key=None)
-    router = Router(policy, {"corp": corp, "on-box": _OnBox()}, _MemoryJournal())
-    current, others = _documents(policy)
+    labeller = LabelAuthority(Classifier(policy)) if repo is not None else None
+    router = Router(policy, {"corp": corp, "on-box": _OnBox()}, _MemoryJournal(), labeller=labeller)
+    if repo is not None and labeller is not None:
+        current, others = _repo_documents(policy, repo, labeller)
+    else:
+        current, others = _documents(policy)
     settings = RequestSettings()
     routed = router.complete(current, others, settings, CancelToken())
     assert routed.destination == "corp" and routed.redactions, routed
@@ -242,14 +285,23 @@ def main() -> int:
     with RecordingServer() as server, tempfile.TemporaryDirectory() as tmp:
         policy = parse_policy(POLICY.format(url=server.url).encode(), "bench-routing.toml")
         overhead = measure_overhead(policy, args.runs)
+        gated = measure_overhead(policy, args.runs, Path(tmp) / "repo")
         results["overhead"] = {**overhead, "target_ms": 2.0, "lines": 2000, "open_documents": 20}
+        results["overhead_with_redecision"] = {**gated, "target_ms": 2.0}
         rows = [
             (
-                "routing + context + redaction overhead (median)",
+                "routing + context + redaction, decisions handed in (median)",
                 f"{overhead['median_ms']:.3f} ms",
-                "<= 2 ms",
+                "",
             ),
             ("  p90", f"{overhead['p90_ms']:.3f} ms", ""),
+            (
+                "same + gate re-decision of all 21 documents (median)",
+                f"{gated['median_ms']:.3f} ms",
+                "<= 2 ms",
+            ),
+            ("  p90", f"{gated['p90_ms']:.3f} ms", ""),
+            ("  re-decision / handed in", f"{gated['median_ms'] / overhead['median_ms']:.2f}x", ""),
         ]
         results["cloud_path"] = []
         for i, latency in enumerate(float(x) for x in args.latency_ms.split(",")):
