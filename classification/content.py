@@ -79,9 +79,9 @@ class _Chunk:
     length: int
     own: int  # where the chunk starts in its window
     window: str
-    scan: _Scan | None = None
-    scanned_for: tuple[int, str | None] | None = None
-    absolute: tuple[int, int, tuple[Finding, ...]] | None = None
+    # Each memo is one tuple, so that a thread never sees half of another's update.
+    scanned: tuple[int, str | None, _Scan] | None = None  # (policy slot, grammar, scan)
+    absolute: tuple[_Scan, int, int, tuple[Finding, ...]] | None = None
 
 
 @dataclass
@@ -102,7 +102,8 @@ class ContentScanner:
         self._max_documents = max_documents
         self._windows: OrderedDict[tuple[object, ...], _Scan] = OrderedDict()
         self._held = 0
-        self._policies: OrderedDict[int, Policy] = OrderedDict()
+        self._policies: OrderedDict[int, tuple[Policy, int]] = OrderedDict()
+        self._slots = itertools.count()
         self._layouts: OrderedDict[str, _Layout] = OrderedDict()
 
     def clear(self) -> None:
@@ -155,17 +156,19 @@ class ContentScanner:
         return _without_covered_entropy(findings) if len(chunks) > 1 else tuple(findings)
 
     def _slot(self, policy: Policy) -> int:
-        """A cache slot for ``policy``; held strongly so that its ``id`` stays unique."""
+        """A cache slot for ``policy``: a number never given to another policy object."""
         with self._lock:
-            if self._policies.get(id(policy)) is not policy:
-                self._policies[id(policy)] = policy
+            entry = self._policies.get(id(policy))
+            if entry is None or entry[0] is not policy:
+                entry = (policy, next(self._slots))
+                self._policies[id(policy)] = entry
                 while len(self._policies) > 8:
-                    old, _ = self._policies.popitem(last=False)
+                    _, (_, old) = self._policies.popitem(last=False)
                     for cache_key in [k for k in self._windows if k[0] == old]:
                         self._held -= len(cache_key[-1])  # type: ignore[arg-type]
                         del self._windows[cache_key]
             self._policies.move_to_end(id(policy))
-        return id(policy)
+        return entry[1]
 
     def _scan_chunk(
         self,
@@ -176,8 +179,9 @@ class ContentScanner:
         config: ContentConfig,
         whole: bool,
     ) -> _Scan:
-        if chunk.scan is not None and chunk.scanned_for == (slot, grammar):
-            return chunk.scan
+        memo = chunk.scanned
+        if memo is not None and memo[0] == slot and memo[1] == grammar:
+            return memo[2]
         own = chunk.own
         cache_key = (slot, grammar, whole, own, chunk.length, chunk.window)
         with self._lock:
@@ -195,7 +199,7 @@ class ContentScanner:
                 while self._held > self._cache_chars and len(self._windows) > 1:
                     old_key, _ = self._windows.popitem(last=False)
                     self._held -= len(old_key[-1])  # type: ignore[arg-type]
-        chunk.scan, chunk.scanned_for = scan, (slot, grammar)
+        chunk.scanned = (slot, grammar, scan)
         return scan
 
     def _layout(self, key: str | None, text: str) -> list[_Chunk]:
@@ -216,8 +220,9 @@ class ContentScanner:
 
 def _absolute(chunk: _Chunk, scan: _Scan, start: int, line: int) -> tuple[Finding, ...]:
     """The chunk's findings at their offsets in the document (memoised per position)."""
-    if chunk.absolute is not None and chunk.absolute[:2] == (start, line):
-        return chunk.absolute[2]
+    memo = chunk.absolute
+    if memo is not None and memo[0] is scan and memo[1] == start and memo[2] == line:
+        return memo[3]
     shifted = tuple(
         Finding(
             f.kind, f.type, f.start + start, f.end + start, f.label, f.detector,
@@ -225,7 +230,7 @@ def _absolute(chunk: _Chunk, scan: _Scan, start: int, line: int) -> tuple[Findin
         )
         for f in scan.findings
     )  # fmt: skip
-    chunk.absolute = (start, line, shifted)
+    chunk.absolute = (scan, start, line, shifted)
     return shifted
 
 

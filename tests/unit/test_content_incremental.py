@@ -31,6 +31,14 @@ label = "restricted"
 """,
     "i.toml",
 )
+PII_OFF = b"""
+[policy]
+id = "o"
+default_label = "public"
+[content]
+secrets = "restricted"
+pii = "off"
+"""
 FUNCTION = 'def handler_{i}(request):\n    """Handle {i}."""\n    return {{"n": {i}}}\n\n'
 SECRETS = [
     'TOKEN = "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"\n',
@@ -45,11 +53,12 @@ SECRETS = [
 
 def document(size: int) -> str:
     parts = []
-    i = 0
-    while sum(map(len, parts)) < size:
+    i = total = 0
+    while total < size:
         parts.append(FUNCTION.format(i=i))
         if i % 97 == 5:
             parts.append(SECRETS[i % len(SECRETS)])
+        total += len(parts[-1]) + (len(parts[-2]) if i % 97 == 5 else 0)
         i += 1
     return "".join(parts)
 
@@ -73,10 +82,10 @@ edits = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(edits=edits)
 def test_incremental_scan_equals_a_fresh_scan(edits: list[tuple[float, int, str]]) -> None:
-    text = document(120_000)
+    text = document(100_000)
     scanner = ContentScanner()
     scanner.scan(text, "python", POLICY, key="doc")
     for where, removed, inserted in edits:
@@ -91,7 +100,7 @@ def test_incremental_scan_equals_a_fresh_scan(edits: list[tuple[float, int, str]
 
 
 def test_a_keystroke_rescans_only_the_chunks_it_touches(monkeypatch: object) -> None:
-    text = document(2_000_000)
+    text = document(1_000_000)
     scanner = ContentScanner()
     scanner.scan(text, "python", POLICY, key="big")
     calls = []
@@ -178,7 +187,7 @@ def test_tree_sitter_detectors_incremental_equals_full(
 
 
 def test_import_stripe_far_from_the_cursor_is_found_after_edits() -> None:
-    text = "import stripe\n" + document(3_000_000)
+    text = "import stripe\n" + document(1_000_000)
     scanner = ContentScanner()
     for n in range(5):
         pos = len(text) - 1000 * (n + 1)
@@ -187,3 +196,15 @@ def test_import_stripe_far_from_the_cursor_is_found_after_edits() -> None:
             f for f in scanner.scan(text, "python", POLICY, key="far") if f.type == "stripe-sdk"
         ]
         assert [(f.start, f.line) for f in found][:1] == [(7, 1)]
+
+
+def test_a_new_policy_is_not_answered_from_the_old_ones_chunks() -> None:
+    text = document(200_000)
+    scanner = ContentScanner()
+    pii_off = parse_policy(PII_OFF, "o.toml")
+    for _ in range(12):  # more policies than the scanner keeps slots for
+        with_pii = scanner.scan(text, "python", POLICY, key="doc")
+        without = scanner.scan(text, "python", pii_off, key="doc")
+        assert {f.kind for f in with_pii} >= {"pii", "secret"}
+        assert "pii" not in {f.kind for f in without}
+        pii_off = parse_policy(PII_OFF, "o.toml")  # a new object, maybe at a reused id
