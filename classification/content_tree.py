@@ -11,6 +11,8 @@ reparses only the items it touches.
 from __future__ import annotations
 
 import bisect
+import itertools
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from onbox.classification.policy_model import Detector, Policy
 
 FULL_PARSE_LIMIT = 32_000  # characters; larger documents are checked line by line
 LINE_WINDOW = 1_000  # characters either side of a candidate on a very long line
+_COLUMN_ZERO = re.compile(r"\n(?=[^\s])")
 MAX_TREES = 16  # documents whose syntax tree is kept for incremental parsing
 
 
@@ -144,21 +147,44 @@ def tree_sitter_findings(
     return found
 
 
-def _parse(text: str, language: str, wanted: list[Detector], policy: Policy, base: int) -> _Parsed:
-    """Parse ``text`` whole; offsets in the result are moved by ``base``."""
+def _parse(
+    text: str, language: str, wanted: list[Detector], policy: Policy, base: int, split: bool = True
+) -> _Parsed:
+    """Parse ``text`` whole; offsets in the result are moved by ``base``.
+
+    A top-level item with a syntax error (an unterminated string turns the rest of a file
+    into one ERROR node) is parsed again in pieces cut before every line that starts in
+    column 0, and the pieces' captures count too: what a broken item hides is still found.
+    """
     data = text.encode("utf-8", "surrogatepass")
     root = languages.parse(language, data).root_node
     bounds = [b for child in root.children for b in (child.start_byte, child.end_byte)]
+    broken = [i for i, child in enumerate(root.children) if child.has_error] if split else []
     spans = {det.name: _captures(det, root) for det in wanted}
     flat = sorted(set(bounds) | {b for found in spans.values() for pair in found for b in pair})
     chars = _char_offsets(data, flat, len(data) == len(text))
     starts = [chars[b] + base for b in bounds[0::2]]
     ends = [chars[b] + base for b in bounds[1::2]]
     captures = {
-        name: sorted({(chars[s] + base, chars[e] + base) for s, e in found})
+        name: {(chars[s] + base, chars[e] + base) for s, e in found}
         for name, found in spans.items()
     }
-    return _Parsed(text, starts, ends, captures, policy)
+    for index in reversed(broken):  # replace each broken item by its pieces
+        lo, hi = starts[index] - base, ends[index] - base
+        cuts = [lo] + [m.start() + 1 for m in _COLUMN_ZERO.finditer(text, lo, hi)] + [hi]
+        pieces = [
+            _parse(text[x:y], language, wanted, policy, base + x, split=False)
+            for x, y in itertools.pairwise(cuts)
+            if y > x
+        ]
+        starts[index : index + 1] = [s for piece in pieces for s in piece.starts]
+        ends[index : index + 1] = [e for piece in pieces for e in piece.ends]
+        for piece in pieces:
+            for name, found in piece.captures.items():
+                captures[name].update(found)
+    return _Parsed(
+        text, starts, ends, {name: sorted(found) for name, found in captures.items()}, policy
+    )
 
 
 def _reparse(text: str, language: str, wanted: list[Detector], previous: _Parsed) -> _Parsed | None:

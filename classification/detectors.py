@@ -97,6 +97,12 @@ LITERAL = re.compile(_LITERAL)
 LITERAL_CHAIN = compile_fast_regex(
     rf"(?:{_LITERAL})(?:\s*(?:\+|\.\.?|\|\|)?\s*[bBrRuUfF]{{0,2}}(?:{_LITERAL}))+"
 )
+#: Where a token could continue from one literal into the next: a token character, the
+#: closing quote, a joiner, the opening quote, a token character. Chains without one
+#: (docstrings' ``""``, ``"a", "b"``) are not joined.
+JUNCTION = compile_fast_regex(
+    r"[A-Za-z0-9_+/=:-][\"']\s*(?:\+|\.\.?|\|\|)?\s*[bBrRuUfF]{0,2}[\"'][A-Za-z0-9_+/=:-]"
+)
 CHAIN_REACH = 512  # characters past a chunk's end in which a chain's pieces are looked for
 
 IBAN_LENGTHS = {
@@ -388,8 +394,12 @@ class Piece:
 
 
 def literal_chains(text: str) -> Iterator[list[Piece]]:
-    """Chains of two or more string literals in ``text``, as their pieces."""
+    """Chains of two or more string literals in ``text`` that a token could span."""
+    if JUNCTION.search(text) is None:
+        return
     for chain in LITERAL_CHAIN.finditer(text):
+        if JUNCTION.search(chain.group()) is None:
+            continue
         base = chain.start()
         yield [
             Piece(base + lit.start() + 1, lit.group()[1:-1])
