@@ -133,7 +133,7 @@ def evaluate(
     structural = max((r.label for r in reasons), default=base)
     display = rel or str(path)
     grammar = languages.language_for(str(path), language, text)
-    findings = scan_content(text, grammar, policy)
+    findings = scan_content(text, grammar, policy, key=str(path))
     reasons.extend(_content_reasons(findings, display))
     if policy.content_config().markers:
         marker = find_marker(text)
