@@ -32,12 +32,13 @@ from onbox.inference.destination import (
     CompletionRequest,
     Destination,
 )
-from onbox.inference.errors import Cancelled
+from onbox.inference.errors import Cancelled, ModelError
 from onbox.inference.health import CircuitBreaker
 from onbox.inference.remote import RemoteDestination, build_destinations
 from onbox.inference.routing import (
     ClearanceViolation,
     DocumentView,
+    PolicyChanged,
     RequestSettings,
     Router,
 )
@@ -534,3 +535,90 @@ def test_explain_names_the_destination_and_renders_the_route(
     public = setup.router.explain(doc().decision)
     assert public["destination"] == "corp"
     assert "failing; retry in" in public["text"]
+
+
+def test_an_on_box_failure_after_a_journal_refusal_keeps_the_fallbacks(
+    setup: Setup, cloud: RecordingServer
+) -> None:
+    """The status must learn that the journal refused, even when on-box then fails."""
+
+    class BrokenOnBox(OnBox):
+        def complete(self, request: CompletionRequest, cancel: CancelToken) -> Completion:
+            raise ModelError("model file gone")
+
+    destinations = {**setup.destinations, "on-box": BrokenOnBox()}
+    setup.journal.fail = True
+    router = Router(setup.router.policy, destinations, setup.journal)
+    routed = router.complete(doc(), [], SETTINGS, CancelToken())
+    assert routed.completion is None and isinstance(routed.error, ModelError)
+    assert routed.fallbacks == [("cloud", "journal")]
+    assert cloud.requests == []
+
+
+class _Labels:
+    """A labeller whose answers the test sets (fault injection for the gate)."""
+
+    def __init__(self, policy: Policy, labels: dict[str, str]) -> None:
+        import threading
+
+        self.lock = threading.RLock()
+        self.policy = policy
+        self.generation = 0
+        self.labels = labels
+
+    def decide(
+        self, uri: str, text: str | None, version: int | None = None, language: str | None = None
+    ) -> Decision:
+        name = self.labels[uri]
+        return Decision(label(name), (Reason("test", label(name), "now"),), "route-test", 1)
+
+
+def test_the_gate_decides_context_again_and_drops_what_became_sensitive(
+    setup: Setup, cloud: RecordingServer
+) -> None:
+    """A context document handed in as public is restricted now: it must not ride along."""
+    current = doc()
+    other = doc("SECRET_PLAN = 'canary-7731'\n", uri="file:///repo/app/plan.py")
+    labels = _Labels(setup.router.policy, {current.uri: "public", other.uri: "restricted"})
+    router = Router(setup.router.policy, setup.destinations, setup.journal, labeller=labels)
+    routed = router.complete(current, [other], SETTINGS, CancelToken())
+    assert routed.destination == "cloud"
+    assert b"canary-7731" not in cloud.requests[-1].body
+    egress = [body for kind, body, _ in setup.journal.entries if kind == "egress"]
+    assert egress[-1]["context"] == []
+
+
+def test_the_gate_refuses_a_document_relabelled_after_routing_began(
+    setup: Setup, cloud: RecordingServer, corp: RecordingServer
+) -> None:
+    """Public when planned, internal at the gate: cloud is refused, corp may take it."""
+    current = doc()
+    labels = _Labels(setup.router.policy, {current.uri: "public"})
+    seen: list[str] = []
+
+    def decide(
+        uri: str, text: str | None, version: int | None = None, language: str | None = None
+    ) -> Decision:
+        seen.append(uri)
+        # the router's own fresh decision says public; the gate's says internal
+        name = "public" if len(seen) == 1 else "internal"
+        return Decision(label(name), (Reason("test", label(name), "now"),), "route-test", 1)
+
+    labels.decide = decide  # type: ignore[method-assign]
+    router = Router(setup.router.policy, setup.destinations, setup.journal, labeller=labels)
+    routed = router.complete(current, [], SETTINGS, CancelToken())
+    assert cloud.requests == []
+    assert routed.destination == "corp" and routed.fallbacks == [("cloud", "relabelled")]
+    egress = [body for kind, body, _ in setup.journal.entries if kind == "egress"]
+    assert [e["destination"] for e in egress] == ["corp"] and egress[0]["label"] == "internal"
+
+
+def test_a_policy_swap_after_routing_began_is_refused_with_policy_changed(
+    setup: Setup, cloud: RecordingServer
+) -> None:
+    labels = _Labels(setup.router.policy, {doc().uri: "public"})
+    router = Router(setup.router.policy, setup.destinations, setup.journal, labeller=labels)
+    labels.policy = make_policy(cloud, cloud)  # another policy object is in force now
+    with pytest.raises(PolicyChanged):
+        router.complete(doc(), [], SETTINGS, CancelToken())
+    assert cloud.requests == [] and setup.journal.entries == []
