@@ -19,9 +19,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
@@ -47,6 +48,8 @@ ACCEPT = "onbox.accept"
 #: Pause after the last keystroke before a document is re-labelled.
 RELABEL_DELAY_S = 0.15
 
+T = TypeVar("T")
+
 
 @dataclass
 class DocumentState:
@@ -67,6 +70,9 @@ class OnboxServer(LanguageServer):
         self.settings = Settings()
         self.wiring: Wiring | None = None
         self.model_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onbox-model")
+        #: Journal scans, verification and policy pulls: off the event loop, and never
+        #: queued behind (or ahead of) a generation on the model thread.
+        self.io_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="onbox-io")
         self.docs: dict[str, DocumentState] = {}
         self.model_state = "loading"
         self.model_error: str | None = None
@@ -87,6 +93,10 @@ class OnboxServer(LanguageServer):
             logger.warning("answered a malformed %s request with InvalidParams", error)
             return
         logger.warning("ignored a bad message from the editor: %s", error, exc_info=error)
+
+    async def off_loop(self, work: Callable[[], T]) -> T:
+        """Run blocking work on the I/O threads so completions and cancels are still served."""
+        return await asyncio.get_running_loop().run_in_executor(self.io_executor, work)
 
     @property
     def service(self) -> CompletionService:
@@ -308,6 +318,8 @@ def shutdown(ls: OnboxServer, params: None) -> None:
     for state in ls.docs.values():
         if state.inflight:
             state.inflight.cancel("shutdown")
+    if isinstance(ls.protocol, OnboxProtocol):
+        ls.protocol.cancel_pending_requests()
     if ls.wiring is not None:
         ls.wiring.stop()
 

@@ -38,3 +38,16 @@ class OnboxProtocol(LanguageServerProtocol):
                 self._send_response(data["id"], error=error.to_response_error())
                 raise AnsweredMalformedRequest(str(data.get("method"))) from exc
             raise
+
+    def cancel_pending_requests(self) -> None:
+        """Cancel every request still running except the current one (``shutdown``).
+
+        pygls does this too, but iterates over the live table while each cancelled
+        command's callback removes itself from it, so ``shutdown`` failed whenever a slow
+        command (a journal verification) was still running. Cancelled here first, over a
+        copy, pygls finds nothing left to cancel.
+        """
+        current = self.msg_id
+        for msg_id, future in list(self._request_futures.items()):
+            if msg_id != current and not future.done():
+                future.cancel()

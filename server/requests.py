@@ -3,11 +3,14 @@
 ``onbox/explain``, ``onbox/health``, ``onbox/journalStats``, ``onbox/policyPull`` and the
 ``onbox.*`` commands, including ``onbox.accept``, which journals an accepted suggestion.
 Registered on :data:`onbox.server.lsp.server` when that module is imported.
+
+Journal scans, journal verification and policy pulls can take seconds (a large journal,
+a slow git remote), so they run on the server's I/O threads (:meth:`OnboxServer.off_loop`):
+while they run, completions and cancels are still served.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from onbox.server.lsp import (
@@ -53,18 +56,19 @@ def health(ls: OnboxServer, params: Any) -> dict[str, Any]:
 
 
 @server.feature(JOURNAL_STATS)
-def journal_stats(ls: OnboxServer, params: Any) -> dict[str, Any]:
-    """``onbox/journalStats``."""
+async def journal_stats(ls: OnboxServer, params: Any) -> dict[str, Any]:
+    """``onbox/journalStats``: a scan of the journal, off the event loop."""
     assert ls.wiring is not None
-    return ls.wiring.journal_stats(int(_get(params, "days", 7) or 7))
+    wiring = ls.wiring
+    days = int(_get(params, "days", 7) or 7)
+    return await ls.off_loop(lambda: wiring.journal_stats(days))
 
 
 @server.feature(POLICY_PULL)
 async def policy_pull(ls: OnboxServer, params: Any) -> dict[str, Any]:
-    """``onbox/policyPull``: fetch and apply policy now."""
+    """``onbox/policyPull``: fetch and apply policy now, off the event loop."""
     assert ls.wiring is not None
-    wiring = ls.wiring
-    return await asyncio.get_running_loop().run_in_executor(None, wiring.policy_pull)
+    return await ls.off_loop(ls.wiring.policy_pull)
 
 
 @server.command(ACCEPT)
@@ -97,21 +101,22 @@ def explain_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
 
 
 @server.command("onbox.journalStats")
-def journal_stats_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
-    """Same as ``onbox/journalStats``."""
+async def journal_stats_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
+    """Same as ``onbox/journalStats`` for the last 7 days."""
     assert ls.wiring is not None
-    return ls.wiring.journal_stats(7)
+    wiring = ls.wiring
+    return await ls.off_loop(lambda: wiring.journal_stats(7))
 
 
 @server.command("onbox.verifyJournal")
-def verify_journal_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
-    """Verify the local journal."""
+async def verify_journal_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
+    """Verify the local journal (every hash and signature), off the event loop."""
     assert ls.wiring is not None
-    return ls.wiring.verify_journal()
+    return await ls.off_loop(ls.wiring.verify_journal)
 
 
 @server.command("onbox.policyPull")
-def policy_pull_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
+async def policy_pull_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
     """Same as ``onbox/policyPull``."""
     assert ls.wiring is not None
-    return ls.wiring.policy_pull()
+    return await ls.off_loop(ls.wiring.policy_pull)
