@@ -56,8 +56,11 @@ def test_doctor_reports_model_and_cpu_only_build(default_model: Path) -> None:
     run = onbox("doctor", "--json")
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
-    assert report["model"]["loaded"] is True and report["model"]["sha256"]
-    assert report["gpuOffload"] == report["llamaCpp"]["gpuOffload"]
+    # The model is loaded and decoded once in a child process, never in the CLI's own.
+    smoke = report["smokeTest"]
+    assert smoke["ok"] is True and smoke["attempts"][-1]["outcome"] == "ok"
+    assert report["model"]["sha256"] == smoke["modelSha256"]
+    assert report["gpuOffload"] == report["llamaCpp"]["gpuOffload"] == smoke["build"]["gpuOffload"]
     assert report["trustRoot"]["present"] is False
     assert report["policy"]["id"] == "builtin-fail-closed"
 
