@@ -18,7 +18,7 @@ envelope only the security team's private key opens.
 
 Entry kinds: ``server-start``, ``server-stop``, ``completion``, ``egress``,
 ``acceptance``, ``policy-applied``, ``policy-rejected``, ``label-changed``,
-``key-created``, ``key-rotated``, ``recovered`` (plus ``segment-header``, written by the
+``key-created``, ``key-rotated``, ``recovered``, ``model-crashed`` (plus ``segment-header``, written by the
 journal itself). Format, hashing and signatures: ``docs/journal.md``.
 
 Readers: :func:`verify_journal` (a directory or an export bundle), :func:`journal_stats`,

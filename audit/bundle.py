@@ -56,32 +56,34 @@ def export_bundle(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> dict[str, Any]:
-    """Write a bundle of the segments overlapping ``[since, until]``; returns the manifest."""
-    journal.flush()
-    segments = list_segments(journal.path)
-    starts = [_header_time(path) for _, path in segments]
-    chosen = []
-    for i, (index, path) in enumerate(segments):
-        begin = starts[i]
-        end = starts[i + 1] if i + 1 < len(segments) else None
-        if until is not None and begin is not None and begin > until:
-            continue
-        if since is not None and end is not None and end <= since:
-            continue
-        chosen.append((index, path, path.read_bytes()))
-    if not chosen:
-        raise ValueError("no journal segment overlaps the requested time range")
+    """Write a bundle of the segments overlapping ``[since, until]``; returns the manifest.
+
+    The bundle's checkpoint signs what it holds (segments, last seq and hash) and, with
+    ``until``, that it ends early on purpose; verifiers accept a later checkpoint past
+    its end only then. Without ``until`` the bundle ends at the journal head.
+    """
+    for _attempt in range(5):
+        journal.flush()
+        chosen = _choose(list_segments(journal.path), since, until)
+        last = json.loads(chosen[-1][2].rstrip(b"\n").rsplit(b"\n", 1)[-1])
+        claims = {
+            "segments": [{"name": p.name, "sha256": _sha256(d)} for _, p, d in chosen],
+            "last_seq": last["seq"],
+            "last_hash": last["hash"],
+            "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+        }
+        checkpoint = journal.checkpoint({"bundle": claims})
+        # Another process may append between reading the segments and signing; a bundle
+        # without --until must end at the head its checkpoint records.
+        if until is not None or checkpoint["seq"] == last["seq"]:
+            break
+    else:
+        raise ValueError("the journal kept growing while exporting; try again")
     listing = [
         {"name": path.name, "bytes": len(data), "sha256": _sha256(data)} for _, path, data in chosen
     ]
-    last_line = chosen[-1][2].rstrip(b"\n").rsplit(b"\n", 1)[-1]
-    last = json.loads(last_line)
-    claims = {
-        "segments": [{"name": s["name"], "sha256": s["sha256"]} for s in listing],
-        "last_seq": last["seq"],
-        "last_hash": last["hash"],
-    }
-    checkpoint = journal.checkpoint({"bundle": claims})
+    segments = list_segments(journal.path)
     manifest = {
         "type": BUNDLE_TYPE,
         "v": 1,
@@ -101,6 +103,25 @@ def export_bundle(
             _add(tar, f"segments/{path.name}", data)
     tmp.replace(out)
     return manifest
+
+
+def _choose(
+    segments: list[tuple[int, Path]], since: datetime | None, until: datetime | None
+) -> list[tuple[int, Path, bytes]]:
+    starts = [_header_time(path) for _, path in segments]
+    chosen = []
+    for i, (index, path) in enumerate(segments):
+        begin = starts[i]
+        end = starts[i + 1] if i + 1 < len(segments) else None
+        if until is not None and begin is not None and begin > until:
+            continue
+        # A segment's last entries (a key rotation) share the next header's time.
+        if since is not None and end is not None and end < since:
+            continue
+        chosen.append((index, path, path.read_bytes()))
+    if not chosen:
+        raise ValueError("no journal segment overlaps the requested time range")
+    return chosen
 
 
 def open_bundle(bundle: Path, into: Path) -> BundleContents:

@@ -44,6 +44,7 @@ KINDS = frozenset(
         "key-created",
         "key-rotated",
         "recovered",
+        "model-crashed",
     }
 )
 

@@ -9,11 +9,13 @@ with ``kind`` beside it), ``label``, ``outcome``, ``bytes``, the completion id (
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import tarfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,20 +48,88 @@ def _segment_lines(source: Path) -> Iterator[tuple[str, bytes]]:
                 yield path.name, raw
 
 
-def iter_entries(directory: Path, *, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+def iter_entries(
+    directory: Path, *, since: datetime | None = None, with_device: bool = False
+) -> Iterator[dict[str, Any]]:
     """Every readable entry (segment headers included), oldest first; skips unreadable lines.
 
-    ``directory`` may also be an export bundle.
+    ``directory`` may also be an export bundle. ``with_device`` adds ``"device"`` (the
+    device fingerprint from the segment's header) to each entry, for readers that mix
+    journals; it is not part of the signed entry.
     """
+    device: str | None = None
     for name, raw in _segment_lines(directory):
         try:
             entry = json.loads(raw)
         except ValueError:
             logger.warning("skipping an unreadable line in %s", name)
             continue
+        if entry.get("kind") == HEADER_KIND and isinstance(entry.get("body"), dict):
+            device = entry["body"].get("device", device)
         if since is not None and parse_time(entry["time"]) < since:
             continue
+        if with_device:
+            entry["device"] = device
         yield entry
+
+
+def journal_device(path: Path) -> str | None:
+    """The device fingerprint in the first segment header of a journal or bundle."""
+    try:
+        for entry in iter_entries(path):
+            body = entry.get("body")
+            return str(body.get("device")) if isinstance(body, dict) else None
+    except (OSError, tarfile.TarError, KeyError):
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    """Which entries a reader wants; an empty field matches everything.
+
+    ``repos``/``paths`` match the entry's own ``repo``/``path`` or any context snippet's
+    (egress); ``paths`` are exact paths or :mod:`fnmatch` globs. ``labels`` match ``label``
+    (or ``to``/``from`` of ``label-changed``); ``destinations`` the destination name.
+    """
+
+    kinds: frozenset[str] = frozenset()
+    since: datetime | None = None
+    until: datetime | None = None
+    repos: frozenset[str] = frozenset()
+    paths: tuple[str, ...] = ()
+    labels: frozenset[str] = frozenset()
+    destinations: frozenset[str] = frozenset()
+
+    def matches(self, entry: dict[str, Any]) -> bool:
+        """Whether ``entry`` passes every filter."""
+        body = entry.get("body") if isinstance(entry.get("body"), dict) else {}
+        assert isinstance(body, dict)
+        if self.kinds and entry.get("kind") not in self.kinds:
+            return False
+        if self.since is not None or self.until is not None:
+            try:
+                moment = parse_time(str(entry.get("time")))
+            except ValueError:
+                return False
+            if (self.since and moment < self.since) or (self.until and moment > self.until):
+                return False
+        context = [c for c in body.get("context") or [] if isinstance(c, dict)]
+        if self.repos and not ({body.get("repo")} | {c.get("repo") for c in context}) & self.repos:
+            return False
+        if self.paths:
+            candidates = [
+                str(x) for x in [body.get("path"), *(c.get("path") for c in context)] if x
+            ]
+            if not any(fnmatch.fnmatchcase(c, p) for c in candidates for p in self.paths):
+                return False
+        if self.labels and not {body.get("label"), body.get("to"), body.get("from")} & self.labels:
+            return False
+        return not self.destinations or destination_of(body)[0] in self.destinations
+
+    def apply(self, entries: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """The entries that match, in order."""
+        return (e for e in entries if self.matches(e))
 
 
 def destination_of(body: dict[str, Any]) -> tuple[str, str]:

@@ -4,6 +4,16 @@ Segments are checked on their own (:mod:`onbox.audit.check`, in a process pool w
 journal is large), then stitched: segment numbering, each header's link to the segment
 before it (name, size, SHA-256, last seq and hash), seq continuity, the key chain, the
 enrolled device fingerprint and, optionally, a signed checkpoint taken earlier.
+
+A checkpoint taken earlier is judged against what the journal (or bundle) holds:
+
+- its seq lies inside: the entry there must have the checkpoint's hash ("rewritten" if not);
+- its seq is the entry just before the first one held (a ``--since`` bundle continuing an
+  earlier collection): the first entry's ``prev`` must be the checkpoint's hash;
+- its seq lies before that: a **gap** (the missing seq range and the export that fills it);
+- its seq lies past the last entry: **truncation**, unless the bundle legitimately ends
+  earlier (exported ``--until``, which its own signed checkpoint claims, and that
+  checkpoint records the journal at or past the checkpoint's seq).
 """
 
 from __future__ import annotations
@@ -36,6 +46,42 @@ PARALLEL_MIN_BYTES = 4 * 1024 * 1024
 Progress = Callable[[int, int], None]
 
 
+@dataclass(frozen=True)
+class Gap:
+    """Entries ``first_seq``..``last_seq`` that no verified journal or bundle holds."""
+
+    first_seq: int
+    last_seq: int
+    after_time: str | None  # time of the last entry held before the gap
+    before_time: str | None  # time of the first entry held after it
+    device: str | None = None
+
+    @property
+    def command(self) -> str:
+        """The export, run on the device, that fills the gap."""
+        since = f" --since {self.after_time}" if self.after_time else ""
+        until = f" --until {self.before_time}" if self.before_time else ""
+        return f"onbox journal export{since}{until} --out gap-{self.first_seq}-{self.last_seq}.tar"
+
+    def __str__(self) -> str:
+        device = f" on device {self.device}" if self.device else ""
+        return (
+            f"gap: seq {self.first_seq}–{self.last_seq} are in no bundle verified here; "
+            f"fill it by running `{self.command}`{device}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return {
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "after_time": self.after_time,
+            "before_time": self.before_time,
+            "device": self.device,
+            "command": self.command,
+        }
+
+
 @dataclass
 class VerifyResult:
     """The outcome of :func:`verify_journal`; ``first_error`` names the first bad entry."""
@@ -51,6 +97,16 @@ class VerifyResult:
     first_error: Problem | None = None
     notes: list[Problem] = field(default_factory=list)
     checkpoint_seq: int | None = None
+    checkpoint_time: str | None = None
+    checkpoint_note: str | None = None  # how the checkpoint was judged, for the OK line
+    first_seq: int | None = None
+    first_prev: str | None = None
+    first_time: str | None = None
+    head_time: str | None = None
+    exported_seq: int | None = None  # bundles: journal head their own checkpoint records
+    until: str | None = None  # bundles: the signed --until end, when exported so
+    checkpoint_head_of_export: str | None = None
+    gaps: list[Gap] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping (``onbox journal verify --json``)."""
@@ -66,6 +122,14 @@ class VerifyResult:
             "first_error": self.first_error.to_json() if self.first_error else None,
             "notes": [n.to_json() for n in self.notes],
             "checkpoint_seq": self.checkpoint_seq,
+            "checkpoint_time": self.checkpoint_time,
+            "checkpoint_note": self.checkpoint_note,
+            "first_seq": self.first_seq,
+            "first_time": self.first_time,
+            "head_time": self.head_time,
+            "exported_seq": self.exported_seq,
+            "until": self.until,
+            "gaps": [g.to_json() for g in self.gaps],
         }
 
 
@@ -81,7 +145,8 @@ def verify_journal(
 
     ``expected_fingerprint`` is the enrolled device key: the journal's key chain must
     contain it. ``checkpoint`` is a signed checkpoint taken earlier (a bundle's own is
-    used when none is given): the journal must still hold that exact entry.
+    used when none is given; see the module docstring for how it is judged). A bundle's
+    own signed checkpoint is always checked.
     ``progress(done_bytes, total_bytes)`` is called as segments are checked.
     ``workers`` caps the process pool (default: CPU count; 1 checks in-process).
     """
@@ -94,11 +159,11 @@ def verify_journal(
                 contents.directory,
                 expected=expected_fingerprint,
                 progress=progress,
-                checkpoint=checkpoint or contents.checkpoint,
+                checkpoint=checkpoint,
                 workers=workers,
                 first_segment=contents.first_segment,
                 prior_keys=contents.prior_keys,
-                bundle_claims=(contents.checkpoint or {}).get("bundle"),
+                own=contents.checkpoint,
             )
     return _verify_dir(
         path,
@@ -118,9 +183,14 @@ def _verify_dir(
     workers: int | None,
     first_segment: int = 1,
     prior_keys: list[str] | None = None,
-    bundle_claims: Mapping[str, Any] | None = None,
+    own: Mapping[str, Any] | None = None,
 ) -> VerifyResult:
     segments = list_segments(directory)
+    bundle_claims = own.get("bundle") if own is not None else None
+    if own is not None and not isinstance(bundle_claims, Mapping):
+        bundle_claims = {}  # a bundle checkpoint without claims proves nothing about content
+    external = checkpoint is not None
+    checkpoint = checkpoint if external else own
     result = VerifyResult(ok=False, segments=len(segments))
     if not segments:
         result.first_error = Problem(str(directory), 0, None, "no journal segments found here")
@@ -157,6 +227,8 @@ def _verify_dir(
                         "header key is not in the bundle's key history",
                     )
         problem = problem or report.problem
+        if previous is None and result.first_seq is None:
+            result.first_seq, result.first_prev = report.first_seq, report.first_prev
         _absorb(result, report, chain)
         if report.watch_hash is not None:
             watched = (report.watch_hash, report.name, report.watch_line)
@@ -175,11 +247,53 @@ def _verify_dir(
             )
         previous = report
     result.keys = chain
-    result.first_error = _bundle_problem(segments, result, bundle_claims) or _expectation_problem(
-        result, previous, expected, checkpoint, chain, watched, cut_short=bundle_claims is not None
+    result.first_time = _line_time(segments[0][1], last=False)
+    result.head_time = _line_time(segments[-1][1], last=True)
+    known = chain + [k for k in prior_keys or [] if k not in chain]
+    result.first_error = (
+        _bundle_problem(segments, result, bundle_claims)
+        or _own_problem(result, own, known)
+        or _expectation_problem(
+            result, previous, expected, checkpoint, known, watched, external=external
+        )
     )
     result.ok = result.first_error is None
     return result
+
+
+def _line_time(path: Path, *, last: bool) -> str | None:
+    """The ``time`` of a segment's first or last complete line (None when unreadable)."""
+    import json
+
+    try:
+        data = path.read_bytes()
+        lines = data.split(b"\n")[:-1]
+        return str(json.loads(lines[-1 if last else 0])["time"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _own_problem(
+    result: VerifyResult, own: Mapping[str, Any] | None, known: list[str]
+) -> Problem | None:
+    """A bundle's own checkpoint must be signed by one of the device's keys."""
+    if own is None:
+        return None
+    why = checkpoint_problem(own)
+    if why is not None:
+        return Problem("checkpoint.json", 0, None, f"bundle's own checkpoint: {why}")
+    if own["key"] not in known:
+        return Problem(
+            "checkpoint.json",
+            0,
+            None,
+            f"bundle's checkpoint is signed by key {own['key']}, not one of this device's keys",
+        )
+    claims = own.get("bundle") or {}
+    result.exported_seq = int(own["seq"])
+    result.checkpoint_head_of_export = str(own["head"])
+    result.until = str(claims["until"]) if claims.get("until") else None
+    return None
 
 
 def _absorb(result: VerifyResult, report: SegmentReport, chain: list[str]) -> None:
@@ -242,18 +356,18 @@ def _expectation_problem(
     last: SegmentReport | None,
     expected: str | None,
     checkpoint: Mapping[str, Any] | None,
-    chain: list[str],
+    known: list[str],
     watched: tuple[str, str, int] | None,
     *,
-    cut_short: bool = False,
+    external: bool = True,
 ) -> Problem | None:
     first_name = f"segment-{1:08d}.jsonl"
-    if expected is not None and expected not in chain:
+    if expected is not None and expected not in result.keys:
         return Problem(
             first_name,
             1,
             0,
-            f"journal is signed by key(s) {', '.join(chain)}, none of which is the enrolled "
+            f"journal is signed by key(s) {', '.join(result.keys)}, none of which is the enrolled "
             f"device key {expected} (re-signed or from another device)",
         )
     if checkpoint is None or last is None:
@@ -261,36 +375,90 @@ def _expectation_problem(
     why = checkpoint_problem(checkpoint)
     if why is not None:
         return Problem("checkpoint", 0, None, why)
-    seq = int(checkpoint["seq"])
-    where = Problem(last.name, last.lines, last.last_seq, "")
-    if seq > result.head_seq and cut_short:
-        return None  # a bundle exported with --until ends before the head; claims checked it
-    if seq > result.head_seq:
-        return Problem(
-            where.segment,
-            where.line,
-            where.seq,
-            f"journal ends at seq {result.head_seq} but the checkpoint of {checkpoint.get('time')} "
-            f"records seq {seq}: entries were removed or an older copy was restored",
-        )
-    if watched is None or watched[0] != checkpoint["head"]:
-        segment, line = (watched[1], watched[2]) if watched else (where.segment, where.line)
-        return Problem(
-            segment,
-            line,
-            seq,
-            f"entry {seq} differs from the checkpoint of {checkpoint.get('time')}: the journal "
-            "was rewritten at or before this entry (e.g. truncated, then appended to)",
-        )
-    if checkpoint["key"] not in chain:
+    seq, head, when = int(checkpoint["seq"]), str(checkpoint["head"]), checkpoint.get("time")
+    result.checkpoint_time = str(when) if when is not None else None
+    device = checkpoint.get("device")
+    if device is not None and result.device_fingerprint not in (None, device):
         return Problem(
             "checkpoint",
             0,
             None,
-            f"checkpoint signed by key {checkpoint['key']}, not in this journal's key chain",
+            f"checkpoint is from device {device}, this journal from {result.device_fingerprint}",
         )
+    unknown_key = checkpoint["key"] not in known and Problem(
+        "checkpoint",
+        0,
+        None,
+        f"checkpoint signed by key {checkpoint['key']}, not in this journal's key chain",
+    )
+    where = Problem(last.name, last.lines, last.last_seq, "")
+    first = result.first_seq if result.first_seq is not None else 0
+    if seq > result.head_seq and not external:
+        # A bundle's own checkpoint: its signed claims already proved the content; the
+        # journal simply grew past what was exported.
+        result.checkpoint_note = (
+            f"bundle ends at seq {result.head_seq}; the journal was at seq {seq} at export"
+        )
+        return None
+    if seq > result.head_seq:
+        return _past_head(result, where, seq, head, when) or unknown_key or None
+    if seq < first - 1:
+        gap = Gap(seq + 1, first - 1, result.checkpoint_time, result.first_time, device)
+        result.gaps.append(gap)
+        return Problem("bundle", 0, first, f"starts after the checkpoint of {when}: {gap}")
+    if seq == first - 1:
+        matches = result.first_prev == head
+        segment, line = f"segment-{1:08d}.jsonl", 1
+    else:
+        matches = watched is not None and watched[0] == head
+        segment, line = (watched[1], watched[2]) if watched else (where.segment, where.line)
+    if not matches:
+        return Problem(
+            segment,
+            line,
+            seq,
+            f"entry {seq} differs from the checkpoint of {when}: the journal "
+            "was rewritten at or before this entry (e.g. truncated, then appended to)",
+        )
+    if unknown_key:
+        return unknown_key
     result.checkpoint_seq = seq
+    result.checkpoint_note = (
+        f"checkpoint seq {seq} of {when} matches"
+        if seq >= first
+        else f"checkpoint seq {seq} of {when} is the entry just before this bundle; it continues it"
+    )
     return None
+
+
+def _past_head(
+    result: VerifyResult, where: Problem, seq: int, head: str, when: Any
+) -> Problem | None:
+    """A checkpoint past the last entry held: truncation, unless a signed ``--until`` end."""
+    exported = result.exported_seq
+    if result.until is not None and exported is not None and exported >= seq:
+        if exported == seq and head != result.checkpoint_head_of_export:
+            return Problem(
+                "checkpoint.json",
+                0,
+                seq,
+                f"the bundle's checkpoint and the checkpoint of {when} name different entries "
+                f"at seq {seq}: the journal was rewritten",
+            )
+        result.checkpoint_note = (
+            f"checkpoint seq {seq} of {when} lies past this bundle, which ends at seq "
+            f"{result.head_seq} (exported --until {result.until}); its signed checkpoint "
+            f"records the journal at seq {exported} then, so nothing was cut"
+        )
+        return None
+    recorded = f" (its export recorded seq {exported})" if exported is not None else ""
+    return Problem(
+        where.segment,
+        where.line,
+        where.seq,
+        f"journal ends at seq {result.head_seq}{recorded} but the checkpoint of {when} "
+        f"records seq {seq}: entries were removed or an older copy was restored",
+    )
 
 
 def _bundle_problem(

@@ -16,10 +16,12 @@ from rich.table import Table
 
 from onbox import paths
 from onbox.audit import (
+    KINDS,
     EnvelopeError,
     JournalError,
     VerifyResult,
     decrypt_prompt,
+    default_key_dir,
     export_bundle,
     iter_entries,
     journal_stats,
@@ -27,6 +29,10 @@ from onbox.audit import (
     open_journal,
     verify_journal,
 )
+from onbox.audit.keys import KeyStore
+from onbox.audit.series import describe as describe_series
+from onbox.audit.series import verify_series
+from onbox.audit.stats import EntryFilter, journal_device
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +40,14 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ENVIRONMENT = 0, 1, 2, 3
 PROGRESS_MIN_BYTES = 2 * 1024 * 1024
 
 VERIFY_EPILOG = """\
+Several bundles (PATH PATH …) are verified as one series from one device: each alone,
+then stitched by seq; gaps between them are listed with the export that fills them.
+
 exit codes:
   0  every signature, hash, chain link, seq and segment link verifies
      (and the checkpoint / enrolled key match, when given)
-  1  verification failed: the first bad entry is named (segment, line, seq, what)
+  1  verification failed: the first bad entry is named (segment, line, seq, what),
+     or a gap leaves continuity unproven (the missing seq range is named)
   2  usage or input error (no journal at PATH, unreadable checkpoint)
   3  environment error
 """
@@ -60,9 +70,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     verify.add_argument(
         "path",
-        nargs="?",
+        nargs="*",
         type=Path,
-        help="journal directory or export bundle (default: this device's journal)",
+        help="journal directory or export bundle(s) (default: this device's journal)",
     )
     verify.add_argument("--key", metavar="FINGERPRINT", help="the enrolled device key fingerprint")
     verify.add_argument(
@@ -91,9 +101,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show = sub.add_parser(
         "show", help="list recent entries", epilog="exit codes: 0 ok, 2 usage error"
     )
-    show.add_argument("--dir", type=Path)
+    show.add_argument("--dir", type=Path, help="journal directory or export bundle")
     show.add_argument("--kind", action="append", help="only these kinds (repeatable)")
     show.add_argument("--since", type=_when)
+    show.add_argument("--until", type=_when)
+    show.add_argument("--repo", action="append", help="only entries about this repo (repeatable)")
+    show.add_argument("--path", action="append", help="file path or glob (repeatable)")
+    show.add_argument("--label", action="append", help="only this label (repeatable)")
+    show.add_argument(
+        "--destination", action="append", help="only this destination name (repeatable)"
+    )
     show.add_argument("--limit", type=int, default=20, help="newest N entries (0: all)")
     show.add_argument("--json", action="store_true", help="JSON Lines output")
     show.set_defaults(func=run_show)
@@ -101,11 +118,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     stats = sub.add_parser(
         "stats",
         help="egress by destination/label/day, on-box share, acceptance",
-        epilog="exit codes: 0 ok, 2 usage error",
+        epilog="exit codes: 0 ok, 1 the journal does not verify, 2 usage error",
     )
     stats.add_argument("--dir", type=Path, help="journal directory or export bundle")
     stats.add_argument("--since", type=_when)
     stats.add_argument("--days", type=int, help="only the last N days")
+    stats.add_argument(
+        "--no-verify", action="store_true", help="count without verifying signatures first"
+    )
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=run_stats)
 
@@ -139,10 +159,15 @@ def _err(message: str) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     """``onbox journal verify``."""
-    path: Path = args.path or paths.journal_dir()
-    if not path.exists():
-        _err(f"no journal at {path}; pass a journal directory or an export bundle")
+    given: list[Path] = args.path or [paths.journal_dir()]
+    for path in given:
+        if not path.exists():
+            _err(f"no journal at {path}; pass a journal directory or an export bundle")
+            return EXIT_USAGE
+    if len(given) > 1 and not all(p.is_file() for p in given):
+        _err("several paths must all be export bundles (one device's series)")
         return EXIT_USAGE
+    path = given[0]
     checkpoint = None
     if args.checkpoint is not None:
         try:
@@ -150,6 +175,8 @@ def run_verify(args: argparse.Namespace) -> int:
         except (OSError, ValueError, KeyError) as exc:
             _err(f"cannot read checkpoint {args.checkpoint}: {exc}")
             return EXIT_USAGE
+    if len(given) > 1:
+        return _run_verify_series(given, args, checkpoint)
     try:
         result = _verify_with_progress(path, args, checkpoint)
     except ValueError as exc:
@@ -163,6 +190,36 @@ def run_verify(args: argparse.Namespace) -> int:
     else:
         _print_verify(result)
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _run_verify_series(
+    bundles: list[Path], args: argparse.Namespace, checkpoint: dict[str, Any] | None
+) -> int:
+    try:
+        series = verify_series(
+            bundles, expected_fingerprint=args.key, checkpoint=checkpoint, workers=args.workers
+        )
+    except ValueError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:
+        _err(f"cannot read a bundle: {exc}")
+        return EXIT_ENVIRONMENT
+    if args.json:
+        sys.stdout.write(json.dumps(series.to_json(), indent=2) + "\n")
+    else:
+        console = Console(highlight=False)
+        for line in describe_series(series):
+            console.print(line)
+        if series.ok:
+            heads = [r.head_seq for _, r in series.bundles]
+            console.print(
+                f"[green]OK[/green] {len(bundles)} bundles from device {series.device} form one "
+                f"history up to seq {max(heads)}; no gaps"
+            )
+        elif not series.problems:
+            console.print(f"[red]INCOMPLETE[/red] {len(series.gaps)} gap(s); nothing was altered")
+    return EXIT_OK if series.ok else EXIT_FAILED
 
 
 def _verify_with_progress(
@@ -203,11 +260,7 @@ def _print_verify(result: VerifyResult) -> None:
             f"[green]OK[/green] {result.entries} entries in {result.segments} segments; "
             f"head seq {result.head_seq} ({result.head_hash[:16]}…); device {result.device_fingerprint}; "
             f"keys {' → '.join(result.keys)}"
-            + (
-                f"; checkpoint seq {result.checkpoint_seq} matches"
-                if result.checkpoint_seq is not None
-                else ""
-            )
+            + (f"; {result.checkpoint_note}" if result.checkpoint_note else "; no checkpoint given")
         )
     else:
         console.print(f"[red]FAILED[/red] {result.first_error}")
@@ -216,6 +269,11 @@ def _print_verify(result: VerifyResult) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """``onbox journal export``."""
+    directory: Path = args.dir or paths.journal_dir()
+    foreign = _foreign_journal(directory)
+    if foreign is not None:
+        _err(foreign)
+        return EXIT_USAGE
     try:
         with open_journal(args.dir) as journal:
             manifest = export_bundle(journal, args.out, since=args.since, until=args.until)
@@ -232,6 +290,30 @@ def run_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _foreign_journal(directory: Path) -> str | None:
+    """Why ``directory`` cannot be exported here (another device's journal), or None.
+
+    Exporting signs the bundle with the device key, so it must run on the device that
+    wrote the journal. Checked before opening, which would otherwise create a key here.
+    """
+    device = journal_device(directory)
+    if device is None:
+        return None
+    state = KeyStore(default_key_dir()).state()
+    if state is not None and state["device"] == device:
+        return None
+    here = (
+        f"this machine's device key is {state['device']}"
+        if state
+        else "this machine has no device key"
+    )
+    return (
+        f"the journal at {directory} belongs to device {device} and {here}. A bundle is signed "
+        "by the device that wrote the journal, so run `onbox journal export` on that device. "
+        f"To check a copied journal here, run `onbox journal verify {directory} --key {device}`."
+    )
+
+
 def _since(args: argparse.Namespace) -> datetime | None:
     if getattr(args, "days", None):
         return datetime.now(UTC) - timedelta(days=args.days)
@@ -245,21 +327,31 @@ def run_show(args: argparse.Namespace) -> int:
     if not directory.exists():
         _err(f"no journal or bundle at {directory}")
         return EXIT_USAGE
-    entries = [
-        e
-        for e in iter_entries(directory, since=args.since)
-        if not args.kind or e.get("kind") in args.kind
-    ]
+    unknown = sorted(set(args.kind or ()) - KINDS)
+    if unknown:
+        _err(f"unknown kind(s) {', '.join(unknown)}; valid kinds: {', '.join(sorted(KINDS))}")
+        return EXIT_USAGE
+    query = EntryFilter(
+        kinds=frozenset(args.kind or ()),
+        since=args.since,
+        until=args.until,
+        repos=frozenset(args.repo or ()),
+        paths=tuple(args.path or ()),
+        labels=frozenset(args.label or ()),
+        destinations=frozenset(args.destination or ()),
+    )
+    entries = list(query.apply(iter_entries(directory, since=args.since, with_device=True)))
     if args.limit:
         entries = entries[-args.limit :]
     if args.json:
         for entry in entries:
             sys.stdout.write(json.dumps(entry, sort_keys=True) + "\n")
         return EXIT_OK
-    table = Table("seq", "time", "kind", "body")
+    table = Table("device", "seq", "time", "kind", "body")
     for entry in entries:
         body = json.dumps(entry.get("body"), sort_keys=True)
         table.add_row(
+            str(entry.get("device"))[:8],
             str(entry.get("seq")),
             str(entry.get("time")),
             str(entry.get("kind")),
@@ -275,11 +367,31 @@ def run_stats(args: argparse.Namespace) -> int:
     if not directory.exists():
         _err(f"no journal or bundle at {directory}")
         return EXIT_USAGE
+    verified: VerifyResult | None = None
+    if not args.no_verify:
+        verified = verify_journal(directory)
+        if not verified.ok:
+            _err(
+                f"the journal does not verify ({verified.first_error}); its numbers cannot be "
+                "trusted. Run `onbox journal verify` for details, or pass --no-verify."
+            )
+            return EXIT_FAILED
     stats = journal_stats(directory, since=_since(args))
+    stats["verified"] = (
+        {"ok": True, "device": verified.device_fingerprint, "head_seq": verified.head_seq}
+        if verified is not None
+        else None
+    )
     if args.json:
         sys.stdout.write(json.dumps(stats, indent=2) + "\n")
         return EXIT_OK
     console = Console(highlight=False)
+    if verified is not None:
+        console.print(
+            f"verified: device {verified.device_fingerprint}, head seq {verified.head_seq}"
+        )
+    else:
+        console.print("[yellow]not verified[/yellow] (--no-verify)")
     egress, comp, acc = stats["egress"], stats["completions"], stats["acceptance"]
     console.print(
         f"entries: {stats['entries']}   completions: {comp['total']} (served on-box: {comp['served_on_box']})"
