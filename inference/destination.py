@@ -16,6 +16,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from onbox.inference import defaults
+
 
 class CancelToken:
     """A flag a generation loop polls every token; set by ``$/cancelRequest`` or supersession."""
@@ -57,8 +59,8 @@ class CompletionRequest:
     language: str | None = None
     path: str | None = None
     context: tuple[ContextSnippet, ...] = ()
-    max_tokens: int = 64
-    temperature: float = 0.2
+    max_tokens: int = defaults.MAX_TOKENS
+    temperature: float = defaults.TEMPERATURE
     stop: tuple[str, ...] = ()
     stop_at_block_end: bool = True  # stop generating once the cursor's block has ended
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from onbox.inference import defaults
 from onbox.inference.destination import CancelToken, Completion, CompletionRequest
 from onbox.inference.errors import Cancelled, ModelError
 from onbox.inference.fim import (
@@ -53,10 +54,10 @@ class ModelSettings:
     context_size: int = 4096
     threads: int = 0
     gpu_layers: int = -1
-    max_tokens: int = 64
-    temperature: float = 0.0
-    prefix_tokens: int = 1536
-    suffix_tokens: int = 256
+    max_tokens: int = defaults.MAX_TOKENS
+    temperature: float = defaults.TEMPERATURE
+    prefix_tokens: int = defaults.PREFIX_TOKENS
+    suffix_tokens: int = defaults.SUFFIX_TOKENS
     extra_buffer_types: str = "auto"  # "auto" (off on AMX CPUs) | "on" | "off"
     worker_idle_seconds: float = 600.0  # the shared worker exits after this long unused
     deadline_seconds: float = 60.0  # a generation running longer counts as a hang

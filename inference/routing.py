@@ -42,6 +42,7 @@ from typing import Any
 from onbox.classification.decision import Decision, Finding
 from onbox.classification.labels import Label, LabelScale
 from onbox.classification.policy_model import Policy
+from onbox.inference import defaults
 from onbox.inference.context import (
     ContextLimits,
     DocumentView,
@@ -117,8 +118,8 @@ class RouteStep:
 class RequestSettings:
     """How big a prompt to build and how much to generate."""
 
-    max_tokens: int = 64
-    temperature: float = 0.2
+    max_tokens: int = defaults.MAX_TOKENS
+    temperature: float = defaults.TEMPERATURE
     prefix_chars: int = 4096
     suffix_chars: int = 1024
     stop: tuple[str, ...] = ()

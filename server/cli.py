@@ -19,6 +19,7 @@ import logging
 import pkgutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from onbox import __version__
 from onbox.server import commands
@@ -27,6 +28,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 3
+
+#: The server's log lines (stderr lands in the editor's output channel, or a log file).
+SERVER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,10 +57,28 @@ def configure_logging(verbosity: int, log_file: str | None = None) -> None:
     handler: logging.Handler = (
         logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
     )
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(SERVER_LOG_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def add_log_file(path: str) -> str | None:
+    """Also append the log to ``path`` (``onbox.logFile``); a message if it cannot be opened."""
+    target = Path(path).expanduser()
+    root = logging.getLogger()
+    if any(
+        isinstance(h, logging.FileHandler) and Path(h.baseFilename) == target.absolute()
+        for h in root.handlers
+    ):
+        return None
+    try:
+        handler = logging.FileHandler(target, encoding="utf-8")
+    except OSError as exc:
+        return f"cannot write the log file {target}: {exc.strerror or exc}"
+    handler.setFormatter(logging.Formatter(SERVER_LOG_FORMAT))
+    root.addHandler(handler)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,7 @@ from onbox import __version__
 from onbox.classification.decision import Decision
 from onbox.inference.destination import CancelToken
 from onbox.inference.errors import ModelError
+from onbox.server.cli import add_log_file
 from onbox.server.pipeline import CompletionResult, CompletionService, DocumentInput
 from onbox.server.positions import offset_to_position, position_to_offset
 from onbox.server.protocol import AnsweredMalformedRequest, OnboxProtocol
@@ -244,6 +245,10 @@ def initialize(ls: OnboxServer, params: types.InitializeParams) -> None:
     def on_policy_change() -> None:
         loop.call_soon_threadsafe(ls.relabel_all)
 
+    if settings.log_file:
+        problem = add_log_file(settings.log_file)
+        if problem is not None:
+            problems.append(f"onbox.logFile: {problem}")
     ls.wiring = Wiring(settings, notify_error=notify_error, on_policy_change=on_policy_change)
     for problem in problems:
         ls.show_once(f"Onbox settings: {problem}", types.MessageType.Warning)
@@ -393,11 +398,16 @@ def did_close(ls: OnboxServer, params: types.DidCloseTextDocumentParams) -> None
 
 @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
 def did_change_configuration(ls: OnboxServer, params: types.DidChangeConfigurationParams) -> None:
-    """Apply pushed settings (completion limits take effect at once)."""
-    settings, problems = parse_settings(params.settings, ls.settings)
-    for problem in problems:
-        ls.show_once(f"Onbox settings: {problem}", types.MessageType.Warning)
-    ls.settings.completion = settings.completion
+    """Apply pushed settings (completion limits take effect at once).
+
+    The editor sends the whole section, holding only what the user set, so a key it
+    leaves out goes back to the server's default. No settings at all changes nothing.
+    """
+    if params.settings is not None:
+        settings, problems = parse_settings(params.settings)
+        for problem in problems:
+            ls.show_once(f"Onbox settings: {problem}", types.MessageType.Warning)
+        ls.settings.completion = settings.completion
     ls.service.settings = ls.settings
     ls.relabel_all("settings changed")
 

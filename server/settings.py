@@ -15,6 +15,8 @@ from typing import Any
 
 import cattrs
 
+from onbox.inference import defaults
+
 _converter = cattrs.Converter(forbid_extra_keys=True)
 
 
@@ -35,10 +37,10 @@ class ModelSection:
 class CompletionSection:
     """``onbox.completion``: generation limits and prompt budgets."""
 
-    max_tokens: int = 64
-    temperature: float = 0.0
-    prefix_tokens: int = 1536
-    suffix_tokens: int = 256
+    max_tokens: int = defaults.MAX_TOKENS
+    temperature: float = defaults.TEMPERATURE
+    prefix_tokens: int = defaults.PREFIX_TOKENS
+    suffix_tokens: int = defaults.SUFFIX_TOKENS
     debounce_ms: int = 120  # only applied to a request that closely follows another
 
 

@@ -54,9 +54,14 @@ async def client(
 
 
 def set_completion(client: LanguageClient, **completion: int) -> None:
-    """Push new ``onbox.completion`` settings to the running server."""
+    """Push new ``onbox.completion`` settings to the running server.
+
+    Like an editor, this sends the whole section: a key left out (``debounceMs`` unless
+    given) goes back to the server's default.
+    """
+    section = {"debounceMs": 0, **completion}
     client.workspace_did_change_configuration(
-        types.DidChangeConfigurationParams(settings={"onbox": {"completion": completion}})
+        types.DidChangeConfigurationParams(settings={"onbox": {"completion": section}})
     )
 
 

@@ -18,7 +18,7 @@ export interface PathContext {
 }
 
 export interface ModelOptions {
-  path: string | null;
+  path: string;
   contextSize: number;
   threads: number;
   gpuLayers: number;
@@ -32,28 +32,24 @@ export interface CompletionOptions {
 }
 
 export interface PolicyOptions {
-  path: string | null;
+  path: string;
   sources: string[];
   pullMinutes: number;
 }
 
-/** The server's settings tree, as in docs/protocol.md. */
+/**
+ * The server's settings tree, as in docs/protocol.md, holding only what the user set.
+ * The defaults are the server's alone: a key left out here gets the server's default, so
+ * VS Code, Neovim and the CLI complete alike. package.json therefore declares these
+ * settings with `"default": null` (a unit test checks).
+ */
 export interface ServerSettings {
-  model: ModelOptions;
-  completion: CompletionOptions;
-  policy: PolicyOptions;
-  journal: { dir: string | null };
-  logFile: string | null;
+  model?: Partial<ModelOptions>;
+  completion?: Partial<CompletionOptions>;
+  policy?: Partial<PolicyOptions>;
+  journal?: { dir?: string };
+  logFile?: string;
 }
-
-/** Defaults; package.json's `contributes.configuration` must agree (a unit test checks). */
-export const DEFAULT_SETTINGS: ServerSettings = {
-  model: { path: null, contextSize: 4096, threads: 0, gpuLayers: -1 },
-  completion: { maxTokens: 64, temperature: 0.2, prefixTokens: 1024, suffixTokens: 256 },
-  policy: { path: null, sources: [], pullMinutes: 15 },
-  journal: { dir: null },
-  logFile: null,
-};
 
 /** How to start the server process. */
 export interface LaunchSettings {
@@ -80,9 +76,9 @@ export function expandPath(value: unknown, ctx: PathContext): string | null {
   return text;
 }
 
-/** A number setting, or the default when the value is not a finite number. */
-function numberOr(value: unknown, fallback: number): number {
-  return typeof value === 'number' && Number.isFinite(value) ? value : fallback;
+/** A number setting, or null (unset) when the value is not a finite number. */
+function numberOrNull(value: unknown): number | null {
+  return typeof value === 'number' && Number.isFinite(value) ? value : null;
 }
 
 function stringList(value: unknown): string[] {
@@ -92,30 +88,49 @@ function stringList(value: unknown): string[] {
   return value.filter((v): v is string => typeof v === 'string' && v.trim() !== '');
 }
 
-/** Map the `onbox` settings section to the server's settings tree. */
+/** The keys whose value is set; undefined when none is. */
+function onlySet<T extends object>(values: { [K in keyof T]: T[K] | null }): Partial<T> | undefined {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(values)) {
+    if (value !== null && value !== undefined) {
+      out[key] = value;
+    }
+  }
+  return Object.keys(out).length > 0 ? (out as Partial<T>) : undefined;
+}
+
+/**
+ * Map the `onbox` settings section to the server's settings tree, keeping only what the
+ * user set (a blank path, an ill-typed number or an unset key is left to the server).
+ */
 export function toServerSettings(get: SettingReader, ctx: PathContext): ServerSettings {
-  const d = DEFAULT_SETTINGS;
-  return {
-    model: {
-      path: expandPath(get('model.path'), ctx),
-      contextSize: numberOr(get('model.contextSize'), d.model.contextSize),
-      threads: numberOr(get('model.threads'), d.model.threads),
-      gpuLayers: numberOr(get('model.gpuLayers'), d.model.gpuLayers),
-    },
-    completion: {
-      maxTokens: numberOr(get('completion.maxTokens'), d.completion.maxTokens),
-      temperature: numberOr(get('completion.temperature'), d.completion.temperature),
-      prefixTokens: numberOr(get('completion.prefixTokens'), d.completion.prefixTokens),
-      suffixTokens: numberOr(get('completion.suffixTokens'), d.completion.suffixTokens),
-    },
-    policy: {
-      path: expandPath(get('policy.path'), ctx),
-      sources: stringList(get('policy.sources')),
-      pullMinutes: numberOr(get('policy.pullMinutes'), d.policy.pullMinutes),
-    },
-    journal: { dir: expandPath(get('journal.dir'), ctx) },
-    logFile: expandPath(get('logFile'), ctx),
-  };
+  const sources = Array.isArray(get('policy.sources')) ? stringList(get('policy.sources')) : null;
+  const model = onlySet<ModelOptions>({
+    path: expandPath(get('model.path'), ctx),
+    contextSize: numberOrNull(get('model.contextSize')),
+    threads: numberOrNull(get('model.threads')),
+    gpuLayers: numberOrNull(get('model.gpuLayers')),
+  });
+  const completion = onlySet<CompletionOptions>({
+    maxTokens: numberOrNull(get('completion.maxTokens')),
+    temperature: numberOrNull(get('completion.temperature')),
+    prefixTokens: numberOrNull(get('completion.prefixTokens')),
+    suffixTokens: numberOrNull(get('completion.suffixTokens')),
+  });
+  const policy = onlySet<PolicyOptions>({
+    path: expandPath(get('policy.path'), ctx),
+    sources,
+    pullMinutes: numberOrNull(get('policy.pullMinutes')),
+  });
+  const journal = onlySet<{ dir: string }>({ dir: expandPath(get('journal.dir'), ctx) });
+  const logFile = expandPath(get('logFile'), ctx);
+  const tree: ServerSettings = {};
+  if (model !== undefined) tree.model = model;
+  if (completion !== undefined) tree.completion = completion;
+  if (policy !== undefined) tree.policy = policy;
+  if (journal !== undefined) tree.journal = journal;
+  if (logFile !== null) tree.logFile = logFile;
+  return tree;
 }
 
 /** Map the `onbox.server.*` settings to how the server process is started. */

@@ -5,7 +5,6 @@ import { describe, it } from 'node:test';
 
 import {
   completionMenuEnabled,
-  DEFAULT_SETTINGS,
   expandPath,
   settingsChange,
   toLaunchSettings,
@@ -29,16 +28,23 @@ function reader(values: Record<string, unknown>): (key: string) => unknown {
   return (key) => values[key];
 }
 
-function leaves(value: unknown, prefix = ''): [string, unknown][] {
-  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
-    return Object.entries(value).flatMap(([k, v]) => leaves(v, prefix === '' ? k : `${prefix}.${k}`));
-  }
-  return [[prefix, value]];
+/** Settings the server reads (the extension's own are server.*, completion.menu, trace.*). */
+function serverKeys(): string[] {
+  const own = /^onbox\.(server\.|trace\.|completion\.menu$)/;
+  return Object.keys(properties).filter((key) => !own.test(key));
 }
 
 describe('toServerSettings', () => {
-  it('gives the protocol defaults when nothing is set', () => {
-    assert.deepEqual(toServerSettings(reader({}), ctx), DEFAULT_SETTINGS);
+  it('sends nothing the user did not set: the defaults are the server\'s', () => {
+    assert.deepEqual(toServerSettings(reader({}), ctx), {});
+    const nulls = Object.fromEntries(serverKeys().map((key) => [key.replace(/^onbox\./, ''), null]));
+    assert.deepEqual(toServerSettings(reader(nulls), ctx), {});
+  });
+
+  it('sends only the keys that are set', () => {
+    assert.deepEqual(toServerSettings(reader({ 'completion.maxTokens': 16, 'model.path': ' ' }), ctx), {
+      completion: { maxTokens: 16 },
+    });
   });
 
   it('maps every setting into the protocol tree', () => {
@@ -65,21 +71,18 @@ describe('toServerSettings', () => {
       completion: { maxTokens: 32, temperature: 0, prefixTokens: 512, suffixTokens: 128 },
       policy: { path: '/work/repo/policy.toml', sources: ['git+ssh://policy'], pullMinutes: 0 },
       journal: { dir: '/var/onbox/journal' },
-      logFile: null,
     });
   });
 
-  it('keeps defaults for ill-typed numbers', () => {
+  it('leaves ill-typed values to the server\'s defaults', () => {
     const settings = toServerSettings(
       reader({ 'model.contextSize': '4k', 'completion.temperature': Number.NaN, 'policy.sources': 'x' }),
       ctx,
     );
-    assert.equal(settings.model.contextSize, 4096);
-    assert.equal(settings.completion.temperature, 0.2);
-    assert.deepEqual(settings.policy.sources, []);
+    assert.deepEqual(settings, {});
   });
 
-  it('reads exactly the settings package.json contributes, with the same defaults', () => {
+  it('reads exactly the settings package.json contributes, none with a default of its own', () => {
     const asked = new Set<string>();
     const record = (key: string): unknown => {
       asked.add(key);
@@ -91,8 +94,9 @@ describe('toServerSettings', () => {
     asked.add('trace.server'); // read by vscode-languageclient itself
     const contributed = Object.keys(properties).map((k) => k.replace(/^onbox\./, ''));
     assert.deepEqual([...asked].sort(), contributed.sort());
-    for (const [key, value] of leaves(DEFAULT_SETTINGS)) {
-      assert.deepEqual(properties[`onbox.${key}`]?.default, value, `default of onbox.${key}`);
+    for (const key of serverKeys()) {
+      // A default here would be sent as if the user had set it, overriding the server's.
+      assert.equal(properties[key]?.default, null, `default of ${key}`);
     }
   });
 
