@@ -15,7 +15,7 @@ from onbox.classification.labels import Label, LabelScale
 from onbox.classification.patterns import RegexLike
 
 ON_BOX = "on-box"
-DESTINATION_KINDS = ("llama-cpp", "openai", "anthropic")
+DESTINATION_KINDS = ("llama-cpp", "openai", "anthropic", "bedrock", "vertex")
 
 
 class ClassificationError(Exception):
@@ -53,6 +53,41 @@ class DestinationConfig:
     proxy: str | None = None
     max_tokens: int | None = None
     allow_plain_http: bool = False  # plain http:// to a host other than loopback (no API key)
+    region: str | None = None  # bedrock: the AWS region (also the SigV4 scope)
+    profile: str | None = None  # bedrock: the AWS profile credentials come from
+    project: str | None = None  # vertex: the Google Cloud project
+    location: str | None = None  # vertex: the location (us-east5, europe-west1, global)
+    publisher: str | None = None  # vertex: google | anthropic | mistralai (from model if unset)
+    stream: bool = True  # bedrock, vertex: ConverseStream / streamGenerateContent (else one body)
+    cost: DestinationCost | None = None  # ``[destinations.NAME.cost]``: what its tokens cost
+
+
+@dataclass(frozen=True)
+class DestinationCost:
+    """``[destinations.NAME.cost]``: prices for ``onbox journal stats --cost``.
+
+    A cloud service sets ``input_per_mtok`` and ``output_per_mtok`` (currency per million
+    tokens). Hardware (on-box or self-hosted) sets ``hardware_cost``, ``lifetime_years``,
+    ``power_watts``, ``electricity_per_kwh``, ``utilisation`` and its throughput. The
+    formulas are in ``docs/cost.md``.
+    """
+
+    currency: str = "USD"
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+    hardware_cost: float = 0.0
+    lifetime_years: float = 3.0
+    power_watts: float = 0.0
+    electricity_per_kwh: float = 0.0
+    utilisation: float = 1.0  # share of the paid hours the hardware is busy
+    prefill_tokens_per_second: float = 0.0
+    decode_tokens_per_second: float = 0.0
+    hardware: str = ""  # what it is, for the break-even line ("L40S")
+
+    @property
+    def self_hosted(self) -> bool:
+        """Whether the price comes from hardware rather than a per-token rate."""
+        return self.hardware_cost > 0 or self.power_watts > 0
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from onbox.classification.policy_model import (
     ON_BOX,
     ContentConfig,
     DestinationConfig,
+    DestinationCost,
     Detector,
     Policy,
     PolicyError,
@@ -44,7 +45,14 @@ _CONTENT_KEYS |= {"bulk_emails", "markers"}
 _DETECTOR_KEYS = {"name", "kind", "language", "query", "pattern", "label", "ignore_case"}
 _DEST_KEYS = {"kind", "clearance", "base_url", "model", "api_key_env", "api_key_keyring"}
 _DEST_KEYS |= {"timeout", "fim", "api_version", "headers", "ca_bundle", "proxy", "max_tokens"}
-_DEST_KEYS |= {"allow_plain_http"}
+_DEST_KEYS |= {"allow_plain_http", "region", "profile", "project", "location", "publisher", "cost"}
+_DEST_KEYS |= {"stream"}
+_COST_NUMBERS = {"input_per_mtok", "output_per_mtok", "hardware_cost", "lifetime_years"}
+_COST_NUMBERS |= {"power_watts", "electricity_per_kwh", "utilisation"}
+_COST_NUMBERS |= {"prefill_tokens_per_second", "decode_tokens_per_second"}
+_COST_KEYS = _COST_NUMBERS | {"currency", "hardware"}
+_PUBLISHERS = ("google", "anthropic", "mistralai")
+_NEEDS = {"bedrock": ("region", "model"), "vertex": ("project", "location", "model")}
 _AUDIT_KEYS = {"store_encrypted_prompts"}
 _INLINE_SECRET_KEYS = {"api_key", "apikey", "key", "token", "secret", "password", "bearer"}
 _SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"}
@@ -404,8 +412,13 @@ def _destinations(ctx: _Ctx, table: dict[str, Any]) -> dict[str, DestinationConf
         max_tokens = spec.get("max_tokens")
         if max_tokens is not None and ctx.typed(max_tokens, f"{key}.max_tokens", int, "int") < 1:
             ctx.fail(f"{key}.max_tokens", "must be >= 1")
-        if kind != "llama-cpp" and not spec.get("base_url"):
+        if kind in ("openai", "anthropic") and not spec.get("base_url"):
             ctx.fail(f"{key}.base_url", f"a {kind} destination needs base_url")
+        for needed in _NEEDS.get(kind, ()):
+            if not spec.get(needed):
+                ctx.fail(f"{key}.{needed}", f"a {kind} destination needs {needed}")
+        if spec.get("publisher") is not None and spec["publisher"] not in _PUBLISHERS:
+            ctx.fail(f"{key}.publisher", f"use one of {', '.join(_PUBLISHERS)}")
         if name == ON_BOX and (kind != "llama-cpp" or clearance != ctx.scale.highest):
             ctx.fail(
                 key,
@@ -433,9 +446,43 @@ def _destinations(ctx: _Ctx, table: dict[str, Any]) -> dict[str, DestinationConf
                 bool,
                 "true or false",
             ),
+            region=opt_str("region"),
+            profile=opt_str("profile"),
+            project=opt_str("project"),
+            location=opt_str("location"),
+            publisher=opt_str("publisher"),
+            stream=ctx.typed(spec.get("stream", True), f"{key}.stream", bool, "true or false"),
+            cost=_cost(ctx, spec["cost"], f"{key}.cost") if "cost" in spec else None,
         )
     result.setdefault(ON_BOX, DestinationConfig(ON_BOX, "llama-cpp", ctx.scale.highest))
     return result
+
+
+def _cost(ctx: _Ctx, raw: object, key: str) -> DestinationCost:
+    table = ctx.table(raw, key, _COST_KEYS)
+    numbers: dict[str, float] = {}
+    for name in _COST_NUMBERS & table.keys():
+        value = ctx.typed(table[name], f"{key}.{name}", (int, float), "a number")
+        if value < 0:
+            ctx.fail(f"{key}.{name}", "must be >= 0")
+        numbers[name] = float(value)
+    cost = DestinationCost(
+        currency=ctx.typed(table.get("currency", "USD"), f"{key}.currency", str, "a string"),
+        hardware=ctx.typed(table.get("hardware", ""), f"{key}.hardware", str, "a string"),
+        **numbers,
+    )
+    if not 0 < cost.utilisation <= 1:
+        ctx.fail(f"{key}.utilisation", "must be above 0 and at most 1 (the busy share of hours)")
+    if cost.self_hosted:
+        if cost.lifetime_years <= 0:
+            ctx.fail(f"{key}.lifetime_years", "must be > 0")
+        if cost.prefill_tokens_per_second <= 0 or cost.decode_tokens_per_second <= 0:
+            ctx.fail(
+                key,
+                "hardware needs prefill_tokens_per_second and decode_tokens_per_second "
+                "(its measured throughput) to turn hours into tokens",
+            )
+    return cost
 
 
 def _routes(

@@ -337,6 +337,14 @@ class RemoteDestination:
     def _finish_text(self, text: str, prepared: PreparedRequest) -> str:
         return text
 
+    def _auth_headers_for(self, prepared: PreparedRequest) -> dict[str, str]:
+        """Credentials for ``prepared``; a signing scheme (SigV4) needs the request itself."""
+        return self._auth_headers()
+
+    def _streams(self, resp: httpx.Response) -> bool:
+        """Whether ``resp`` is a stream for :meth:`_read_stream` rather than one JSON body."""
+        return "text/event-stream" in resp.headers.get("content-type", "")
+
     # The shared part ---------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         """Name, kind, endpoint, model and clearance (never the key)."""
@@ -389,7 +397,7 @@ class RemoteDestination:
         state = StreamState(model=self.config.model or "")
         received = 0
         first_byte = 0.0
-        auth = self._auth_headers()
+        auth = self._auth_headers_for(prepared)
         headers = {**prepared.headers, **auth}
         try:
             url = httpx.URL(prepared.url)
@@ -411,7 +419,7 @@ class RemoteDestination:
                     self._raise_for_status(resp)
                 key = _WATCHER.watch(cancel, resp)
                 try:
-                    if "text/event-stream" in resp.headers.get("content-type", ""):
+                    if self._streams(resp):
                         received = self._read_stream(resp, state, cancel, started, on_delta)
                     else:
                         raw = resp.read()
@@ -622,7 +630,9 @@ def build_destinations(policy: Policy, on_box: Destination) -> dict[str, Destina
     to it; :func:`destination_refusal` gives the reason again for ``onbox explain``.
     """
     from onbox.inference.anthropic import AnthropicDestination
+    from onbox.inference.bedrock import BedrockDestination
     from onbox.inference.openai_compat import OpenAIDestination
+    from onbox.inference.vertex import vertex_destination
 
     built: dict[str, Destination] = {}
     for name, config in policy.destinations.items():
@@ -637,6 +647,10 @@ def build_destinations(policy: Policy, on_box: Destination) -> dict[str, Destina
                 built[name] = OpenAIDestination(config, api_key=resolve_api_key(config))
             elif config.kind == "anthropic":
                 built[name] = AnthropicDestination(config, api_key=resolve_api_key(config))
+            elif config.kind == "bedrock":
+                built[name] = BedrockDestination(config)
+            elif config.kind == "vertex":
+                built[name] = vertex_destination(config)
             else:
                 logger.warning("destination %s has unknown kind %r; left out", name, config.kind)
         except (ValueError, OSError) as exc:
