@@ -75,9 +75,19 @@ class SignalReader:
         return answer
 
     def load(
-        self, path: str, kind: str, parse: Callable[[str], T], seen: list[tuple[str, Fingerprint]]
+        self,
+        path: str,
+        kind: str,
+        parse: Callable[[str], T],
+        seen: list[tuple[str, Fingerprint]],
+        *,
+        exact: bool = False,
     ) -> T | None:
-        """Parsed content of ``path`` (``None`` if missing), re-read when its stat changes."""
+        """Parsed content of ``path`` (``None`` if missing), re-read when its stat changes.
+
+        ``exact`` keeps every byte (surrogateescape, no newline translation) for parsers
+        that must read a file exactly as git does.
+        """
         fp = fingerprint(path)
         seen.append((path, fp))
         if fp is None:
@@ -87,7 +97,8 @@ class SignalReader:
             cached = self._files.get(key)
         if cached is not None and cached[0] == fp:
             return cached[1]  # type: ignore[no-any-return]
-        with open(path, encoding="utf-8", errors="replace") as handle:
+        errors, newline = ("surrogateescape", "") if exact else ("replace", None)
+        with open(path, encoding="utf-8", errors=errors, newline=newline) as handle:
             value = parse(handle.read())
         with self._lock:
             self._files[key] = (fp, value)
@@ -402,41 +413,34 @@ def _attributes(
     tags: list[tuple[str, str, str]],
     seen: list[tuple[str, Fingerprint]],
 ) -> None:
-    macros: dict[str, dict[str, str]] = {}
     files: list[gitattributes.AttributesFile] = []
     for absolute, base in gitattributes.attribute_files_for(
         repo.root, rel, repo.info_attributes_path
     ):
         is_info = absolute == repo.info_attributes_path
-        display = ".git/info/attributes" if is_info else f"{base}.gitattributes"
-
-        def parse(
-            text: str,
-            base: str = base,
-            display: str = display,
-            macro_ok: bool = is_info or base == "",
-        ) -> gitattributes.AttributesFile:
-            return gitattributes.parse_attributes(
-                text,
-                base,
-                display,
-                allow_macros=macro_ok,
-                macros=macros,
-                ignore_case=repo.ignore_case,
-            )
-
-        # Macros from the root file change how later files expand: part of the cache key.
-        kind = f"attributes:{repo.ignore_case}:{sorted(macros.items())!r}"
-        parsed = reader.load(absolute, kind, parse, seen)
+        if not is_info and os.path.islink(absolute):
+            seen.append((absolute, fingerprint(absolute)))
+            continue  # git does not follow an in-tree .gitattributes symlink
+        parse = functools.partial(
+            gitattributes.parse_attributes,
+            base=base,
+            display=".git/info/attributes" if is_info else f"{base}.gitattributes",
+            allow_macros=is_info or base == "",
+            ignore_case=repo.ignore_case,
+        )
+        # Macros are resolved at lookup time across files, so a parse stands alone.
+        parsed = reader.load(absolute, f"attributes:{repo.ignore_case}", parse, seen, exact=True)
         if parsed is not None:
-            macros.update(parsed.macros)
             files.append(parsed)
     found = gitattributes.lookup(files, rel, ignore_case=repo.ignore_case)
     if "onbox-label" in found:
         value = found["onbox-label"]
         name = "" if value.value == gitattributes.SET else value.value
         label, note = _label_or_highest(policy, name)
-        reasons.append(Reason("path-attribute", label, f"onbox-label={name}{note}", value.source))
+        via = f" via {value.via}" if value.via else ""
+        reasons.append(
+            Reason("path-attribute", label, f"onbox-label={name}{via}{note}", value.source)
+        )
     if "onbox-tags" in found and found["onbox-tags"].value != gitattributes.SET:
         value = found["onbox-tags"]
         for tag in filter(None, value.value.split(",")):
