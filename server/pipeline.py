@@ -92,6 +92,8 @@ class CompletionResult:
     error: str | None = None
     fallbacks: list[tuple[str, str]] = field(default_factory=list)  # (destination, cause)
     egress_seq: int | None = None  # the write-ahead entry of a request that left the machine
+    tokens_in: int = 0  # prompt tokens, as the destination counted them
+    tokens_out: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping (``onbox complete --json``)."""
@@ -238,6 +240,8 @@ class CompletionService:
             error=error,
             fallbacks=list(routed.fallbacks) if routed else [],
             egress_seq=routed.egress_seq if routed else None,
+            tokens_in=completion.tokens_in if completion else 0,
+            tokens_out=completion.tokens_out if completion else 0,
         )
         self._journal_completion(doc, decision, result, completion, routed)
         return result
