@@ -487,33 +487,39 @@ def _owners(
     reasons: list[Reason],
     seen: list[tuple[str, Fingerprint]],
 ) -> None:
-    for location in codeowners.LOCATIONS:
+    parsed_files: dict[str, codeowners.CodeOwners] = {}
+
+    def exists(location: str) -> bool:
         parsed = reader.load(
             str(repo.root / location),
             "codeowners",
             functools.partial(_parse_owners, display=location),
             seen,
         )
-        if parsed is None:
-            continue
-        hit = parsed.owners_of(rel)
-        if hit is None:
-            return
-        owners, line = hit
-        lowered = {k.lower(): (k, v) for k, v in policy.owners.items()}
-        for owner in owners:
-            entry = lowered.get(owner.lower())
-            if entry is not None:
-                reasons.append(
-                    Reason(
-                        "codeowners",
-                        entry[1],
-                        f"owned by {owner}, which is {entry[1].name} per "
-                        f"{policy.where('owners.' + entry[0])}",
-                        f"{location}:{line}",
+        if parsed is not None:
+            parsed_files[location] = parsed
+        return parsed is not None
+
+    # GitHub's and GitLab's choice of file (often the same one): owners only raise.
+    lowered = {k.lower(): (k, v) for k, v in policy.owners.items()}
+    for location in codeowners.files_to_read(exists):
+        for hit in parsed_files[location].matches(rel):
+            section = ""
+            if hit.section:
+                optional = "optional " if hit.optional else ""
+                section = f" in {optional}section [{hit.section}]"
+            for owner in hit.owners:
+                entry = lowered.get(owner.lower())
+                if entry is not None:
+                    reasons.append(
+                        Reason(
+                            "codeowners",
+                            entry[1],
+                            f"owned by {owner}{section}, which is {entry[1].name} per "
+                            f"{policy.where('owners.' + entry[0])}",
+                            f"{location}:{hit.line}",
+                        )
                     )
-                )
-        return
 
 
 def _parse_owners(text: str, display: str) -> codeowners.CodeOwners:

@@ -173,18 +173,45 @@ def test_codeowners_each_location(tmp_path: Path, policy: Policy, location: str)
     assert classifier.classify_path(root / "web/index.js").label.name == "internal"
 
 
-def test_codeowners_first_location_wins(tmp_path: Path, policy: Policy) -> None:
+def test_codeowners_first_location_of_each_platform_wins(tmp_path: Path, policy: Policy) -> None:
+    # GitHub reads .github/CODEOWNERS, GitLab the root one; .gitlab/ is shadowed for both.
     root = tmp_path / "r"
     make_repo(
         root,
         "https://github.com/acme/app",
         {
             ".github/CODEOWNERS": "* @acme/platform\n",
-            "CODEOWNERS": "* @acme/payments\n",
+            "CODEOWNERS": "* @acme/platform\n",
+            ".gitlab/CODEOWNERS": "* @acme/payments\n",
             "a.py": "x = 1\n",
         },
     )
-    assert Classifier(policy).classify_path(root / "a.py").label.name == "internal"
+    decision = Classifier(policy).classify_path(root / "a.py")
+    assert decision.label.name == "internal"
+    sources = {r.source for r in decision.reasons if r.signal == "codeowners"}
+    assert sources == {".github/CODEOWNERS:1", "CODEOWNERS:1"}
+
+
+def test_gitlab_codeowners_sections(tmp_path: Path, policy: Policy) -> None:
+    # Issue 13: a GitLab billing file came out internal where its owner maps to restricted.
+    root = tmp_path / "r"
+    make_repo(
+        root,
+        "https://github.com/acme/app",  # a public repo rule: only owners raise
+        {
+            ".gitlab/CODEOWNERS": "* @acme/platform\n\n^[Billing][2] @acme/payments\nbilling/\n",
+            "billing/invoice.py": "x = 1\n",
+            "web/index.js": "x = 1\n",
+        },
+    )
+    classifier = Classifier(policy)
+    invoice = classifier.classify_path(root / "billing/invoice.py")
+    assert invoice.label.name == "restricted"
+    (reason,) = [
+        r for r in invoice.reasons if r.signal == "codeowners" and r.label.name == "restricted"
+    ]
+    assert reason.source == ".gitlab/CODEOWNERS:4" and "[Billing]" in reason.message
+    assert classifier.classify_path(root / "web/index.js").label.name == "internal"
 
 
 def test_content_marker_and_repo_file(tmp_path: Path, policy: Policy) -> None:

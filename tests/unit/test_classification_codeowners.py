@@ -1,4 +1,4 @@
-"""CODEOWNERS with GitHub's semantics, on the examples of GitHub's documentation."""
+"""CODEOWNERS with GitHub's and GitLab's semantics, on the examples of their documentation."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import logging
 
 import pytest
 
-from onbox.classification.codeowners import parse_codeowners, pattern_regex
+from onbox.classification.codeowners import (
+    GITLAB,
+    dialect_for,
+    files_to_read,
+    parse_codeowners,
+    pattern_regex,
+)
 
 # The example file from GitHub's "About code owners" page.
 GITHUB_EXAMPLE = """\
@@ -142,5 +148,132 @@ def test_escaped_hash_and_empty_owners() -> None:
     parsed = parse_codeowners("\\#notes.txt @n\n* @all\nvendor/\n", "CODEOWNERS")
     assert parsed.owners_of("#notes.txt") == (("@all",), 2)
     assert parsed.owners_of("vendor/lib.c") == ((), 3)
+    # GitHub documents that escaping a leading '#' does not work: the line is a comment.
     only = parse_codeowners("\\#notes.txt @n\n", "CODEOWNERS")
-    assert only.owners_of("#notes.txt") == (("@n",), 1)
+    assert only.owners_of("#notes.txt") is None
+    assert only.warnings and "escaped '#'" in only.warnings[0]
+
+
+# The examples of GitLab's "Syntax of CODEOWNERS file" page, sections included.
+GITLAB_EXAMPLE = """\
+# Specify a default Code Owner by using a wildcard:
+* @default-codeowner
+
+# Rules defined later in the file take precedence over earlier rules.
+*.rb @ruby-owner
+
+# Files with a `#` can still be accessed by escaping the pound sign:
+\\#file_with_pound.rb @owner-file-with-pound
+
+# You can use both usernames or email addresses to match users:
+LICENSE @legal janedoe@gitlab.com
+
+# Use group names to match groups, and nested groups:
+README @group @group/with-nested/subgroup
+
+# Specify Code Owners for directories:
+/docs/ @all-docs
+/docs/* @root-docs
+/docs/**/*.md @root-docs
+
+# Match directories nested anywhere in the repository:
+lib/ @lib-owner
+
+# Match only a directory in the root of the repository:
+/config/ @config-owner
+
+# If the path contains spaces, escape them like this:
+path\\ with\\ spaces/ @space-owner
+
+# Assign a role as a Code Owner:
+/ops/ @@maintainer
+
+# Code Owners sections:
+[Documentation]
+ee/docs    @docs
+docs       @docs
+
+# Use of default owners for a section. In this case, all files (*) are owned by
+# the dev team except the README.md and data-models which are owned by other teams.
+[Development] @dev-team
+*
+README.md @docs-team
+data-models/ @data-science-team
+
+# This section is combined with the previously defined [Documentation] section:
+[DOCUMENTATION]
+README.md  @docs
+
+^[Optional Billing] @billing-team
+billing/
+"""
+
+GITLAB_CASES = [
+    # (path, owners by section in file order: "" is before any header)
+    ("app/models/user.rb", {"": ("@ruby-owner",), "Development": ("@dev-team",)}),
+    ("#file_with_pound.rb", {"": ("@owner-file-with-pound",), "Development": ("@dev-team",)}),
+    ("LICENSE", {"": ("@legal", "janedoe@gitlab.com"), "Development": ("@dev-team",)}),
+    ("README", {"": ("@group", "@group/with-nested/subgroup"), "Development": ("@dev-team",)}),
+    (
+        "docs/index.md",
+        {"": ("@root-docs",), "Documentation": ("@docs",), "Development": ("@dev-team",)},
+    ),
+    (
+        "docs/a/b.md",
+        {"": ("@root-docs",), "Documentation": ("@docs",), "Development": ("@dev-team",)},
+    ),
+    (
+        "docs/a/b.png",
+        {"": ("@all-docs",), "Documentation": ("@docs",), "Development": ("@dev-team",)},
+    ),
+    (
+        "ee/docs/x.png",
+        {"": ("@default-codeowner",), "Documentation": ("@docs",), "Development": ("@dev-team",)},
+    ),
+    ("src/lib/a.c", {"": ("@lib-owner",), "Development": ("@dev-team",)}),
+    ("config/app.yml", {"": ("@config-owner",), "Development": ("@dev-team",)}),
+    ("x/config/app.yml", {"": ("@default-codeowner",), "Development": ("@dev-team",)}),
+    ("path with spaces/a", {"": ("@space-owner",), "Development": ("@dev-team",)}),
+    ("ops/run.sh", {"": ("@@maintainer",), "Development": ("@dev-team",)}),
+    (
+        "README.md",
+        {"": ("@default-codeowner",), "Documentation": ("@docs",), "Development": ("@docs-team",)},
+    ),
+    ("data-models/a.csv", {"": ("@default-codeowner",), "Development": ("@data-science-team",)}),
+    (
+        "billing/invoice.py",
+        {
+            "": ("@default-codeowner",),
+            "Development": ("@dev-team",),
+            "Optional Billing": ("@billing-team",),
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "expected"), GITLAB_CASES)
+def test_gitlab_documented_example(path: str, expected: dict[str, tuple[str, ...]]) -> None:
+    parsed = parse_codeowners(GITLAB_EXAMPLE, ".gitlab/CODEOWNERS")
+    assert parsed.dialect == GITLAB and parsed.warnings == []
+    assert {m.section: m.owners for m in parsed.matches(path)} == expected
+
+
+def test_gitlab_sections_detected_at_the_root_and_optional_flag_kept() -> None:
+    text = "^[Billing] @billing\nbilling/\n"
+    assert dialect_for(text, "CODEOWNERS") == GITLAB
+    assert dialect_for("* @a\n[ab].py @x\n", "CODEOWNERS") != GITLAB  # a GitHub range
+    (hit,) = parse_codeowners(text, "CODEOWNERS").matches("billing/x.py")
+    assert hit.owners == ("@billing",) and hit.optional and hit.section == "Billing"
+
+
+def test_gitlab_pattern_without_slash_matches_at_any_depth() -> None:
+    parsed = parse_codeowners("[S]\ndocs/* @d\n", ".gitlab/CODEOWNERS")
+    assert parsed.owners_of("a/docs/x.md") == (("@d",), 2)
+    assert parsed.owners_of("docs/a/x.md") is None  # "*" stays in one directory
+
+
+def test_both_platforms_files_are_read() -> None:
+    present = {".github/CODEOWNERS", "CODEOWNERS", ".gitlab/CODEOWNERS"}
+    assert files_to_read(present.__contains__) == [".github/CODEOWNERS", "CODEOWNERS"]
+    assert files_to_read({".gitlab/CODEOWNERS"}.__contains__) == [".gitlab/CODEOWNERS"]
+    assert files_to_read({"docs/CODEOWNERS"}.__contains__) == ["docs/CODEOWNERS"]
