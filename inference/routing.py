@@ -37,6 +37,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from onbox.classification.decision import Decision, Finding
@@ -205,6 +206,12 @@ class Router:
     def plan(self, decision: Decision) -> list[RouteStep]:
         """The label's route in order, ending with the on-box model."""
         label = self.label_of(decision)
+        if self.policy.expired(datetime.now(UTC)):
+            # An expired policy's destinations and clearances no longer hold: on-box only.
+            dest = self.destinations[self.on_box_name]
+            why = f"policy {self.policy.id} expired at {self.policy.expires}: on-box only"
+            clearance = self.clearance_of(self.on_box_name).name
+            return [RouteStep(self.on_box_name, dest.kind, clearance, True, True, why)]
         names = list(self.policy.routes.get(label.name, ()))
         if self.on_box_name not in names:
             names.append(self.on_box_name)

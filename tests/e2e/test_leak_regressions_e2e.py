@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -154,33 +155,43 @@ def make_repo(root: Path, remote: str) -> Path:
     return root
 
 
+@asynccontextmanager
+async def serving(
+    env: dict[str, str], root: Path, policy: dict[str, Any], journal: Path, client_name: str
+) -> AsyncIterator[LanguageClient]:
+    """``onbox serve`` with ``policy`` settings, the probe's journal and the model off."""
+    config = ClientServerConfig(
+        server_command=SERVER_COMMAND, client_factory=make_client, server_env=env
+    )
+    client = cast(LanguageClient, await config.start())
+    try:
+        await client.initialize_session(
+            types.InitializeParams(
+                capabilities=client_capabilities(client_name),
+                root_uri=root.as_uri(),
+                initialization_options={
+                    "policy": policy,
+                    "journal": {"dir": str(journal)},
+                    "model": {"path": str(root / "no-model-here.gguf")},
+                    "completion": {"maxTokens": 8, "debounceMs": 0},
+                },
+            )
+        )
+        yield client
+    finally:
+        await client.shutdown_session()
+        await client.stop()  # type: ignore[no-untyped-call]
+
+
 @pytest_asyncio.fixture
 async def started(
     tmp_path: Path, probe: Probe, onbox_env: dict[str, str]
 ) -> AsyncIterator[LanguageClient]:
     """``onbox serve`` on the probe's policy, model off, watching signal files."""
-    config = ClientServerConfig(
-        server_command=SERVER_COMMAND, client_factory=make_client, server_env=onbox_env
-    )
-    client = cast(LanguageClient, await config.start())
-    await client.initialize_session(
-        types.InitializeParams(
-            capabilities=client_capabilities("neovim"),
-            root_uri=tmp_path.as_uri(),
-            initialization_options={
-                "policy": {"path": str(probe.policy)},
-                "journal": {"dir": str(probe.journal)},
-                "model": {"path": str(tmp_path / "no-model-here.gguf")},
-                "completion": {"maxTokens": 8, "debounceMs": 0},
-            },
-        )
-    )
-    assert (await wait_ready(client))["state"] == "disabled"
-    try:
+    policy = {"path": str(probe.policy)}
+    async with serving(onbox_env, tmp_path, policy, probe.journal, "neovim") as client:
+        assert (await wait_ready(client))["state"] == "disabled"
         yield client
-    finally:
-        await client.shutdown_session()
-        await client.stop()  # type: ignore[no-untyped-call]
 
 
 async def label_of(client: LanguageClient, uri: str, text: str, language: str = "python") -> str:
@@ -353,23 +364,8 @@ async def test_a_request_queued_before_a_policy_swap_does_not_leave(
     (repo / "race.py").write_text(race_text)
     slow_uri, race_uri = (repo / "slow.py").as_uri(), (repo / "race.py").as_uri()
 
-    config = ClientServerConfig(
-        server_command=SERVER_COMMAND, client_factory=make_client, server_env=env
-    )
-    client = cast(LanguageClient, await config.start())
-    try:
-        await client.initialize_session(
-            types.InitializeParams(
-                capabilities=client_capabilities("visual-studio-code"),
-                root_uri=repo.as_uri(),
-                initialization_options={
-                    "policy": {"sources": [str(dropbox)], "pullMinutes": 15},
-                    "journal": {"dir": str(probe.journal)},
-                    "model": {"path": str(tmp_path / "no-model-here.gguf")},
-                    "completion": {"maxTokens": 8, "debounceMs": 0},
-                },
-            )
-        )
+    policy = {"sources": [str(dropbox)], "pullMinutes": 15}
+    async with serving(env, tmp_path, policy, probe.journal, "visual-studio-code") as client:
         open_doc(client, slow_uri, slow_text)
         open_doc(client, race_uri, race_text)
         await wait_for_status(
@@ -403,9 +399,6 @@ async def test_a_request_queued_before_a_policy_swap_does_not_leave(
         )
         probe.cloud.release()
         await asyncio.wait_for(asyncio.gather(held, queued), 60)
-    finally:
-        await client.shutdown_session()
-        await client.stop()  # type: ignore[no-untyped-call]
     probe.assert_never_sent("CANARY_SWAP_9c0d", since=seen)
     for entry in iter_entries(probe.journal):
         if entry["kind"] == "egress" and entry["body"]["path"] == "race.py":
@@ -426,28 +419,10 @@ async def test_an_expired_policy_fails_closed_whatever_its_default(
     text = "# CANARY_EXPIRED_1e2f\ndef charge(a):\n    "
     (repo / "charge.py").write_text(text)
     uri = (repo / "charge.py").as_uri()
-    config = ClientServerConfig(
-        server_command=SERVER_COMMAND, client_factory=make_client, server_env=onbox_env
-    )
-    client = cast(LanguageClient, await config.start())
-    try:
-        await client.initialize_session(
-            types.InitializeParams(
-                capabilities=client_capabilities("neovim"),
-                root_uri=repo.as_uri(),
-                initialization_options={
-                    "policy": {"path": str(probe.policy)},
-                    "journal": {"dir": str(probe.journal)},
-                    "model": {"path": str(tmp_path / "no-model-here.gguf")},
-                    "completion": {"maxTokens": 8, "debounceMs": 0},
-                },
-            )
-        )
+    policy = {"path": str(probe.policy)}
+    async with serving(onbox_env, tmp_path, policy, probe.journal, "neovim") as client:
         assert await label_of(client, uri, text) == "restricted"
         await complete_at_end(client, uri, text)
-    finally:
-        await client.shutdown_session()
-        await client.stop()  # type: ignore[no-untyped-call]
     probe.assert_never_sent("CANARY_EXPIRED_1e2f")
 
 

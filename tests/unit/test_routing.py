@@ -622,3 +622,16 @@ def test_a_policy_swap_after_routing_began_is_refused_with_policy_changed(
     with pytest.raises(PolicyChanged):
         router.complete(doc(), [], SETTINGS, CancelToken())
     assert cloud.requests == [] and setup.journal.entries == []
+
+
+def test_an_expired_policy_routes_everything_on_box(
+    setup: Setup, cloud: RecordingServer, corp: RecordingServer
+) -> None:
+    """Its clearances no longer hold: not even a destination cleared for restricted."""
+    from datetime import UTC, datetime, timedelta
+
+    policy = replace(setup.router.policy, expires=datetime.now(UTC) - timedelta(seconds=1))
+    router = Router(policy, setup.destinations, setup.journal)
+    assert [s.destination for s in router.plan(doc().decision)] == ["on-box"]
+    routed = router.complete(doc(), [], SETTINGS, CancelToken())
+    assert routed.destination == "on-box" and cloud.requests == corp.requests == []
