@@ -175,6 +175,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return loaded
 
 
+def key_history_lines(directory: Path) -> list[str]:
+    """The journal's first header and every ``key-rotated`` line, verbatim (uploads carry it)."""
+    return _key_history(list_segments(directory))
+
+
 def _key_history(segments: list[tuple[int, Path]]) -> list[str]:
     history: list[str] = []
     for number, (_, path) in enumerate(segments):

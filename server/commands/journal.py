@@ -129,6 +129,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=run_stats)
 
+    ship = sub.add_parser(
+        "ship",
+        help="upload entries since the last acknowledged one to the collector",
+        epilog="exit codes: 0 shipped (or nothing new: heartbeat sent), 1 the collector "
+        "refused an upload, 2 usage error, 3 collector unreachable (entries stay queued)",
+    )
+    ship.add_argument("--now", action="store_true", help="ship once, now (for scripts)")
+    ship.add_argument("--collector", required=True, metavar="URL", help="collector base URL")
+    ship.add_argument("--dir", type=Path, help="journal directory (default: this device's)")
+    ship.add_argument("--ca-bundle", type=Path, help="PEM CA bundle for the collector's TLS")
+    ship.add_argument("--batch", type=int, default=2000, help="entries per upload")
+    ship.add_argument("--json", action="store_true")
+    ship.set_defaults(func=run_ship)
+
     decrypt = sub.add_parser(
         "decrypt",
         help="security team: read an encrypted egress prompt",
@@ -404,6 +418,60 @@ def run_stats(args: argparse.Namespace) -> int:
         for name, count in egress[title].items():
             table.add_row(name, str(count))
         console.print(table)
+    return EXIT_OK
+
+
+def ship_state_path() -> Path:
+    """Where ``onbox journal ship`` remembers the last acknowledged seq."""
+    return paths.data_dir() / "ship-state.json"
+
+
+def run_ship(args: argparse.Namespace) -> int:
+    """``onbox journal ship --now``."""
+    import httpx
+
+    from onbox.audit.errors import CollectorUnreachable, UploadRefused
+    from onbox.audit.ship import ship
+
+    if not args.now:
+        _err("shipping on a timer runs inside `onbox serve`; pass --now to ship once")
+        return EXIT_USAGE
+    directory: Path = args.dir or paths.journal_dir()
+    foreign = _foreign_journal(directory)
+    if foreign is not None:
+        _err(foreign.replace("onbox journal export", "onbox journal ship"))
+        return EXIT_USAGE
+    verify: bool | str = str(args.ca_bundle) if args.ca_bundle else True
+    try:
+        with open_journal(args.dir) as journal, httpx.Client(timeout=30, verify=verify) as client:
+            report = ship(
+                journal,
+                args.collector,
+                ship_state_path(),
+                batch_entries=max(1, args.batch),
+                client=client,
+            )
+    except CollectorUnreachable as exc:
+        _err(str(exc))
+        return EXIT_ENVIRONMENT
+    except UploadRefused as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    except (JournalError, OSError) as exc:
+        _err(str(exc))
+        return EXIT_ENVIRONMENT
+    if args.json:
+        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+    else:
+        Console(highlight=False).print(
+            f"shipped {report.sent} entries in {report.uploads} uploads "
+            f"({report.stored} stored, {report.duplicates} already there); "
+            f"acknowledged up to seq {report.acked_seq}"
+        )
+        for alert in report.alerts or []:
+            Console(stderr=True, highlight=False).print(
+                f"[yellow]collector alert:[/yellow] {alert.get('kind')}: {alert.get('detail')}"
+            )
     return EXIT_OK
 
 

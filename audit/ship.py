@@ -1,0 +1,216 @@
+"""Shipping the journal to the collector: every entry after the last acknowledged seq.
+
+State (``paths.data_dir()/"ship-state.json"``, replaced atomically)::
+
+    {"collector": <url>, "device": <fingerprint>, "acked_seq": <int>, "acked_hash": <hex>,
+     "last_attempt": <time>, "last_success": <time>, "last_error": <text or null>}
+
+The journal itself is the offline queue: nothing is copied aside, so what waits survives
+restarts and a day without network costs nothing but disk the journal uses anyway.
+:func:`ship` reads complete lines after ``acked_seq`` in batches, signs each upload with
+the journal key (:mod:`onbox.audit.upload`) and advances the state only when the
+collector acknowledges; a batch cut off mid-way is simply sent again, and the collector
+stores each ``(device, seq)`` once. With nothing new it sends a heartbeat, so silence
+on the collector means the device really is silent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from onbox.audit.bundle import key_history_lines
+from onbox.audit.entry import format_time
+from onbox.audit.errors import CollectorUnreachable, UploadRefused
+from onbox.audit.journal import Journal
+from onbox.audit.keys import fsync_dir
+from onbox.audit.segments import list_segments
+from onbox.audit.upload import build_upload
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_ENTRIES = 2000
+DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
+UPLOAD_PATH = "/v1/upload"
+
+
+@dataclass
+class ShipReport:
+    """What one :func:`ship` call did."""
+
+    uploads: int = 0
+    sent: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    acked_seq: int = -1
+    alerts: list[dict[str, Any]] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return {
+            "uploads": self.uploads,
+            "sent": self.sent,
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "acked_seq": self.acked_seq,
+            "alerts": self.alerts or [],
+        }
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """The shipping state, or an empty one."""
+    try:
+        state: dict[str, Any] = json.loads(path.read_text("utf-8"))
+        return state
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring unreadable ship state %s (%s); starting from seq 0", path, exc)
+        return {}
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(state, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def pending_lines(directory: Path, after_seq: int) -> Iterator[tuple[int, str]]:
+    """``(seq, line)`` of every complete entry after ``after_seq``, oldest first."""
+    segments = list_segments(directory)
+    start = 0
+    for i, (_, path) in enumerate(segments):
+        first = _first_seq(path)
+        if first is not None and first <= after_seq + 1:
+            start = i
+    for _, path in segments[start:]:
+        with open(path, "rb") as handle:
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    break  # a line still being written (or torn): next time
+                seq = _seq_of(raw)
+                if seq is not None and seq > after_seq:
+                    yield seq, raw[:-1].decode("utf-8")
+
+
+def _first_seq(path: Path) -> int | None:
+    with open(path, "rb") as handle:
+        return _seq_of(handle.readline())
+
+
+def _seq_of(raw: bytes) -> int | None:
+    try:
+        value = json.loads(raw)["seq"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
+def ship(
+    journal: Journal,
+    collector: str,
+    state_path: Path,
+    *,
+    batch_entries: int = DEFAULT_BATCH_ENTRIES,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    client: httpx.Client | None = None,
+    timeout: float = 30.0,
+) -> ShipReport:
+    """Upload everything after the acknowledged seq (or a heartbeat); see the module doc.
+
+    Raises :class:`CollectorUnreachable` (state kept; retry later) or
+    :class:`UploadRefused` (the collector's reason; shipping stops until it is fixed).
+    """
+    url = collector.rstrip("/") + UPLOAD_PATH
+    state = load_state(state_path)
+    if state.get("collector") != collector or state.get("device") != journal.device_fingerprint:
+        state = {"collector": collector, "device": journal.device_fingerprint, "acked_seq": -1}
+    report = ShipReport(acked_seq=int(state.get("acked_seq", -1)))
+    journal.flush()
+    history = key_history_lines(journal.path)
+    own = client or httpx.Client(timeout=timeout)
+    try:
+        while True:
+            batch = _next_batch(journal.path, report.acked_seq, batch_entries, batch_bytes)
+            if not batch and report.uploads:
+                break
+            first = batch[0][0] if batch else None
+            upload = build_upload(journal, [line for _, line in batch], first, history)
+            answer = _post(own, url, upload, state, state_path)
+            report.uploads += 1
+            report.sent += len(batch)
+            report.stored += int(answer.get("stored", 0))
+            report.duplicates += int(answer.get("duplicates", 0))
+            if answer.get("alerts"):
+                report.alerts = (report.alerts or []) + list(answer["alerts"])
+            if batch:
+                report.acked_seq = batch[-1][0]
+                state.update(
+                    acked_seq=report.acked_seq, acked_hash=json.loads(batch[-1][1])["hash"]
+                )
+            state.update(last_success=_now(), last_error=None)
+            _save_state(state_path, state)
+            if not batch:
+                break
+    finally:
+        if client is None:
+            own.close()
+    return report
+
+
+def _next_batch(
+    directory: Path, after: int, max_entries: int, max_bytes: int
+) -> list[tuple[int, str]]:
+    batch: list[tuple[int, str]] = []
+    size = 0
+    for seq, line in pending_lines(directory, after):
+        if batch and (len(batch) >= max_entries or size + len(line) > max_bytes):
+            break
+        batch.append((seq, line))
+        size += len(line) + 1
+    return batch
+
+
+def _post(
+    client: httpx.Client, url: str, upload: dict[str, Any], state: dict[str, Any], path: Path
+) -> dict[str, Any]:
+    state["last_attempt"] = _now()
+    try:
+        response = client.post(url, json=upload)
+    except httpx.HTTPError as exc:
+        state["last_error"] = f"unreachable: {exc}"
+        _save_state(path, state)
+        raise CollectorUnreachable(
+            f"the collector at {url} is unreachable ({exc}); entries after seq "
+            f"{state.get('acked_seq', -1)} stay queued in the journal and go with the next try"
+        ) from exc
+    try:
+        answer: dict[str, Any] = response.json()
+    except ValueError:
+        answer = {"error": response.text[:200]}
+    if response.status_code == 200:
+        return answer
+    message = str(answer.get("error", f"HTTP {response.status_code}"))
+    state["last_error"] = f"{response.status_code}: {message}"
+    _save_state(path, state)
+    if response.status_code >= 500 or response.status_code == 429:
+        raise CollectorUnreachable(f"the collector asked to retry later: {message}")
+    raise UploadRefused(response.status_code, f"the collector refused the upload: {message}")
+
+
+def _now() -> str:
+    stamp: str = format_time(datetime.now(UTC))
+    return stamp

@@ -1,0 +1,134 @@
+"""Per-device chain checks on a stream of entries (no segment files on the collector).
+
+:func:`key_timeline` proves, from the device's root key, which key signs from which seq
+(the first segment header, then each ``key-rotated`` entry co-signed by the key before).
+:func:`check_entries` then checks every uploaded entry on its own (exact form, hash,
+signature by the key in effect at its seq) and its link to the entry before it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from onbox.audit.check import parse_entry
+from onbox.audit.entry import GENESIS_PREV, HEADER_KIND, signing_message
+from onbox.audit.keys import fingerprint_of, public_key_from_b64, verify_signature
+from onbox.collector.errors import UploadRejected
+
+
+@dataclass(frozen=True)
+class KeySpan:
+    """``fingerprint`` signs entries from ``from_seq`` on (until the next span)."""
+
+    from_seq: int
+    fingerprint: str
+    public_b64: str
+    entry_hash: str  # the header or key-rotated entry that introduced it
+    public: Any = None
+
+
+def _public(public_b64: Any, claimed: Any) -> Any:
+    try:
+        raw = base64.b64decode(str(public_b64), validate=True)
+        public = public_key_from_b64(str(public_b64))
+    except (ValueError, binascii.Error) as exc:
+        raise UploadRejected(401, f"a public key in the key history is malformed: {exc}") from exc
+    if fingerprint_of(raw) != claimed:
+        raise UploadRejected(401, f"key {claimed} in the key history has another public key")
+    return public
+
+
+def key_timeline(device: str, lines: Sequence[str]) -> list[KeySpan]:
+    """The device's proven key spans; raises :class:`UploadRejected` (401) if unproven."""
+    spans: list[KeySpan] = []
+    for text in lines:
+        entry, what = parse_entry(text.encode("utf-8"))
+        if what is not None:
+            raise UploadRejected(401, f"key history: {what}")
+        body, message = entry["body"], signing_message(entry["hash"])
+        public = _public(body.get("public_key"), entry["key"])
+        if not spans:
+            if entry["kind"] != HEADER_KIND or entry["seq"] != 0 or entry["key"] != device:
+                raise UploadRejected(
+                    401,
+                    "key history must start with the journal's first header, signed by "
+                    f"the device key {device}",
+                )
+            ok = verify_signature(public, entry["sig"], message)
+        else:
+            last = spans[-1]
+            ok = (
+                entry["kind"] == "key-rotated"
+                and entry["seq"] > last.from_seq
+                and body.get("old_key") == last.fingerprint
+                and body.get("new_key") == entry["key"]
+                and verify_signature(public, entry["sig"], message)
+                and verify_signature(last.public, str(entry.get("cosig", "")), message)
+            )
+        if not ok:
+            raise UploadRejected(
+                401, f"key history entry {entry['seq']} does not extend the device's key chain"
+            )
+        spans.append(
+            KeySpan(entry["seq"], str(entry["key"]), str(body["public_key"]), entry["hash"], public)
+        )
+    if not spans:
+        raise UploadRejected(401, "the upload carries no key history")
+    return spans
+
+
+def span_at(spans: Sequence[KeySpan], seq: int) -> KeySpan:
+    """The key in effect at ``seq``."""
+    current = spans[0]
+    for span in spans:
+        if span.from_seq > seq:
+            break
+        current = span
+    return current
+
+
+def check_entries(
+    device: str, lines: Sequence[str], first_seq: int, spans: Sequence[KeySpan]
+) -> list[dict[str, Any]]:
+    """Parse and check ``lines`` (seqs ``first_seq``…); raises 422 naming the first bad one."""
+    introduced = {s.from_seq: s for s in spans}
+    entries: list[dict[str, Any]] = []
+    prev_hash: str | None = None
+    for i, text in enumerate(lines):
+        seq = first_seq + i
+        entry, what = parse_entry(text.encode("utf-8"))
+        if what is None and entry["seq"] != seq:
+            what = f"seq {entry['seq']} where {seq} was due (uploads are contiguous)"
+        if what is None and prev_hash is not None and entry["prev"] != prev_hash:
+            what = "prev does not match the entry before it"
+        if what is None:
+            what = _key_problem(device, entry, span_at(spans, seq), introduced.get(seq))
+        if what is not None:
+            raise UploadRejected(422, f"entry {seq}: {what}")
+        prev_hash = entry["hash"]
+        entries.append(entry)
+    return entries
+
+
+def _key_problem(
+    device: str, entry: dict[str, Any], span: KeySpan, introduced: KeySpan | None
+) -> str | None:
+    if entry["key"] != span.fingerprint:
+        return f"signed by {entry['key']}, but the key in effect is {span.fingerprint}"
+    if introduced is not None and introduced.entry_hash != entry["hash"]:
+        return "differs from the key history's entry at this seq"
+    if entry["kind"] == "key-rotated" and introduced is None:
+        return "a key rotation the key history does not hold"
+    if entry["kind"] == HEADER_KIND:
+        body = entry["body"]
+        if body.get("device") != device:
+            return f"header names device {body.get('device')}"
+        if entry["seq"] == 0 and entry["prev"] != GENESIS_PREV:
+            return "the first entry does not start a journal"
+    if not verify_signature(span.public, entry["sig"], signing_message(entry["hash"])):
+        return "signature is invalid"
+    return None

@@ -1,0 +1,235 @@
+"""Where the collector keeps what it verified: SQLite for a pilot, PostgreSQL for a fleet.
+
+The same SQL runs on both (``?`` placeholders, rewritten to ``%s`` for psycopg;
+``INSERT … ON CONFLICT DO NOTHING`` for idempotence). The database URL picks the engine:
+``sqlite:///path/collector.db`` (the default, under the data dir) or
+``postgresql://user@host/db`` (any libpq connection string also works, e.g.
+``host=/tmp/sock dbname=onbox``).
+
+Several collector replicas may share one PostgreSQL: every ingest runs in one
+transaction holding a per-device advisory lock, so two replicas never interleave one
+device's chain checks, and the ``(device, seq)`` primary key stores each entry once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from onbox.collector.errors import StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS devices (
+    device TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    name TEXT,
+    enrolled_at TEXT,
+    first_seen TEXT,
+    last_seen TEXT,
+    checkpoint_seq BIGINT,
+    checkpoint_head TEXT,
+    checkpoint_time TEXT,
+    max_checkpoint_seq BIGINT,
+    head_seq BIGINT,
+    entries BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS device_keys (
+    device TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    from_seq BIGINT NOT NULL,
+    PRIMARY KEY (device, fingerprint)
+);
+CREATE TABLE IF NOT EXISTS entries (
+    device TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    hash TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    time TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    repo TEXT,
+    path TEXT,
+    label TEXT,
+    destination TEXT,
+    destination_kind TEXT,
+    bytes BIGINT,
+    tokens_in BIGINT,
+    tokens_out BIGINT,
+    os_user TEXT,
+    git_email TEXT,
+    line TEXT NOT NULL,
+    received TEXT NOT NULL,
+    PRIMARY KEY (device, seq)
+);
+CREATE INDEX IF NOT EXISTS entries_time ON entries (time);
+CREATE INDEX IF NOT EXISTS entries_device_time ON entries (device, time);
+CREATE INDEX IF NOT EXISTS entries_kind_time ON entries (kind, time);
+"""
+
+_ALERTS = {
+    "sqlite": "CREATE TABLE IF NOT EXISTS alerts (id INTEGER PRIMARY KEY AUTOINCREMENT,",
+    "postgresql": "CREATE TABLE IF NOT EXISTS alerts (id BIGSERIAL PRIMARY KEY,",
+}
+_ALERTS_REST = """
+    device TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    dedupe TEXT NOT NULL,
+    first_seq BIGINT,
+    last_seq BIGINT,
+    detail TEXT NOT NULL,
+    created TEXT NOT NULL,
+    resolved TEXT,
+    UNIQUE (device, kind, dedupe)
+);
+"""
+
+
+class Tx:
+    """One open transaction: ``execute``/``fetchall``/``fetchone`` with ``?`` placeholders."""
+
+    def __init__(self, cursor: Any, dialect: str) -> None:
+        self._cursor = cursor
+        self.dialect = dialect
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        self._cursor.execute(self._sql(sql), tuple(params))
+        return int(self._cursor.rowcount or 0)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each row."""
+        if rows:
+            self._cursor.executemany(self._sql(sql), [tuple(r) for r in rows])
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Every row of a query."""
+        self._cursor.execute(self._sql(sql), tuple(params))
+        return [tuple(r) for r in self._cursor.fetchall()]
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """The first row of a query, or None."""
+        rows = self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+
+class Store:
+    """A connection to the collector's database (see the module docstring)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dialect = "sqlite" if url.startswith("sqlite:") else "postgresql"
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        with self.transaction() as tx:
+            for statement in (_TABLES + _ALERTS[self.dialect] + _ALERTS_REST).split(";"):
+                if statement.strip():
+                    tx.execute(statement)
+
+    def _connect(self) -> Any:
+        if self.dialect == "sqlite":
+            # sqlite:///relative.db or sqlite:////absolute/path.db (SQLAlchemy's convention)
+            target = self.url[len("sqlite:///") :] if self.url.startswith("sqlite:///") else ""
+            if target and target != ":memory:":
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                target or ":memory:", isolation_level=None, check_same_thread=False, timeout=30
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            return conn
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise StoreUnavailable(
+                "PostgreSQL needs psycopg: pip install 'onbox[collector]'"
+            ) from exc
+        url = self.url.replace("postgres+psycopg://", "postgresql://")
+        try:
+            return psycopg.connect(url, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+
+    @contextlib.contextmanager
+    def transaction(self, device: str | None = None) -> Iterator[Tx]:
+        """One transaction; with ``device``, the only one touching that device right now."""
+        with self._lock:
+            conn = self._live()
+            cursor = conn.cursor()
+            try:
+                if self.dialect == "sqlite":
+                    cursor.execute("BEGIN IMMEDIATE")
+                else:
+                    cursor.execute("BEGIN")
+                    if device is not None:
+                        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (device,))
+                yield Tx(cursor, self.dialect)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    cursor.execute("ROLLBACK")
+                self._drop_if_broken()
+                if _database_error(exc):
+                    raise StoreUnavailable(f"the database failed: {exc}") from exc
+                raise
+            else:
+                try:
+                    cursor.execute("COMMIT")
+                except Exception as exc:
+                    self._drop_if_broken()
+                    raise StoreUnavailable(f"the database did not commit: {exc}") from exc
+            finally:
+                with contextlib.suppress(Exception):
+                    cursor.close()
+
+    def read(self) -> contextlib.AbstractContextManager[Tx]:
+        """A transaction for queries."""
+        return self.transaction()
+
+    def _live(self) -> Any:
+        if self._conn is not None and self.dialect == "postgresql" and self._conn.closed:
+            self._conn = None
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _drop_if_broken(self) -> None:
+        if self.dialect == "postgresql" and self._conn is not None:
+            if self._conn.closed or self._conn.broken:
+                logger.warning("lost the PostgreSQL connection; reconnecting on next use")
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _database_error(exc: BaseException) -> bool:
+    """A fault of the database itself (gone, restarting, locked), not of our logic."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return True
+    return type(exc).__module__.startswith("psycopg") and type(exc).__name__ in (
+        "OperationalError",
+        "InterfaceError",
+        "AdminShutdown",
+        "ConnectionFailure",
+    )
+
+
+def default_url(data_dir: Path) -> str:
+    """The embedded default: SQLite under the data dir."""
+    return f"sqlite:///{data_dir / 'collector.db'}"
