@@ -33,6 +33,7 @@ from onbox.audit.keys import KeyStore
 from onbox.audit.series import describe as describe_series
 from onbox.audit.series import verify_series
 from onbox.audit.stats import EntryFilter, journal_device
+from onbox.server.commands import journal_cost
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--no-verify", action="store_true", help="count without verifying signatures first"
     )
     stats.add_argument("--json", action="store_true")
+    journal_cost.add_arguments(stats)
     stats.set_defaults(func=run_stats)
 
     ship = sub.add_parser(
@@ -390,6 +392,8 @@ def run_stats(args: argparse.Namespace) -> int:
                 "trusted. Run `onbox journal verify` for details, or pass --no-verify."
             )
             return EXIT_FAILED
+    if args.cost:
+        return journal_cost.run_cost(args, directory, _since(args))
     stats = journal_stats(directory, since=_since(args))
     stats["verified"] = (
         {"ok": True, "device": verified.device_fingerprint, "head_seq": verified.head_seq}
