@@ -33,7 +33,7 @@ from onbox.audit.keys import KeyStore
 from onbox.audit.series import describe as describe_series
 from onbox.audit.series import verify_series
 from onbox.audit.stats import EntryFilter, journal_device
-from onbox.server.commands import journal_cost
+from onbox.server.commands import _journal_cost as journal_cost
 
 logger = logging.getLogger(__name__)
 
