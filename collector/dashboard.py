@@ -41,6 +41,12 @@ def _td(value: Any, cls: str = "") -> str:
     return f"<td{attr}>{escape(text)}</td>"
 
 
+def _when(value: Any) -> str:
+    """``2026-12-01 08:18:30Z`` from a journal time (seconds are enough on a dashboard)."""
+    text = "" if value is None else str(value)
+    return f"{text[:10]} {text[11:19]}Z" if len(text) >= 19 else text
+
+
 def render(store: Store, *, silence: timedelta) -> str:
     """The whole page."""
     devices = list_devices(store, silence=silence)
@@ -53,7 +59,7 @@ def render(store: Store, *, silence: timedelta) -> str:
             _td(d["chain"], "ok" if d["chain"] == "ok" else "bad"),
             _td(d["head_seq"], "num"),
             _td(d["entries"], "num"),
-            _td(d["last_seen"]),
+            _td(_when(d["last_seen"])),
         ]
         for d in devices
     ]
@@ -67,7 +73,7 @@ def render(store: Store, *, silence: timedelta) -> str:
                 else a["first_seq"]
             ),
             _td(a["detail"]),
-            _td(a["created"]),
+            _td(_when(a["created"])),
         ]
         for a in alerts
     ]

@@ -1,0 +1,214 @@
+"""A real ``onbox collector serve`` on loopback, fed by ``onbox journal ship --now``.
+
+The collector runs as a subprocess on SQLite; workstations are real journals written
+through ``onbox.audit.open_journal``; shipping goes over HTTP. The one fake here is an
+httpx transport that drops the connection after N uploads, to cut a shipment short.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from onbox.audit import open_journal
+from onbox.audit.errors import CollectorUnreachable
+from onbox.audit.ship import load_state, ship
+from onbox.server.cli import main
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """``(base URL, database URL)`` of a running collector."""
+    root = tmp_path_factory.mktemp("collector")
+    db = f"sqlite:///{root / 'collector.db'}"
+    port = _free_port()
+    log = open(root / "log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "onbox", "collector", "serve", "--db", db, "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "ONBOX_DATA_DIR": str(root / "data")},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            log.close()
+            pytest.fail(f"collector did not start: {(root / 'log').read_text()}")
+        time.sleep(0.1)  # polling a port that is not a notification channel
+    yield url, db
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture
+def workstation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ONBOX_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ONBOX_JOURNAL_DIR", str(tmp_path / "journal"))
+    return tmp_path
+
+
+def _write(count: int, **fields: Any) -> str:
+    with open_journal() as journal:
+        for i in range(count):
+            body = {"destination": "cloud", "kind": "openai", "label": "public", "n": i}
+            body.update(fields)
+            journal.append("egress", body, durable=True)
+        return str(journal.device_fingerprint)
+
+
+def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str]:
+    """Exit code and output; human output is unwrapped (rich wraps at the terminal width)."""
+    code = main(argv)
+    out = capsys.readouterr()
+    if "--json" in argv:
+        return code, out.out + out.err
+    return code, " ".join((out.out + out.err).split())
+
+
+def _enrol(db: str, device: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _run(capsys, ["collector", "enrol", "--db", db, device])
+    assert code == 0 and "enrolled" in out
+
+
+def test_ship_now_uploads_then_sends_heartbeats(
+    collector: tuple[str, str], workstation: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, db = collector
+    device = _write(25)
+    code, out = _run(capsys, ["journal", "ship", "--now", "--collector", url])
+    assert code == 1 and f"onbox collector enrol {device}" in out  # not enrolled yet
+    _enrol(db, device, capsys)
+    code, out = _run(
+        capsys, ["journal", "ship", "--now", "--json", "--collector", url, "--batch", "10"]
+    )
+    report = json.loads(out)
+    assert code == 0 and report["uploads"] == 3 and report["stored"] == report["sent"]
+    state = load_state(workstation / "data" / "ship-state.json")
+    assert state["acked_seq"] == report["acked_seq"] and state["device"] == device
+    code, out = _run(capsys, ["journal", "ship", "--now", "--json", "--collector", url])
+    again = json.loads(out)
+    assert code == 0 and (again["uploads"], again["sent"]) == (1, 0)  # a heartbeat
+    code, out = _run(
+        capsys,
+        [
+            "collector",
+            "query",
+            "--db",
+            db,
+            "--device",
+            device,
+            "--kind",
+            "egress",
+            "--json",
+            "--limit",
+            "100",
+        ],
+    )
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(rows) == 25 and {r["destination"] for r in rows} == {"cloud"}
+    found = httpx.get(url + "/v1/entries", params={"device": device, "kind": "egress", "limit": 5})
+    assert found.status_code == 200 and len(found.json()) == 5
+
+
+def test_shipping_resumes_after_a_cut_and_drains_after_being_offline(
+    collector: tuple[str, str], workstation: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, db = collector
+    device = _write(30)
+    _enrol(db, device, capsys)
+    state_path = workstation / "data" / "ship-state.json"
+
+    class CutAfter(httpx.HTTPTransport):
+        """Forwards ``allowed`` requests to the real collector, then drops the link."""
+
+        def __init__(self, allowed: int) -> None:
+            super().__init__()
+            self.allowed = allowed
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if self.allowed <= 0:
+                raise httpx.ConnectError("link dropped", request=request)
+            self.allowed -= 1
+            return super().handle_request(request)
+
+    with open_journal() as journal, httpx.Client(transport=CutAfter(1)) as client:
+        with pytest.raises(CollectorUnreachable, match="stay queued"):
+            ship(journal, url, state_path, batch_entries=10, client=client)
+    assert load_state(state_path)["acked_seq"] == 9
+    # offline for a while: nothing listens there; the queue (the journal) keeps growing
+    dead = f"http://127.0.0.1:{_free_port()}"
+    code, out = _run(capsys, ["journal", "ship", "--now", "--collector", dead])
+    assert code == 3 and "stay queued" in out
+    _write(20)
+    code, out = _run(capsys, ["journal", "ship", "--now", "--json", "--collector", url])
+    report = json.loads(out)
+    assert code == 0 and report["acked_seq"] == load_state(state_path)["acked_seq"]
+    devices = {d["device"]: d for d in httpx.get(url + "/v1/devices").json()}
+    assert devices[device]["chain"] == "ok"
+    assert devices[device]["entries"] == devices[device]["head_seq"] + 1 == report["acked_seq"] + 1
+
+
+def test_http_refusals(collector: tuple[str, str], workstation: Path) -> None:
+    url, _ = collector
+    big = httpx.post(url + "/v1/upload", content=b"x" * (17 * 1024 * 1024))
+    assert big.status_code == 413 and "smaller batches" in big.json()["error"]
+    bad = httpx.post(url + "/v1/upload", content=b'{"type": "onbox-journal-upload", "v": 1, "ent')
+    assert bad.status_code == 400 and "not JSON" in bad.json()["error"]
+    assert httpx.get(url + "/v1/entries", params={"since": "yesterday"}).status_code == 400
+
+
+def test_dashboard_shows_devices_alerts_and_egress(
+    collector: tuple[str, str], workstation: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, db = collector
+    device = _write(4, label="internal", destination="corp-vllm", tokensIn=5)
+    _enrol(db, device, capsys)
+    assert main(["journal", "ship", "--now", "--collector", url]) == 0
+    stranger = workstation / "stranger"
+    with open_journal(stranger / "journal", device_key_dir=stranger / "keys") as journal:
+        journal.append("egress", {"destination": "cloud", "label": "public"}, durable=True)
+        unknown = str(journal.device_fingerprint)
+    assert (
+        main(["journal", "ship", "--now", "--dir", str(stranger / "journal"), "--collector", url])
+        == 2  # another device's journal: shipping must run on that device
+    )
+    capsys.readouterr()
+    from onbox.audit.ship import ship as ship_journal
+
+    with open_journal(stranger / "journal", device_key_dir=stranger / "keys") as journal:
+        with pytest.raises(Exception, match="not enrolled"):
+            ship_journal(journal, url, stranger / "state.json")
+    page = httpx.get(url + "/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert device in html and unknown in html and "unknown-device" in html
+    assert "corp-vllm" in html and "internal" in html
+    alerts = httpx.get(url + "/v1/alerts").json()
+    assert any(a["kind"] == "unknown-device" and a["device"] == unknown for a in alerts)
+    egress = httpx.get(url + "/v1/egress").json()
+    assert {"label": "internal", "destination": "corp-vllm", "requests": 4, "bytes": 0} in egress[
+        "by_label_destination"
+    ]
