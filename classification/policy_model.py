@@ -98,6 +98,8 @@ class RepoRule:
     tags: tuple[str, ...] = ()
     label: Label | None = None
     line: int = 0
+    #: the repository's root commits: a checkout named ``match`` must descend from these only
+    root_commits: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import logging
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any, NoReturn
 
@@ -39,7 +39,8 @@ _TOP_KEYS = {"policy", "repos", "tags", "owners", "content", "detectors", "desti
 _TOP_KEYS |= {"routes", "audit"}
 _POLICY_KEYS = {"id", "labels", "default_label", "security_team_key", "expires", "description"}
 _POLICY_KEYS |= {"ignored_label"}
-_REPO_KEYS = {"match", "tags", "label"}
+_REPO_KEYS = {"match", "tags", "label", "root_commits"}
+_COMMIT = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 _CONTENT_KEYS = {"secrets", "pii", "entropy", "entropy_threshold", "entropy_min_length"}
 _CONTENT_KEYS |= {"bulk_emails", "markers"}
 _DETECTOR_KEYS = {"name", "kind", "language", "query", "pattern", "label", "ignore_case"}
@@ -288,7 +289,19 @@ def _repo(ctx: _Ctx, item: object, index: int) -> RepoRule:
         ctx.fail(f"{key}.match", f"{match!r} has an unclosed '[' character class")
     tags = ctx.str_list(table.get("tags", []), f"{key}.tags")
     label = ctx.label(table["label"], f"{key}.label") if "label" in table else None
-    return RepoRule(match, tags, label, ctx.locator.line(key) or 0)
+    roots = ctx.str_list(table.get("root_commits", []), f"{key}.root_commits")
+    for root in roots:
+        if not _COMMIT.match(root.lower()):
+            ctx.fail(
+                f"{key}.root_commits",
+                f"{root!r} is not a full commit id (git rev-list --max-parents=0 HEAD)",
+            )
+    if "root_commits" in table and not roots:
+        ctx.fail(f"{key}.root_commits", "an empty list pins nothing; remove the key")
+    rule = RepoRule(match, tags, label, ctx.locator.line(key) or 0)
+    if roots:
+        rule = replace(rule, root_commits=tuple(sorted({r.lower() for r in roots})))
+    return rule
 
 
 def _content(ctx: _Ctx, value: object, default: Label) -> ContentConfig:

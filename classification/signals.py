@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from onbox.classification import codeowners, gitattributes, gitignore, languages
 from onbox.classification.content import scan_content
 from onbox.classification.decision import Decision, Finding, Reason
+from onbox.classification.history import History, RootCommitCache
 from onbox.classification.labels import Label, UnknownLabelError
 from onbox.classification.markers import RepoFileError, find_marker, parse_repo_file
 from onbox.classification.policy_model import Policy
@@ -50,12 +51,14 @@ class SignalReader:
         self._lock = threading.Lock()
         self._files: dict[tuple[str, str], tuple[Fingerprint, Any]] = {}
         self._tracked: dict[tuple[str, str], tuple[Fingerprint, bool]] = {}
+        self.roots = RootCommitCache()
 
     def clear(self) -> None:
         """Forget every parsed file."""
         with self._lock:
             self._files.clear()
             self._tracked.clear()
+        self.roots.clear()
 
     def tracked(self, repo: Repository, rel: str, seen: list[tuple[str, Fingerprint]]) -> bool:
         """Whether git tracks ``rel``; asked of git once per index change."""
@@ -127,7 +130,7 @@ def evaluate(
         seen.extend((p, fingerprint(p)) for p in repo.config_files)
         seen.append((str(repo.root / ".git"), fingerprint(str(repo.root / ".git"))))
         rel = Path(os.path.relpath(path, repo.root)).as_posix()
-    base, tag_sources = _policy_repo(policy, repo, reasons)
+    base, tag_sources = _policy_repo(policy, repo, reasons, reader, seen)
     if repo is not None and rel is not None:
         _repo_file(policy, reader, repo, reasons, tag_sources, seen)
         with _unreadable_fails_closed(policy, repo, reasons):
@@ -255,12 +258,19 @@ def _ignore_parser(
 
 
 def _policy_repo(
-    policy: Policy, repo: Repository | None, reasons: list[Reason]
+    policy: Policy,
+    repo: Repository | None,
+    reasons: list[Reason],
+    reader: SignalReader,
+    seen: list[tuple[str, Fingerprint]],
 ) -> tuple[Label, list[tuple[str, str, str]]]:
     """The base label and the tags the policy's [[repos]] rules give.
 
     Every URL of every remote counts (git may fetch from or push to any of them): each
-    identity gets its own base, and the highest wins — naming the disagreement.
+    identity gets its own base, and the highest wins — naming the disagreement. Where
+    rules pin ``root_commits``, the history counts too: a remote that names a pinned
+    repository this history is not gets the highest label, and a rule whose root
+    commits this history descends from is a floor whatever the remotes say.
     """
     tags: list[tuple[str, str, str]] = []  # (tag, origin, source)
     if repo is None:
@@ -273,6 +283,10 @@ def _policy_repo(
             )
         )
         return policy.default_label, tags
+    history = None
+    if any(rule.root_commits for rule in policy.repos):
+        history = reader.roots.history(repo, seen)
+    floor = _history_floor(policy, history, reasons, tags)
     identities = repo.identities
     if all(identity is None for identity in identities):
         reasons.append(
@@ -284,11 +298,12 @@ def _policy_repo(
                 _default_source(policy),
             )
         )
-        return policy.default_label, tags
+        return (policy.default_label if floor is None else max(policy.default_label, floor)), tags
     bases = {
-        identity: _identity_base(policy, repo, identity, reasons, tags) for identity in identities
+        identity: _identity_base(policy, repo, identity, reasons, tags, history)
+        for identity in identities
     }
-    base = max(bases.values())
+    base = max(bases.values()) if floor is None else max(floor, *bases.values())
     if len(set(bases.values())) > 1:
         named = ", ".join(
             f"{identity or 'a local path'} is {label.name}" for identity, label in bases.items()
@@ -304,12 +319,55 @@ def _policy_repo(
     return base, tags
 
 
+def _history_floor(
+    policy: Policy,
+    history: History | None,
+    reasons: list[Reason],
+    tags: list[tuple[str, str, str]],
+) -> Label | None:
+    """The highest label of the pinned rules whose root commits this history shares."""
+    if history is None or not history.roots:
+        return None
+    floor: Label | None = None
+    roots = set(history.roots)
+    for index, rule in enumerate(policy.repos):
+        shared = roots.intersection(rule.root_commits)
+        if not shared:
+            continue
+        label = rule.label or policy.default_label
+        source = policy.where(f"repos.{index}.root_commits")
+        tags.extend((tag, f"policy rule {rule.match!r} (by history)", source) for tag in rule.tags)
+        reasons.append(
+            Reason(
+                "policy-repo",
+                label,
+                f"this history descends from root commit {min(shared)[:12]}, which policy rule "
+                f"{rule.match!r} pins: {label.name} at least, whatever the remotes say",
+                source,
+            )
+        )
+        floor = label if floor is None else max(floor, label)
+    return floor
+
+
+def _pin_mismatch(rule_roots: tuple[str, ...], history: History | None) -> str | None:
+    """Why this history is not the pinned repository, or ``None`` when it is."""
+    if history is None or not history.roots:
+        why = history.error if history is not None else "no history"
+        return f"its root commits cannot be checked ({why})"
+    extra = sorted(set(history.roots) - set(rule_roots))
+    if extra:
+        return f"this checkout's history has root commit {extra[0][:12]}, which it does not pin"
+    return None
+
+
 def _identity_base(
     policy: Policy,
     repo: Repository,
     identity: str | None,
     reasons: list[Reason],
     tags: list[tuple[str, str, str]],
+    history: History | None = None,
 ) -> Label:
     """The base label one remote identity gets; its rules' tags are added to ``tags``."""
     urls = [r for r in repo.remotes if r.identity == identity]
@@ -333,6 +391,18 @@ def _identity_base(
         tags.extend(
             (tag, f"policy rule {rule.match!r} for {identity}", source) for tag in rule.tags
         )
+        mismatch = _pin_mismatch(rule.root_commits, history) if rule.root_commits else None
+        if mismatch is not None:
+            reasons.append(
+                Reason(
+                    "policy-repo",
+                    policy.scale.highest,
+                    f"remote {where} names {identity}, which policy rule {rule.match!r} pins "
+                    f"to its root commits, but {mismatch}: the highest label applies",
+                    policy.where(f"repos.{index}.root_commits"),
+                )
+            )
+            return policy.scale.highest
         if rule.label is not None and base is None:
             base = rule.label
             reasons.append(
