@@ -27,7 +27,6 @@ from typing import Any
 
 import httpx
 
-from onbox.audit.bundle import key_history_lines
 from onbox.audit.entry import format_time
 from onbox.audit.errors import CollectorUnreachable, UploadRefused
 from onbox.audit.journal import Journal
@@ -140,7 +139,7 @@ def ship(
         state = {"collector": collector, "device": journal.device_fingerprint, "acked_seq": -1}
     report = ShipReport(acked_seq=int(state.get("acked_seq", -1)))
     journal.flush()
-    history = key_history_lines(journal.path)
+    history = _key_history(journal.path, state)
     own = client or httpx.Client(timeout=timeout)
     try:
         while True:
@@ -169,6 +168,34 @@ def ship(
         if client is None:
             own.close()
     return report
+
+
+def _key_history(directory: Path, state: dict[str, Any]) -> list[str]:
+    """The key history uploads carry, scanning only what was appended since last time.
+
+    The state keeps the lines found and how far they were looked for (segment, bytes),
+    so a large journal is not read again on every shipment.
+    """
+    lines: list[str] = list(state.get("key_history") or [])
+    mark = state.get("history_scanned") or [0, 0]
+    segments = list_segments(directory)
+    if not segments or segments[0][0] != 1:
+        return lines
+    for index, path in segments:
+        if index < mark[0]:
+            continue
+        offset = mark[1] if index == mark[0] else 0
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    break
+                if (index == 1 and offset == 0 and not lines) or b'"kind":"key-rotated"' in raw:
+                    lines.append(raw[:-1].decode("utf-8"))
+                offset += len(raw)
+        mark = [index, offset]
+    state["key_history"], state["history_scanned"] = lines, mark
+    return lines
 
 
 def _next_batch(

@@ -212,3 +212,26 @@ def test_dashboard_shows_devices_alerts_and_egress(
     assert {"label": "internal", "destination": "corp-vllm", "requests": 4, "bytes": 0} in egress[
         "by_label_destination"
     ]
+
+
+def test_shipping_follows_key_rotations_between_shipments(
+    collector: tuple[str, str], workstation: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, db = collector
+    device = _write(5)
+    _enrol(db, device, capsys)
+    state_path = workstation / "data" / "ship-state.json"
+    assert main(["journal", "ship", "--now", "--collector", url]) == 0
+    history = load_state(state_path)["key_history"]
+    assert len(history) == 1  # the first header only
+    for _ in range(2):
+        with open_journal() as journal:
+            journal.rotate_key("test")
+        _write(3)
+        assert main(["journal", "ship", "--now", "--collector", url]) == 0
+    capsys.readouterr()
+    state = load_state(state_path)
+    assert len(state["key_history"]) == 3  # found by scanning only what was new
+    devices = {d["device"]: d for d in httpx.get(url + "/v1/devices").json()}
+    assert devices[device]["chain"] == "ok"
+    assert devices[device]["entries"] == state["acked_seq"] + 1
