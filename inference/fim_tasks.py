@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onbox.classification.languages import language_for_path, parse
+from onbox.classification.languages import LITERAL_NODE_TYPES, language_for_path, parse
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +230,9 @@ def _line_spans(node: Any, data: bytes, found: dict[str, list[Span]]) -> None:
     for leaf in _leaves(node):
         if leaf.start_byte <= node.start_byte or leaf.start_byte >= end:
             continue
+        parent = leaf.parent
+        if parent is not None and parent.type in LITERAL_NODE_TYPES and leaf != parent.children[0]:
+            continue  # not inside a string or comment: before it is fine
         hidden = data[leaf.start_byte : end]
         if len(hidden.replace(b" ", b"")) >= MIN_SPAN_CHARS and any(
             c.isalnum() for c in hidden.decode("utf-8", "replace")
