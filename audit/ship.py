@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,10 +29,10 @@ from typing import Any
 import httpx
 
 from onbox.audit.entry import format_time
-from onbox.audit.errors import CollectorUnreachable, UploadRefused
+from onbox.audit.errors import CollectorUnreachable, JournalError, ShipError, UploadRefused
 from onbox.audit.journal import Journal
 from onbox.audit.keys import fsync_dir
-from onbox.audit.segments import list_segments
+from onbox.audit.segments import ProcessLock, list_segments
 from onbox.audit.upload import build_upload
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,27 @@ def ship(
     Raises :class:`CollectorUnreachable` (state kept; retry later) or
     :class:`UploadRefused` (the collector's reason; shipping stops until it is fixed).
     """
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = ProcessLock(state_path.with_name(state_path.name + ".lock"))
+    lock.acquire()  # one shipper per state file: editor windows each run `onbox serve`
+    try:
+        return _ship_locked(
+            journal, collector, state_path, batch_entries, batch_bytes, client, timeout
+        )
+    finally:
+        lock.release()
+        lock.close()
+
+
+def _ship_locked(
+    journal: Journal,
+    collector: str,
+    state_path: Path,
+    batch_entries: int,
+    batch_bytes: int,
+    client: httpx.Client | None,
+    timeout: float,
+) -> ShipReport:
     url = collector.rstrip("/") + UPLOAD_PATH
     state = load_state(state_path)
     if state.get("collector") != collector or state.get("device") != journal.device_fingerprint:
@@ -241,3 +263,57 @@ def _post(
 def _now() -> str:
     stamp: str = format_time(datetime.now(UTC))
     return stamp
+
+
+Target = Callable[[], tuple[str | None, float]]
+
+
+class Shipper:
+    """Ships on a timer inside ``onbox serve``: at start, then every ``minutes``.
+
+    ``target()`` is asked before each shipment for ``(collector URL, minutes)``, so the
+    URL always comes from the signed policy in force (``[audit] collector_url``); with
+    no URL nothing is sent. Failures are logged and retried at the next tick.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        target: Target,
+        state_path: Path,
+        *,
+        ca_bundle: str | None = None,
+    ) -> None:
+        self._journal = journal
+        self._target = target
+        self._state_path = state_path
+        self._verify: bool | str = ca_bundle or True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="onbox-journal-ship", daemon=True)
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        """Begin shipping (the first shipment starts now)."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop after the shipment in flight, if any (waits at most ``timeout``)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            url, minutes = self._target()
+            if url:
+                try:
+                    with httpx.Client(timeout=30, verify=self._verify) as client:
+                        report = ship(self._journal, url, self._state_path, client=client)
+                    self.last_error = None
+                    logger.info(
+                        "shipped %d entries to %s (seq %d)", report.sent, url, report.acked_seq
+                    )
+                except (ShipError, JournalError, OSError) as exc:
+                    self.last_error = str(exc)
+                    logger.warning("journal shipping: %s", exc)
+            self._stop.wait(max(minutes, 0.05) * 60)

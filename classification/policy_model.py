@@ -147,6 +147,9 @@ class Policy:
     expires: datetime | None = None
     security_team_key: str | None = None
     store_encrypted_prompts: bool = False
+    #: ``[audit] collector_url``: where ``onbox serve`` ships the journal (None: nowhere)
+    collector_url: str | None = None
+    ship_minutes: float = 5.0
     source: str = "<builtin>"
     sha256: str = ""
     repos: tuple[RepoRule, ...] = ()

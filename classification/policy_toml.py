@@ -54,7 +54,7 @@ _COST_NUMBERS |= {"prefill_tokens_per_second", "decode_tokens_per_second"}
 _COST_KEYS = _COST_NUMBERS | {"currency", "hardware"}
 _PUBLISHERS = ("google", "anthropic", "mistralai")
 _NEEDS = {"bedrock": ("region", "model"), "vertex": ("project", "location", "model")}
-_AUDIT_KEYS = {"store_encrypted_prompts"}
+_AUDIT_KEYS = {"store_encrypted_prompts", "collector_url", "ship_minutes"}
 _INLINE_SECRET_KEYS = {"api_key", "apikey", "key", "token", "secret", "password", "bearer"}
 _SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"}
 _SPACE = re.compile(r"\s")
@@ -219,6 +219,7 @@ def parse_policy(data: bytes, source: str) -> Policy:
             "audit.store_encrypted_prompts",
             "needs [policy] security_team_key (the X25519 public key prompts are encrypted to)",
         )
+    collector_url, ship_minutes = _collector(ctx, audit)
     return Policy(
         id=policy_id,
         scale=ctx.scale,
@@ -228,6 +229,8 @@ def parse_policy(data: bytes, source: str) -> Policy:
         expires=expires,
         security_team_key=team_key,
         store_encrypted_prompts=store,
+        collector_url=collector_url,
+        ship_minutes=ship_minutes,
         source=source,
         sha256=hashlib.sha256(data).hexdigest(),
         repos=repos,
@@ -275,6 +278,20 @@ def _team_key(ctx: _Ctx, value: object) -> str | None:
     if len(raw) != 32:
         ctx.fail("policy.security_team_key", f"an X25519 public key is 32 bytes, got {len(raw)}")
     return text
+
+
+def _collector(ctx: _Ctx, audit: Mapping[str, Any]) -> tuple[str | None, float]:
+    """``[audit] collector_url`` (https, or http on loopback) and ``ship_minutes``."""
+    url = audit.get("collector_url")
+    if url is not None:
+        url = str(ctx.typed(url, "audit.collector_url", str, "a URL"))
+        loopback = re.match(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?(/|$)", url)
+        if not url.startswith("https://") and not loopback:
+            ctx.fail("audit.collector_url", f"{url!r} must be https:// (http only on loopback)")
+    minutes = audit.get("ship_minutes", 5)
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or minutes <= 0:
+        ctx.fail("audit.ship_minutes", "a positive number of minutes")
+    return url, float(minutes)
 
 
 def _repo(ctx: _Ctx, item: object, index: int) -> RepoRule:

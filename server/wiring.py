@@ -86,6 +86,7 @@ class Wiring:
             labels=self.labels,
         )
         self.policy_service: Any = None
+        self.shipper: Any = None
         self._started = False
 
     # -- construction ------------------------------------------------------------------
@@ -150,6 +151,7 @@ class Wiring:
         self.journal_event(
             "server-start", {"version": __version__, "policy": self.policy_summary()}
         )
+        self._start_shipping()
         if not self.store.trust_root_path.exists() and not self.settings.policy.sources:
             return
         from onbox.server.policy_service import PolicyService
@@ -170,6 +172,9 @@ class Wiring:
 
     def stop(self) -> None:
         """Stop background services, journal the stop and close the journal."""
+        if self.shipper is not None:
+            self.shipper.stop()
+            self.shipper = None
         if self.policy_service is not None:
             self.policy_service.stop()
             self.policy_service = None
@@ -181,6 +186,19 @@ class Wiring:
             except Exception:
                 logger.exception("closing the journal failed")
             self.journal = None
+
+    def _start_shipping(self) -> None:
+        """Ship the journal to the collector the signed policy names (none: nothing runs)."""
+        if self.journal is None:
+            return
+        from onbox.audit.ship import Shipper
+
+        self.shipper = Shipper(
+            self.journal,
+            lambda: (self.policy.collector_url, self.policy.ship_minutes),
+            paths.data_dir() / "ship-state.json",
+        )
+        self.shipper.start()
 
     def apply_policy(self, policy: Policy) -> None:
         """Swap in a new policy: re-label with it and rebuild the routes (keeping health)."""

@@ -235,3 +235,73 @@ def test_shipping_follows_key_rotations_between_shipments(
     devices = {d["device"]: d for d in httpx.get(url + "/v1/devices").json()}
     assert devices[device]["chain"] == "ok"
     assert devices[device]["entries"] == state["acked_seq"] + 1
+
+
+SHIPPING_POLICY = """
+[policy]
+id = "ship-test"
+labels = ["public", "internal", "restricted"]
+default_label = "restricted"
+
+[destinations.on-box]
+kind = "llama-cpp"
+clearance = "restricted"
+
+[routes]
+restricted = ["on-box"]
+
+[audit]
+collector_url = "{url}"
+ship_minutes = {minutes}
+"""
+
+
+def test_policy_collector_url_is_validated(tmp_path: Path) -> None:
+    from onbox.classification.policy import load_policy
+    from onbox.classification.policy_model import PolicyError
+
+    path = tmp_path / "policy.toml"
+    path.write_text(SHIPPING_POLICY.format(url="https://collector.corp.test", minutes=2))
+    policy = load_policy(path)
+    assert (policy.collector_url, policy.ship_minutes) == ("https://collector.corp.test", 2.0)
+    path.write_text(SHIPPING_POLICY.format(url="http://collector.corp.test", minutes=2))
+    with pytest.raises(PolicyError, match="https"):
+        load_policy(path)
+    path.write_text(SHIPPING_POLICY.format(url="https://collector.corp.test", minutes=0))
+    with pytest.raises(PolicyError, match="positive"):
+        load_policy(path)
+
+
+def test_onbox_serve_wiring_ships_to_the_collector_its_policy_names(
+    collector: tuple[str, str],
+    workstation: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from onbox.server.settings import Settings
+    from onbox.server.wiring import Wiring
+
+    url, db = collector
+    monkeypatch.setenv("ONBOX_TRUST_ROOT", str(workstation / "no-trust-root.json"))
+    device = _write(2)
+    _enrol(db, device, capsys)
+    policy = workstation / "policy.toml"
+    policy.write_text(SHIPPING_POLICY.format(url=url, minutes=0.01))
+    settings = Settings()
+    settings.policy.path = str(policy)
+    wiring = Wiring(settings)
+    try:
+        wiring.start()
+        deadline = time.monotonic() + 60
+        while True:  # the shipper runs on its own timer; poll the collector's search
+            found = httpx.get(
+                url + "/v1/entries", params={"device": device, "kind": "server-start"}
+            ).json()
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert found and found[0]["os_user"], found
+    finally:
+        wiring.stop()
+    state = load_state(workstation / "data" / "ship-state.json")
+    assert state["collector"] == url and state["acked_seq"] >= found[0]["seq"]
