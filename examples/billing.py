@@ -1,4 +1,4 @@
-"""A sample file for `onbox complete examples/billing.py:12:end`."""
+"""A sample file for `onbox complete examples/billing.py:14:end` (the body of `total_with_tax`)."""
 
 from dataclasses import dataclass
 

@@ -51,13 +51,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(verbosity: int, log_file: str | None = None) -> None:
-    """Send logs to stderr (or a file); stdout may be the LSP channel."""
+class ConciseFormatter(logging.Formatter):
+    """One line per record for people at a terminal: ``onbox: warning: message``.
+
+    The logger name, the time and (below ``-vv``) the traceback are for the server's log,
+    not for someone reading a command's output.
+    """
+
+    def __init__(self, tracebacks: bool = False) -> None:
+        super().__init__()
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        """``onbox: LEVEL: message`` (plus the traceback when asked for)."""
+        text = f"onbox: {record.levelname.lower()}: {record.getMessage()}"
+        if self.tracebacks and record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def configure_logging(verbosity: int, log_file: str | None = None, *, server: bool = True) -> None:
+    """Send logs to stderr (or a file); stdout may be the LSP channel.
+
+    The server (``server=True``) logs full lines, for the editor's output channel; other
+    commands log one concise line per warning to stderr, apart from their own output.
+    """
     level = logging.WARNING - 10 * min(verbosity, 2)
     handler: logging.Handler = (
         logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
     )
-    handler.setFormatter(logging.Formatter(SERVER_LOG_FORMAT))
+    if server or log_file:
+        handler.setFormatter(logging.Formatter(SERVER_LOG_FORMAT))
+    else:
+        handler.setFormatter(ConciseFormatter(tracebacks=verbosity >= 2))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -88,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    configure_logging(args.verbose, getattr(args, "log_file", None))
+    configure_logging(args.verbose, getattr(args, "log_file", None), server=args.command == "serve")
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -88,12 +88,15 @@ def _paths(args: argparse.Namespace, policy: Any) -> int:
         print(json.dumps(out[0] if len(out) == 1 else out, indent=2))
         return EXIT_OK
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
     for path, decision in results:
+        # File names, patterns and messages are data: "[bold]x.py" is a file name here.
         table = Table(
-            title=f"{path}: [bold]{decision.label.name}[/bold]  (policy {decision.policy_id})",
+            title=f"{escape(path)}: [bold]{decision.label.name}[/bold]"
+            f"  (policy {escape(decision.policy_id)})",
             title_justify="left",
         )
         table.add_column("signal")
@@ -103,7 +106,10 @@ def _paths(args: argparse.Namespace, policy: Any) -> int:
         for reason in decision.reasons:
             mark = "*" if reason.label == decision.label else " "
             table.add_row(
-                f"{mark}{reason.signal}", reason.label.name, reason.message, reason.source or ""
+                f"{mark}{reason.signal}",
+                reason.label.name,
+                escape(reason.message),
+                escape(reason.source or ""),
             )
         console.print(table)
     return EXIT_OK
@@ -111,6 +117,7 @@ def _paths(args: argparse.Namespace, policy: Any) -> int:
 
 def _report(args: argparse.Namespace, policy: Any) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from onbox.classification.report import build_report
@@ -149,8 +156,8 @@ def _report(args: argparse.Namespace, policy: Any) -> int:
 
     out = Console()
     table = Table(
-        title=f"{report.repo or report.root}: {len(report.files)} files in "
-        f"{report.seconds:.1f} s (policy {report.policy_id})",
+        title=f"{escape(str(report.repo or report.root))}: {len(report.files)} files in "
+        f"{report.seconds:.1f} s (policy {escape(report.policy_id)})",
         title_justify="left",
     )
     table.add_column("label")
@@ -161,7 +168,8 @@ def _report(args: argparse.Namespace, policy: Any) -> int:
     candidates = report.review_candidates
     out.print(f"{len(candidates)} review candidates (content above structural label)")
     for entry in candidates[:20]:
-        out.print(f"  {entry.label:<12} {entry.path}  ({', '.join(entry.findings) or 'marker'})")
+        findings = ", ".join(entry.findings) or "marker"
+        out.print(f"  {entry.label:<12} {escape(str(entry.path))}  ({escape(findings)})")
     if args.html:
-        out.print(f"map written to {args.html}")
+        out.print(f"map written to {escape(str(args.html))}")
     return EXIT_OK

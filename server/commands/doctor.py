@@ -11,6 +11,16 @@ from typing import Any
 
 from onbox.server.cli import EXIT_FAILED, EXIT_OK
 
+EXIT_CODES = """\
+exit codes:
+  0  ready. Yellow rows are not failures: a machine without a trust root and without
+     policy sources is unmanaged, and the built-in fail-closed policy applies (every
+     file restricted, completions on-box only).
+  1  something needs fixing: the model cannot be loaded and run, the journal cannot be
+     written, or policy sources are configured (a managed machine) but the trust root
+     that verifies their bundles is missing, so no admin policy can ever apply.
+"""
+
 #: How long one load + one-decode smoke test may take in its child process.
 SMOKE_TIMEOUT = 300.0
 
@@ -65,7 +75,10 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "doctor",
         help="check the model, GPU offload, llama.cpp build, policy and journal",
-        epilog="Exit codes: 0 everything needed works, 1 something needs fixing (see the table).",
+        description="Check that this workstation is ready: model, GPU offload, llama.cpp "
+        "build, policy, trust root and journal.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--model", help="check this GGUF instead of the configured one")
@@ -74,7 +87,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print a checklist; exit 1 if the model cannot be used."""
+    """Print a checklist; exit 1 if something needs fixing (see :data:`EXIT_CODES`)."""
     from onbox.server.settings import Settings
     from onbox.server.wiring import Wiring
 
@@ -99,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         report["llamaCpp"] = smoke["build"]
         report["gpuOffload"] = bool(smoke["build"].get("gpuOffload"))
     report["smokeTest"] = smoke
+    problems = failures(report, error)
+    report["problems"] = problems
     report["settings"] = {
         "model": vars(settings.model),
         "completion": vars(settings.completion),
@@ -108,8 +123,51 @@ def run(args: argparse.Namespace) -> int:
     wiring.stop()
     if args.json:
         print(json.dumps(report, indent=2, default=str))
-        return EXIT_FAILED if error else EXIT_OK
+        return EXIT_FAILED if problems else EXIT_OK
+    print_table(report, error, no_load=args.no_load, state=state)
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def policy_sources_configured() -> bool:
+    """Whether ``[policy] sources`` names any source (this machine expects signed policy)."""
+    from onbox.classification.sources import configured_sources
+    from onbox.classification.trust import SourceError
+
+    try:
+        return bool(configured_sources())
+    except SourceError:
+        return True  # a broken sources file still says the machine is meant to be managed
+
+
+def failures(report: dict[str, Any], model_error: str | None) -> list[str]:
+    """What makes ``doctor`` exit 1, one line each (empty: ready)."""
+    problems = []
+    if model_error:
+        problems.append(f"model: {model_error}")
+    journal = report["journal"]
+    if not journal["writable"]:
+        problems.append(f"journal: {journal['dir']} cannot be written ({journal['error']})")
+    if not report["trustRoot"]["present"] and policy_sources_configured():
+        problems.append(
+            f"trust root: missing at {report['trustRoot']['path']}, but policy sources are"
+            " configured: no bundle can be verified, so no admin policy will ever apply"
+        )
+    return problems
+
+
+def rejection_line(rejection: dict[str, Any]) -> str:
+    """The policy store's last rejection, for people (it is stored as a record)."""
+    serial = rejection.get("serial")
+    what = f"serial {serial}" if serial is not None else "a bundle"
+    where = f" from {rejection['origin']}" if rejection.get("origin") else ""
+    when = f" at {rejection['at']}" if rejection.get("at") else ""
+    return f"last rejected: {what}{where}{when}: {rejection.get('reason', 'no reason recorded')}"
+
+
+def print_table(report: dict[str, Any], error: str | None, *, no_load: bool, state: str) -> None:
+    """The human checklist."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"onbox {report['version']} doctor", show_lines=False)
@@ -119,14 +177,16 @@ def run(args: argparse.Namespace) -> int:
     m = report["model"]
     ok = "[green]ok[/green]"
     if error:
-        model_status, model_details = "[red]error[/red]", error
-    elif args.no_load:
+        model_status, model_details = "[red]error[/red]", escape(error)
+    elif no_load:
         model_status = "[yellow]not checked[/yellow]"
         model_details = (
-            f"{m['path'] or 'embedded default (Gemma 3 270M)'}; run without --no-load to load it"
+            f"{escape(m['path'] or 'embedded default (Gemma 3 270M)')};"
+            " run without --no-load to load it"
         )
     else:
-        model_status, model_details = ok, f"{m['path']} ({state})\nsha256 {m['sha256']}"
+        model_status = ok
+        model_details = f"{escape(str(m['path']))} ({state})\nsha256 {m['sha256']}"
     table.add_row("model", model_status, model_details)
     smoke = report["smokeTest"]
     if smoke.get("ok"):
@@ -148,7 +208,9 @@ def run(args: argparse.Namespace) -> int:
         else "this llama.cpp build has no GPU backend; see README (CUDA/Metal)",
     )
     table.add_row(
-        "llama.cpp", ok, f"{report['llamaCpp']['version']}\n{report['llamaCpp']['systemInfo']}"
+        "llama.cpp",
+        ok,
+        escape(f"{report['llamaCpp']['version']}\n{report['llamaCpp']['systemInfo']}"),
     )
     pol = report["policy"]
     store = pol.get("store") or {}
@@ -158,22 +220,28 @@ def run(args: argparse.Namespace) -> int:
     ]
     if pol.get("warning") or store.get("warning"):
         details.append(f"warning: {pol.get('warning') or store.get('warning')}")
-    if store.get("last_rejection"):
-        details.append(f"last rejected bundle: {store['last_rejection']}")
+    if isinstance(store.get("last_rejection"), dict):
+        details.append(rejection_line(store["last_rejection"]))
     failing = pol.get("id") == "builtin-fail-closed" or pol.get("expired")
-    table.add_row("policy", "[yellow]fail-closed[/yellow]" if failing else ok, "\n".join(details))
-    tr = report["trustRoot"]
     table.add_row(
-        "trust root",
-        ok if tr["present"] else "[yellow]missing[/yellow]",
-        tr["path"]
-        + ("" if tr["present"] else " — no admin keys: the built-in fail-closed policy applies"),
+        "policy",
+        "[yellow]fail-closed[/yellow]" if failing else ok,
+        escape("\n".join(details)),
     )
+    tr = report["trustRoot"]
+    if tr["present"]:
+        trust_status, trust_why = ok, ""
+    elif any(p.startswith("trust root:") for p in report["problems"]):
+        trust_status = "[red]missing[/red]"
+        trust_why = " — policy sources are configured, but no bundle can be verified without it"
+    else:
+        trust_status = "[yellow]missing[/yellow]"
+        trust_why = " — unmanaged: the built-in fail-closed policy applies"
+    table.add_row("trust root", trust_status, escape(str(tr["path"])) + trust_why)
     j = report["journal"]
     table.add_row(
         "journal",
         ok if j["writable"] else "[red]unavailable[/red]",
-        f"{j['dir']} {j['error'] or ''}",
+        escape(f"{j['dir']} {j['error'] or ''}"),
     )
     Console().print(table)
-    return EXIT_FAILED if error else EXIT_OK

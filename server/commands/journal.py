@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from onbox import paths
@@ -170,7 +180,30 @@ def _when(text: str) -> datetime:
 
 
 def _err(message: str) -> None:
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", highlight=False)
+
+
+@contextlib.contextmanager
+def _progress(description: str, quiet: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """A transient progress bar on stderr while a journal is read.
+
+    Yields ``update(done, total)`` for work that reports how far it is (verification);
+    without it the bar shows activity and the time taken. Nothing is shown when
+    ``quiet`` (``--json``) or when stderr is not a terminal.
+    """
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        yield lambda done, total: None
+        return
+    columns = (
+        SpinnerColumn(),
+        "[progress.description]{task.description}",
+        BarColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -226,7 +259,7 @@ def _run_verify_series(
     else:
         console = Console(highlight=False)
         for line in describe_series(series):
-            console.print(line)
+            console.print(escape(line))
         if series.ok:
             heads = [r.head_seq for _, r in series.bundles]
             console.print(
@@ -270,7 +303,7 @@ def _verify_with_progress(
 def _print_verify(result: VerifyResult) -> None:
     console = Console(highlight=False)
     for note in result.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {escape(str(note))}")
     if result.ok:
         console.print(
             f"[green]OK[/green] {result.entries} entries in {result.segments} segments; "
@@ -279,7 +312,7 @@ def _print_verify(result: VerifyResult) -> None:
             + (f"; {result.checkpoint_note}" if result.checkpoint_note else "; no checkpoint given")
         )
     else:
-        console.print(f"[red]FAILED[/red] {result.first_error}")
+        console.print(f"[red]FAILED[/red] {escape(str(result.first_error))}")
         console.print(f"{result.entries} entries verified before it.")
 
 
@@ -291,7 +324,7 @@ def run_export(args: argparse.Namespace) -> int:
         _err(foreign)
         return EXIT_USAGE
     try:
-        with open_journal(args.dir) as journal:
+        with open_journal(args.dir) as journal, _progress(f"exporting to {args.out}"):
             manifest = export_bundle(journal, args.out, since=args.since, until=args.until)
     except ValueError as exc:
         _err(str(exc))
@@ -301,7 +334,7 @@ def run_export(args: argparse.Namespace) -> int:
         return EXIT_ENVIRONMENT
     names = [s["name"] for s in manifest["segments"]]
     Console(highlight=False).print(
-        f"wrote {args.out}: {len(names)} segments ({names[0]} … {names[-1]}), device {manifest['device']}"
+        f"wrote {escape(str(args.out))}: {len(names)} segments ({names[0]} … {names[-1]}), device {manifest['device']}"
     )
     return EXIT_OK
 
@@ -371,7 +404,7 @@ def run_show(args: argparse.Namespace) -> int:
             str(entry.get("seq")),
             str(entry.get("time")),
             str(entry.get("kind")),
-            body[:100] + ("…" if len(body) > 100 else ""),
+            escape(body[:100] + ("…" if len(body) > 100 else "")),
         )
     Console().print(table)
     return EXIT_OK
@@ -385,7 +418,8 @@ def run_stats(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     verified: VerifyResult | None = None
     if not args.no_verify:
-        verified = verify_journal(directory)
+        with _progress("verifying", quiet=args.json) as update:
+            verified = verify_journal(directory, progress=update)
         if not verified.ok:
             _err(
                 f"the journal does not verify ({verified.first_error}); its numbers cannot be "
@@ -394,7 +428,8 @@ def run_stats(args: argparse.Namespace) -> int:
             return EXIT_FAILED
     if args.cost:
         return journal_cost.run_cost(args, directory, _since(args))
-    stats = journal_stats(directory, since=_since(args))
+    with _progress("counting", quiet=args.json):
+        stats = journal_stats(directory, since=_since(args))
     stats["verified"] = (
         {"ok": True, "device": verified.device_fingerprint, "head_seq": verified.head_seq}
         if verified is not None
@@ -420,7 +455,7 @@ def run_stats(args: argparse.Namespace) -> int:
     for title in ("by_destination", "by_label", "by_day"):
         table = Table(title.replace("_", " "), "egress")
         for name, count in egress[title].items():
-            table.add_row(name, str(count))
+            table.add_row(escape(str(name)), str(count))
         console.print(table)
     return EXIT_OK
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from onbox.audit import JournalError, generate_recipient_key, open_journal
 
@@ -65,7 +66,7 @@ def run_show(args: argparse.Namespace) -> int:
                 journal.path,
             )
     except JournalError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return EXIT_ENVIRONMENT
     if args.json:
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
@@ -90,7 +91,7 @@ def run_rotate(args: argparse.Namespace) -> int:
                 journal.path,
             )
     except JournalError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return EXIT_ENVIRONMENT
     if args.json:
         sys.stdout.write(
@@ -109,11 +110,16 @@ def run_new_recipient(args: argparse.Namespace) -> int:
     try:
         fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        Console(stderr=True).print(f"[red]error:[/red] {args.out} exists; choose another path")
+        Console(stderr=True).print(
+            f"[red]error:[/red] {escape(str(args.out))} exists; choose another path"
+        )
         return EXIT_USAGE
     with os.fdopen(fd, "w") as handle:
         handle.write(private + "\n")
     Console(highlight=False).print(
-        f"private key written to {args.out}\npublic key (put in the policy's [audit] section): {public}"
+        f"private key written to {escape(str(args.out))} (keep it offline: it decrypts every"
+        " sealed prompt)\npublic key, for the policy's "
+        + escape(f'[policy] security_team_key = "{public}"'),
+        soft_wrap=True,  # one line, to copy as it is
     )
     return EXIT_OK

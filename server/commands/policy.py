@@ -9,10 +9,12 @@ and applies what verifies, ``status`` shows the policy in force.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -304,7 +306,8 @@ def run_pull(args: argparse.Namespace) -> int:
     journal = _open_journal()
     store = PolicyStore(journal=journal)
     try:
-        results = pull(store, sources)
+        with _pulling(len(sources), quiet=args.json):
+            results = pull(store, sources)
     finally:
         _close(journal)
     if args.json:
@@ -315,6 +318,21 @@ def run_pull(args: argparse.Namespace) -> int:
             print(f"{mark:8} {r.origin}: {r.reason}")
         print(f"in force: {store.current().id} serial {store.current().serial}")
     return EXIT_FAILED if any(r.rejected or not r.applied for r in results) else EXIT_OK
+
+
+@contextlib.contextmanager
+def _pulling(count: int, quiet: bool) -> Iterator[None]:
+    """A spinner on stderr while sources are fetched (a git clone can take a while)."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        yield
+        return
+    what = f"pulling policy from {count} source{'s' if count != 1 else ''}"
+    with Progress(SpinnerColumn(), what, TimeElapsedColumn(), console=console, transient=True):
+        yield
 
 
 def _open_journal() -> Any:

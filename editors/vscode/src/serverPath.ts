@@ -77,7 +77,7 @@ export function notFoundMessage(input: LocateInput): string {
   const where = input.workspaceTrusted
     ? "in the workspace's Python environment (.venv, venv, env) or on PATH"
     : "on PATH (the workspace's own environments are not searched until you trust the workspace)";
-  return `The onbox executable was not found ${where}. Install it (pip install onbox) or set onbox.server.path.`;
+  return `The onbox executable was not found ${where}. Install it from your company's Onbox wheel or a checkout of the Onbox repository (python3 -m pip install /path/to/onbox), never by name from a public package index, or set onbox.server.path.`;
 }
 
 /** Whether `file` is a regular file this process may execute. */

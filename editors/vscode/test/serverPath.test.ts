@@ -56,7 +56,8 @@ describe('locateServer', () => {
   it('says how to install when nothing is found', () => {
     const input = { configured: null, workspaceFolders: [], workspaceTrusted: true, env: { PATH: '' }, isExecutable, platform: 'linux' as const };
     assert.equal(locateServer(input), undefined);
-    assert.match(notFoundMessage(input), /pip install onbox/);
+    assert.match(notFoundMessage(input), /pip install \/path\/to\/onbox/);
+    assert.doesNotMatch(notFoundMessage(input), /pip install onbox/);
   });
 
   it('looks in Scripts\\onbox.exe on Windows', () => {

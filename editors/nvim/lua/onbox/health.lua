@@ -13,7 +13,11 @@ local function check_server_binary(cmd)
   if exe == '' then
     health.error(
       ('server command `%s` not found on PATH'):format(cmd[1]),
-      { 'pip install onbox (or set `cmd` in setup() to the full path of onbox)' }
+      {
+        'python3 -m pip install /path/to/onbox (your company\'s wheel or a checkout of the'
+          .. ' Onbox repository; never the name `onbox` from a public index)',
+        'or set `cmd` in setup() to the full path of onbox',
+      }
     )
     return
   end

@@ -26,8 +26,8 @@ function M.setup(opts)
   M.options = config.apply(opts)
   if vim.fn.executable(M.options.cmd[1]) == 0 then
     -- vim.lsp.enable() would skip the server silently (only its log says why).
-    local msg = 'onbox: `%s` is not executable; install Onbox (pip install onbox)'
-      .. ' or set `cmd` in setup()'
+    local msg = 'onbox: `%s` is not executable; install Onbox from your company\'s wheel or a'
+      .. ' checkout of its repository (python3 -m pip install /path/to/onbox), or set `cmd` in setup()'
     vim.notify(msg:format(M.options.cmd[1]), vim.log.levels.WARN)
   end
   vim.api.nvim_set_hl(0, 'OnboxGhost', { link = 'Comment', default = true })
