@@ -16,7 +16,8 @@ costs ``machines × hourly × 720`` a month whatever the load. Whichever is lowe
 
 All money is :class:`~decimal.Decimal`, so a journal with known token counts gives exact
 figures. Reading is the slow part: lines that are not ``completion`` entries are skipped
-before parsing, and segments are tallied in parallel processes.
+before parsing, segments are tallied in parallel processes, and ``orjson`` parses the
+lines when it is installed (three times faster than the standard library).
 
 Errors: :class:`CostError` (a :class:`ValueError`) when the prices mix currencies.
 """
@@ -45,6 +46,11 @@ HOURS_PER_YEAR = Decimal(8760)
 MONTH_DAYS = 30
 MONTH_HOURS = Decimal(MONTH_DAYS * 24)
 _COMPLETION = b'"kind":"completion"'
+
+try:  # an optional accelerator: parsing is most of the report's time
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - the standard library is only slower
+    _loads = json.loads  # type: ignore[assignment]
 
 #: ``(destination, destination kind, label, repo, day)``
 Key = tuple[str, str, str, str, str]
@@ -226,16 +232,12 @@ def tally_lines(lines: Iterable[bytes], since: str | None = None) -> dict[Key, l
     for raw in lines:
         if _COMPLETION not in raw:
             continue  # cheaper than parsing every egress, acceptance and header line
-        try:
-            entry = json.loads(raw)
-        except ValueError:
+        parsed = _parse(raw)
+        if parsed is None:
             continue
-        if entry.get("kind") != "completion":
-            continue
-        when = str(entry.get("time", ""))
+        when, body = parsed
         if since is not None and when < since:
             continue
-        body = entry.get("body") or {}
         dest = body.get("destination")
         if isinstance(dest, dict):
             name, kind = str(dest.get("name", "?")), str(dest.get("kind", "?"))
@@ -249,6 +251,18 @@ def tally_lines(lines: Iterable[bytes], since: str | None = None) -> dict[Key, l
         row[1] += _int(body.get("tokensIn"))
         row[2] += _int(body.get("tokensOut"))
     return tally
+
+
+def _parse(raw: bytes) -> tuple[str, dict[str, Any]] | None:
+    """``(time, body)`` of a ``completion`` line, or None for any other line."""
+    try:
+        entry = _loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or entry.get("kind") != "completion":
+        return None
+    body = entry.get("body")
+    return str(entry.get("time", "")), body if isinstance(body, dict) else {}
 
 
 def _int(value: object) -> int:

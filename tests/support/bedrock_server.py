@@ -129,6 +129,7 @@ def exception(exception_type: str, message: str) -> bytes:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as real services stream: each event leaves at once
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -92,6 +92,7 @@ def _b64(data: str) -> bytes:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as real services stream: each event leaves at once
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
