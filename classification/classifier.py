@@ -163,14 +163,35 @@ class Classifier:
         # A symlink (or a linked directory): the target's location counts too.
         target = evaluate(policy, self._reader, real, text, language)
         decision = evaluation.decision
+        # The same text: its content counts once, unless an allowlist path entry accepted
+        # a finding at the link's path only (a link into an allowlisted directory must
+        # not hide what the target's own path would report).
+        counted = {(f.start, f.end, f.type) for f in target.decision.findings}
+        escaped = tuple(
+            s
+            for s in decision.suppressed
+            if (s.finding.start, s.finding.end, s.finding.type) in counted
+        )
+        skip = {"marker", "allowlisted"} | (set() if escaped else {"content"})
         extra = tuple(
             replace(r, message=f"symlink target {real}: {r.message}")
             for r in target.decision.reasons
-            if r.signal != "content" and r.signal != "marker"
+            if r.signal not in skip
         )
         label = max(decision.label, target.decision.label)
         reasons = decision.reasons + extra
-        deciding = tuple(dict.fromkeys(r.signal for r in reasons if r.label == label))
+        deciding = tuple(
+            dict.fromkeys(
+                r.signal for r in reasons if r.label == label and r.signal != "allowlisted"
+            )
+        )
         structural = max(x for x in (evaluation.structural, target.structural) if x is not None)
-        merged = replace(decision, label=label, reasons=reasons, deciding=deciding)
+        merged = replace(
+            decision,
+            label=label,
+            reasons=reasons,
+            deciding=deciding,
+            findings=tuple(dict.fromkeys(decision.findings + tuple(s.finding for s in escaped))),
+            suppressed=tuple(s for s in decision.suppressed if s not in escaped),
+        )
         return Evaluation(merged, evaluation.watched + target.watched, evaluation.base, structural)

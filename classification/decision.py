@@ -23,6 +23,7 @@ SIGNALS = (
     "marker",  # a manual `onbox: <label>` comment
     "repo-ignored",  # git ignores the file and does not track it: [policy] ignored_label
     "fail-closed",  # something could not be resolved; the highest label applies
+    "allowlisted",  # a content finding the policy's [[allowlist]] accepts: shown, never raises
 )
 
 
@@ -77,6 +78,25 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class Suppressed:
+    """A content finding that an ``[[allowlist]]`` entry of the signed policy accepts."""
+
+    finding: Finding
+    reason: str  # the admin's reason
+    source: str  # "policy.toml:line" of the entry
+    expires: str  # ISO date
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping without the matched value."""
+        return {
+            "finding": self.finding.to_json(),
+            "reason": self.reason,
+            "source": self.source,
+            "expires": self.expires,
+        }
+
+
+@dataclass(frozen=True)
 class Decision:
     """The label of one document version, and why."""
 
@@ -88,6 +108,7 @@ class Decision:
     repo: str | None = None  # normalised repo identity, e.g. "github.com/acme/payments"
     path: str | None = None  # path relative to the repo root, "/"-separated
     deciding: tuple[str, ...] = field(default=())  # signals whose label equals the result
+    suppressed: tuple[Suppressed, ...] = ()  # findings the allowlist accepts (never raise)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping for onbox/explain, ``onbox classify --json`` and the journal."""
@@ -99,6 +120,7 @@ class Decision:
             "repo": self.repo,
             "path": self.path,
             "deciding": list(self.deciding),
+            "suppressed": [s.to_json() for s in self.suppressed],
         }
 
 

@@ -103,6 +103,28 @@ class RepoRule:
 
 
 @dataclass(frozen=True)
+class AllowRule:
+    """``[[allowlist]]``: content findings admins reviewed and accepted, until ``expires``.
+
+    Every condition given must hold: ``detector`` (a finding type such as
+    ``high-entropy-string``, a detector name, or a kind: ``secret``, ``pii``,
+    ``detector``), ``path`` (a git-style glob on the repo-relative path) and ``sha256``
+    (of the matched text, lower-case hex). A suppressed finding is still reported.
+    """
+
+    reason: str
+    expires: datetime
+    detector: str | None = None
+    path: str | None = None
+    sha256: str | None = None
+    line: int = 0
+
+    def applies(self, now: datetime) -> bool:
+        """Whether the entry is still in force at ``now`` (timezone-aware)."""
+        return now < self.expires
+
+
+@dataclass(frozen=True)
 class Detector:
     """``[[detectors]]``: a policy-defined content detector (regex or tree-sitter query)."""
 
@@ -160,6 +182,7 @@ class Policy:
     lines: dict[str, int] = field(default_factory=dict, compare=False)
     #: label of files git ignores and does not track (``.env``); ``None``: the highest
     ignored_label: Label | None = None
+    allowlist: tuple[AllowRule, ...] = ()  # ``[[allowlist]]``: accepted content findings
 
     def where(self, key: str) -> str:
         """``"source:line"`` of ``key`` in the policy text (or just the source)."""

@@ -24,6 +24,7 @@ from onbox.classification.patterns import PatternError, compile_safe_regex
 from onbox.classification.policy_model import (
     DESTINATION_KINDS,
     ON_BOX,
+    AllowRule,
     ContentConfig,
     DestinationConfig,
     DestinationCost,
@@ -36,10 +37,11 @@ from onbox.classification.policy_model import (
 logger = logging.getLogger(__name__)
 
 _TOP_KEYS = {"policy", "repos", "tags", "owners", "content", "detectors", "destinations"}
-_TOP_KEYS |= {"routes", "audit"}
+_TOP_KEYS |= {"routes", "audit", "allowlist"}
 _POLICY_KEYS = {"id", "labels", "default_label", "security_team_key", "expires", "description"}
 _POLICY_KEYS |= {"ignored_label"}
 _REPO_KEYS = {"match", "tags", "label", "root_commits"}
+_ALLOW_KEYS = {"detector", "path", "sha256", "reason", "expires"}
 _COMMIT = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 _CONTENT_KEYS = {"secrets", "pii", "entropy", "entropy_threshold", "entropy_min_length"}
 _CONTENT_KEYS |= {"bulk_emails", "markers"}
@@ -205,6 +207,7 @@ def parse_policy(data: bytes, source: str) -> Policy:
     detector_names = [d.name for d in detectors]
     if len(set(detector_names)) != len(detector_names):
         ctx.fail("detectors", f"detector names must be unique: {detector_names}")
+    allowlist = tuple(_allow(ctx, item, i) for i, item in enumerate(_array(ctx, doc, "allowlist")))
     destinations = _destinations(ctx, _tbl(ctx, doc, "destinations"))
     routes = _routes(ctx, _tbl(ctx, doc, "routes"), destinations)
     audit = ctx.table(doc.get("audit", {}), "audit", _AUDIT_KEYS)
@@ -240,6 +243,7 @@ def parse_policy(data: bytes, source: str) -> Policy:
         detectors=detectors,
         lines=dict(ctx.locator.lines),
         ignored_label=ignored,
+        allowlist=allowlist,
     )
 
 
@@ -319,6 +323,49 @@ def _repo(ctx: _Ctx, item: object, index: int) -> RepoRule:
     if roots:
         rule = replace(rule, root_commits=tuple(sorted({r.lower() for r in roots})))
     return rule
+
+
+def _allow(ctx: _Ctx, item: object, index: int) -> AllowRule:
+    key = f"allowlist.{index}"
+    table = ctx.table(item, key, _ALLOW_KEYS)
+    reason = ctx.typed(table.get("reason", ""), f"{key}.reason", str, "a string")
+    if not reason.strip():
+        ctx.fail(f"{key}.reason", 'say why these findings are accepted (reason = "...")')
+    if "expires" not in table:
+        ctx.fail(f"{key}.expires", "every allowlist entry needs an expiry (expires = 2027-06-30)")
+    raw = table["expires"]
+    if isinstance(raw, str):
+        try:
+            raw = datetime.fromisoformat(raw)
+        except ValueError:
+            ctx.fail(f"{key}.expires", f"{raw!r} is not an ISO 8601 date")
+    if isinstance(raw, date) and not isinstance(raw, datetime):
+        raw = datetime(raw.year, raw.month, raw.day, tzinfo=UTC)
+    if not isinstance(raw, datetime):
+        ctx.fail(f"{key}.expires", "expected a date such as 2027-06-30")
+    expires = raw if raw.tzinfo else raw.replace(tzinfo=UTC)
+    fields = {}
+    for name in ("detector", "path", "sha256"):
+        if name in table:
+            value = ctx.typed(table[name], f"{key}.{name}", str, "a string").strip()
+            if not value:
+                ctx.fail(f"{key}.{name}", "must not be empty")
+            fields[name] = value
+    if not fields:
+        ctx.fail(key, "give at least one of detector, path or sha256: an entry must say what")
+    digest = fields.get("sha256")
+    if digest is not None:
+        digest = digest.lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            ctx.fail(f"{key}.sha256", "64 hex digits: sha256 of the matched text (UTF-8)")
+    return AllowRule(
+        reason=reason.strip(),
+        expires=expires,
+        detector=fields.get("detector"),
+        path=fields.get("path"),
+        sha256=digest,
+        line=ctx.locator.line(key) or 0,
+    )
 
 
 def _content(ctx: _Ctx, value: object, default: Label) -> ContentConfig:

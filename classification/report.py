@@ -40,6 +40,8 @@ class FileEntry:
     deciding: tuple[str, ...]
     findings: dict[str, int] = field(default_factory=dict)  # finding type → count
     error: str | None = None
+    #: findings the policy's allowlist accepts: "type (policy.toml:12)" → count
+    suppressed: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping."""
@@ -51,6 +53,7 @@ class FileEntry:
             "deciding": list(self.deciding),
             "findings": self.findings,
             "error": self.error,
+            "suppressed": self.suppressed,
         }
 
 
@@ -86,6 +89,11 @@ class Report:
         raised = [f for f in self.files if f.rank > rank.get(f.structural, 0)]
         return sorted(raised, key=lambda f: (-f.rank, -sum(f.findings.values()), f.path))
 
+    @property
+    def suppressed(self) -> list[FileEntry]:
+        """Files with findings the allowlist accepts: shown, never hidden."""
+        return [f for f in self.files if f.suppressed]
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary with every file."""
         return {
@@ -97,6 +105,7 @@ class Report:
             "by_label": self.by_label,
             "by_signal": self.by_signal,
             "review_candidates": [f.path for f in self.review_candidates],
+            "suppressed": {f.path: f.suppressed for f in self.suppressed},
             "files": [f.to_json() for f in self.files],
         }
 
@@ -158,6 +167,7 @@ def build_report(root: Path, policy: Policy, progress: Progress | None = None) -
             evaluation = evaluate(policy, reader, path, text)
             decision = evaluation.decision
             findings = Counter(f.type for f in decision.findings)
+            suppressed = Counter(f"{s.finding.type} ({s.source})" for s in decision.suppressed)
             structural = evaluation.structural or decision.label
             entries.append(
                 FileEntry(
@@ -168,6 +178,7 @@ def build_report(root: Path, policy: Policy, progress: Progress | None = None) -
                     structural.name,
                     decision.deciding,
                     dict(findings),
+                    suppressed=dict(suppressed),
                 )
             )
         except Exception as exc:  # one bad file must not stop the exercise

@@ -198,6 +198,20 @@ def render_html(report: Report, *, max_candidates: int = 500) -> str:
         if len(candidates) > max_candidates
         else ""
     )
+    allowed = report.suppressed
+    allowed_rows = "".join(
+        f"<tr><td><code>{esc(f.path)}</code></td><td>{esc(f.label)}</td><td>"
+        f"{esc(', '.join(f'{k} ×{v}' for k, v in f.suppressed.items()))}</td></tr>"
+        for f in allowed[:max_candidates]
+    )
+    suppressed = (
+        f"<h2>Suppressed by the policy's allowlist ({len(allowed)} files)</h2>"
+        "<p>Findings an <code>[[allowlist]]</code> entry accepts: they do not raise a label.</p>"
+        f"<table><thead><tr><th>file</th><th>label</th><th>suppressed</th></tr></thead>"
+        f"<tbody>{allowed_rows}</tbody></table>"
+        if allowed
+        else ""
+    )
     data = json.dumps({"by_label": report.by_label, "by_signal": report.by_signal})
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
@@ -209,4 +223,5 @@ def render_html(report: Report, *, max_candidates: int = 500) -> str:
 <div class="grid"><div><h2>Deciding signal</h2><table><thead><tr><th>signal</th><th>files</th></tr></thead><tbody>{signals}</tbody></table></div>
 <div><h2>Review candidates ({len(candidates)})</h2><p>Content puts these files above the label their path, owners and tags give.</p>
 <input id="q" placeholder="filter…"><table id="rc"><thead><tr><th>file</th><th>label</th><th>structural</th><th>findings</th></tr></thead><tbody>{rows}</tbody></table>{more}</div></div>
+{suppressed}
 <script type="application/json" id="data">{data}</script><script>{_JS}</script></body></html>"""

@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import hashlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from onbox.classification import codeowners, gitattributes, gitignore, languages
+from onbox.classification import codeowners, gitattributes, gitignore, languages, wildmatch
 from onbox.classification.content import scan_content
-from onbox.classification.decision import Decision, Finding, Reason
+from onbox.classification.decision import Decision, Finding, Reason, Suppressed
 from onbox.classification.history import History, RootCommitCache
 from onbox.classification.labels import Label, UnknownLabelError
 from onbox.classification.markers import RepoFileError, find_marker, parse_repo_file
-from onbox.classification.policy_model import Policy
+from onbox.classification.policy_model import AllowRule, Policy
 from onbox.classification.repo import Fingerprint, Repository, discover, fingerprint
 
 logger = logging.getLogger(__name__)
@@ -148,7 +151,9 @@ def evaluate(
     display = rel or str(path)
     grammar = languages.language_for(str(path), language, text)
     findings = scan_content(text, grammar, policy, key=str(path))
+    findings, suppressed = _allowlisted(policy, findings, text, rel)
     reasons.extend(_content_reasons(findings, display))
+    reasons.extend(_suppressed_reasons(policy, suppressed, display))
     if policy.content_config().markers:
         marker = find_marker(text)
         if marker is not None:
@@ -162,7 +167,9 @@ def evaluate(
                 )
             )
     final = max(r.label for r in reasons)
-    deciding = tuple(dict.fromkeys(r.signal for r in reasons if r.label == final))
+    deciding = tuple(
+        dict.fromkeys(r.signal for r in reasons if r.label == final and r.signal != "allowlisted")
+    )
     decision = Decision(
         final,
         tuple(reasons),
@@ -172,6 +179,7 @@ def evaluate(
         repo.identity if repo else None,
         rel,
         deciding,
+        suppressed,
     )
     return Evaluation(decision, tuple(seen), base, structural)
 
@@ -594,6 +602,74 @@ def _owners(
 
 def _parse_owners(text: str, display: str) -> codeowners.CodeOwners:
     return codeowners.parse_codeowners(text, display)
+
+
+def _allowlisted(
+    policy: Policy, findings: tuple[Finding, ...], text: str, rel: str | None
+) -> tuple[tuple[Finding, ...], tuple[Suppressed, ...]]:
+    """Split ``findings`` into those that count and those an allowlist entry accepts."""
+    if not policy.allowlist or not findings:
+        return findings, ()
+    now = datetime.now(UTC)
+    entries = [entry for entry in policy.allowlist if entry.applies(now)]
+    kept: list[Finding] = []
+    suppressed: list[Suppressed] = []
+    for finding in findings:
+        entry = next((e for e in entries if _allows(e, finding, text, rel)), None)
+        if entry is None:
+            kept.append(finding)
+            continue
+        where = f"{policy.source}:{entry.line}" if entry.line else policy.source
+        suppressed.append(
+            Suppressed(finding, entry.reason, where, entry.expires.date().isoformat())
+        )
+    return tuple(kept), tuple(suppressed)
+
+
+def _allows(entry: AllowRule, finding: Finding, text: str, rel: str | None) -> bool:
+    if entry.detector is not None:
+        name = entry.detector
+        names = {finding.type, finding.kind, finding.detector}
+        if finding.detector.startswith("builtin:"):
+            names.add(finding.detector[len("builtin:") :])
+        if name not in names:
+            return False
+    if entry.path is not None:
+        if rel is None:
+            return False  # outside a repository a path means nothing
+        glob = _allow_glob(entry.path)
+        if glob is None or glob.fullmatch(wildmatch.to_bytes_text(rel)) is None:
+            return False
+    if entry.sha256 is not None:
+        digest = hashlib.sha256(text[finding.start : finding.end].encode("utf-8", "replace"))
+        if digest.hexdigest() != entry.sha256:
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=256)
+def _allow_glob(pattern: str) -> re.Pattern[str] | None:
+    """A ``path`` glob of ``[[allowlist]]``: git's rules, anchored at the repository root."""
+    glob = wildmatch.translate(
+        wildmatch.to_bytes_text(pattern.lstrip("/")), pathname=True, fold=False
+    )
+    return None if glob is None else re.compile(glob.source, re.DOTALL)
+
+
+def _suppressed_reasons(
+    policy: Policy, suppressed: tuple[Suppressed, ...], display: str
+) -> list[Reason]:
+    """Suppressed findings are said, never silently dropped; they never raise a label."""
+    return [
+        Reason(
+            "allowlisted",
+            policy.scale.lowest,
+            f"suppressed {item.finding.kind}: {item.finding.type} — allowlisted by the policy "
+            f"({item.source}: {item.reason}; until {item.expires})",
+            f"{display}:{item.finding.line}",
+        )
+        for item in suppressed
+    ]
 
 
 def _content_reasons(findings: tuple[Finding, ...], display: str) -> list[Reason]:

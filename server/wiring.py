@@ -381,6 +381,13 @@ class Wiring:
             lines += [
                 f"  • line {f.line}: {f.kind} {f.type} → {f.label.name}" for f in decision.findings
             ]
+        if decision.suppressed:
+            lines += ["", "Suppressed by the policy's allowlist (they do not raise the label):"]
+            lines += [
+                f"  • line {s.finding.line}: {s.finding.kind} {s.finding.type} — {s.reason} "
+                f"({s.source}, until {s.expires})"
+                for s in decision.suppressed
+            ]
         lines += [
             "",
             f"Route for {decision.label.name} (policy {decision.policy_id}, serial {decision.policy_serial}):",
