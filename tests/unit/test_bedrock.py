@@ -9,6 +9,7 @@ instance-metadata lookup switched off so nothing leaves loopback.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ from tests.support.bedrock_server import (
     encode_message,
     event,
 )
+from tests.support.recording_server import RecordingServer
 from tests.unit.test_routing import MemoryJournal, OnBox, doc
 
 SCALE = LabelScale()
@@ -325,3 +327,40 @@ def test_policy_needs_region_and_model() -> None:
     text = POLICY.format(region="", url="https://vpce.example", model=MODEL)
     with pytest.raises(PolicyError, match="needs region"):
         parse_policy(text.encode(), "bedrock.toml")
+
+
+def test_credentials_from_a_config_file_credential_process(
+    aws: BedrockServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    helper = tmp_path / "creds.py"
+    helper.write_text(
+        "import json\nprint(json.dumps({'Version': 1, "
+        f"'AccessKeyId': {ACCESS_KEY!r}, 'SecretAccessKey': {SECRET_KEY!r}, "
+        f"'SessionToken': {SESSION_TOKEN!r}}}))\n"
+    )
+    config_file = tmp_path / "config"
+    config_file.write_text(f"[profile sso-like]\ncredential_process = {sys.executable} {helper}\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config_file))
+    with BedrockDestination(config(aws, profile="sso-like")) as dest:
+        assert dest.complete(REQUEST, CancelToken()).text == "return sum(xs)\n"
+    [sent] = aws.requests
+    assert sent.verified and sent.headers["X-Amz-Security-Token"] == SESSION_TOKEN
+
+
+def test_an_untrusted_tls_endpoint_sends_nothing() -> None:
+    with RecordingServer(tls=True) as tls:
+        cfg = DestinationConfig(
+            name="bedrock",
+            kind="bedrock",
+            clearance=SCALE.parse("internal"),
+            base_url=tls.url,
+            model=MODEL,
+            region=REGION,
+            timeout=5.0,
+        )
+        with BedrockDestination(cfg) as dest:
+            with pytest.raises(DestinationUnavailable, match="TLS certificate did not verify"):
+                dest.complete(REQUEST, CancelToken())
+        assert tls.requests == []

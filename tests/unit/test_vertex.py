@@ -36,6 +36,7 @@ from onbox.inference.vertex import (
     publisher_of,
     vertex_destination,
 )
+from tests.support.recording_server import RecordingServer
 from tests.support.vertex_server import LOCATION, PROJECT, VertexFault, VertexServer
 from tests.unit.test_routing import MemoryJournal, OnBox, doc
 
@@ -287,3 +288,11 @@ def test_policy_needs_project_and_location() -> None:
     text = POLICY.format(project="", location=LOCATION, url="https://psc.example")
     with pytest.raises(PolicyError, match="needs project"):
         parse_policy(text.encode(), "vertex.toml")
+
+
+def test_an_untrusted_tls_endpoint_sends_nothing(gcp: VertexServer) -> None:
+    with RecordingServer(tls=True) as tls:
+        dest = vertex(gcp, base_url=tls.url)
+        with pytest.raises(DestinationUnavailable, match="TLS certificate did not verify"):
+            dest.complete(REQUEST, CancelToken())
+        assert tls.requests == []
