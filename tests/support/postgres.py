@@ -112,3 +112,31 @@ def reset(conninfo: str) -> None:
 
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS entries, devices, device_keys, alerts")
+
+
+def restart(conninfo: str) -> None:
+    """Restart the cluster behind ``conninfo`` (fast shutdown: sessions are cut)."""
+    host = next(p.split("=", 1)[1] for p in conninfo.split() if p.startswith("host="))
+    root = Path(host).parent
+    bindir = pg_bin()
+    assert bindir is not None
+    user = "postgres" if os.geteuid() == 0 else None
+    subprocess.run(
+        _as_owner(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(root / "data"),
+                "-l",
+                str(root / "log"),
+                "-m",
+                "fast",
+                "-w",
+                "restart",
+            ],
+            user,
+        ),
+        check=True,
+        capture_output=True,
+        env={**os.environ, "LC_ALL": "C"},
+    )
