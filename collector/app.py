@@ -19,7 +19,9 @@ Routes::
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -139,26 +141,55 @@ def _refuse(status: int, message: str, *, retry: bool = False) -> Response:
     return JSONResponse({"ok": False, "error": message}, status_code=status, headers=headers)
 
 
+_ENV = "ONBOX_COLLECTOR_CONFIG"
+
+
+def app_from_env() -> Starlette:
+    """The app for each of several uvicorn worker processes (config in ``_ENV``)."""
+    config = json.loads(os.environ[_ENV])
+    return create_app(
+        Store(config["db"]),
+        Enrolment(frozenset(config["approved"]), bool(config["tofu"])),
+        silence=timedelta(seconds=float(config["silence"])),
+    )
+
+
 def serve(
-    store: Store,
+    store_url: str,
     enrolment: Enrolment,
     *,
     host: str,
     port: int,
     silence: timedelta,
+    workers: int = 1,
     certfile: str | None = None,
     keyfile: str | None = None,
 ) -> None:
-    """Run the collector until interrupted."""
+    """Run the collector until interrupted; ``workers`` > 1 runs that many processes.
+
+    Signature checks bind ingest to one core per process, so a collector host scales
+    with ``workers`` (and a fleet with replicas on one PostgreSQL).
+    """
     import uvicorn
 
-    app = create_app(store, enrolment, silence=silence)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        ssl_certfile=certfile,
-        ssl_keyfile=keyfile,
-        log_level="info",
-        access_log=False,
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "ssl_certfile": certfile,
+        "ssl_keyfile": keyfile,
+        "log_level": "info",
+        "access_log": False,
+    }
+    if workers <= 1:
+        app = create_app(Store(store_url), enrolment, silence=silence)
+        uvicorn.run(app, **options)
+        return
+    os.environ[_ENV] = json.dumps(
+        {
+            "db": store_url,
+            "approved": sorted(enrolment.approved),
+            "tofu": enrolment.trust_on_first_use,
+            "silence": silence.total_seconds(),
+        }
     )
+    uvicorn.run("onbox.collector.app:app_from_env", factory=True, workers=workers, **options)

@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument(
         "--silence-minutes", type=float, default=30, help="alert when a device is quiet this long"
     )
+    serve.add_argument(
+        "--workers", type=int, default=1, help="server processes (ingest uses one core each)"
+    )
     serve.add_argument("--tls-cert", help="PEM certificate (serve HTTPS)")
     serve.add_argument("--tls-key", help="PEM private key of the certificate")
     serve.set_defaults(func=run_serve)
@@ -105,10 +108,18 @@ def _err(message: str) -> None:
     Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
 
 
-def _store(args: argparse.Namespace) -> Any:
-    from onbox.collector.store import Store, default_url
+def default_store_url() -> str:
+    """SQLite under the data dir."""
+    from onbox.collector.store import default_url
 
-    return Store(args.db or default_url(paths.data_dir()))
+    url: str = default_url(paths.data_dir())
+    return url
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from onbox.collector.store import Store
+
+    return Store(args.db or default_store_url())
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -134,16 +145,17 @@ def run_serve(args: argparse.Namespace) -> int:
         _err("--tls-cert and --tls-key go together")
         return EXIT_USAGE
     try:
-        store = _store(args)
+        _store(args).close()  # create the tables once, and fail early without a database
     except StoreUnavailable as exc:
         _err(str(exc))
         return EXIT_ENVIRONMENT
     serve(
-        store,
+        args.db or default_store_url(),
         Enrolment(frozenset(approved), args.trust_on_first_use),
         host=args.host,
         port=args.port,
         silence=timedelta(minutes=args.silence_minutes),
+        workers=max(1, args.workers),
         certfile=args.tls_cert,
         keyfile=args.tls_key,
     )

@@ -146,3 +146,31 @@ def test_postgresql_restarted_under_load_loses_nothing(tmp_path: Path, postgres:
         assert all("retry" in e or "unreachable" in e for e in errors), errors
     finally:
         collector.stop()
+
+
+def test_two_replicas_on_one_postgresql_store_a_device_once(tmp_path: Path, postgres: str) -> None:
+    reset(postgres)
+    directory, keys, device = _journal(tmp_path / "ws", 2000)
+    _enrol(postgres, device)
+    first = CollectorProcess(postgres, tmp_path / "r1")
+    second = CollectorProcess(postgres, tmp_path / "r2", "--workers", "2")
+    try:
+        # the same journal shipped twice at once, each copy to another replica
+        shippers = [
+            Shipping(directory, keys, replica.url, tmp_path / f"state-{i}.json")
+            for i, replica in enumerate((first, second))
+        ]
+        for shipper in shippers:
+            shipper.start()
+        for shipper in shippers:
+            shipper.join(120)
+            assert shipper.error is None, shipper.error
+        head = max(seq for seq, _ in pending_lines(directory, -1))
+        assert _stored(postgres, device) == (head + 1, head + 1)
+        reports = [s.report for s in shippers]
+        assert sum(r.stored for r in reports if r) == head + 1  # each entry stored by one
+        alerts = httpx.get(first.url + "/v1/alerts").json()
+        assert not [a for a in alerts if a["device"] == device], alerts
+    finally:
+        first.stop()
+        second.stop()
