@@ -302,3 +302,22 @@ def test_query_filters(store: Store, ws: Workstation, tmp_path: Path) -> None:
     assert len(find(kind="egress", device=ws.device, since=cutoff)) == 2
     full = find(kind="egress", limit=1, with_line=True)[0]
     assert full["entry"]["hash"] == full["hash"] and "sig" in full["entry"]
+
+
+def test_silent_device_is_alerted_until_a_heartbeat_arrives(store: Store, ws: Workstation) -> None:
+    ws.egress(3)
+    allowed = Enrolment([ws.device])
+    ingest(store, ws.upload(), allowed)
+    window = timedelta(minutes=30)
+    assert not [a for a in list_alerts(store, silence=window) if a["kind"] == "silent"]
+    with store.transaction() as tx:  # two hours without a word from the device
+        tx.execute(
+            "UPDATE devices SET last_seen = ? WHERE device = ?",
+            ((datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), ws.device),
+        )
+    (silent,) = [a for a in list_alerts(store, silence=window) if a["kind"] == "silent"]
+    assert silent["device"] == ws.device and "30 min" in silent["detail"]
+    assert list_devices(store, silence=window)[0]["chain"] == "silent"
+    heartbeat = ingest(store, ws.upload(after=ws.head()), allowed)  # no entries, signed
+    assert heartbeat.stored == 0
+    assert not [a for a in list_alerts(store, silence=window) if a["kind"] == "silent"]
