@@ -41,6 +41,7 @@ SECRET_KEY = "onbox/test/secret/key/never/logged/000000"
 SESSION_TOKEN = "onbox-test-session-token"
 EXPIRED_TOKEN = "onbox-test-expired-session-token"
 REGION = "eu-west-1"
+SSO_TOKEN = "onbox-test-sso-access-token"  # what `aws sso login` leaves in the cache
 
 _AUTH = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/"
@@ -134,6 +135,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def do_GET(self) -> None:
+        """The IAM Identity Center portal: role credentials for a cached SSO token."""
+        if not self.path.startswith("/federation/credentials"):
+            self._error(404, "NotFoundException", "no such operation")
+        elif self.headers.get("x-amz-sso_bearer_token") != SSO_TOKEN:
+            self._error(401, "UnauthorizedException", "Session token not found or invalid")
+        else:
+            expires = int((time.time() + 3600) * 1000)
+            credentials = {
+                "accessKeyId": ACCESS_KEY,
+                "secretAccessKey": SECRET_KEY,
+                "sessionToken": SESSION_TOKEN,
+                "expiration": expires,
+            }
+            self._json(200, {"roleCredentials": credentials})
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0))

@@ -9,6 +9,8 @@ instance-metadata lookup switched off so nothing leaves loopback.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import threading
 import time
@@ -38,6 +40,7 @@ from tests.support.bedrock_server import (
     REGION,
     SECRET_KEY,
     SESSION_TOKEN,
+    SSO_TOKEN,
     BedrockFault,
     BedrockServer,
     encode_message,
@@ -364,3 +367,46 @@ def test_an_untrusted_tls_endpoint_sends_nothing() -> None:
             with pytest.raises(DestinationUnavailable, match="TLS certificate did not verify"):
                 dest.complete(REQUEST, CancelToken())
         assert tls.requests == []
+
+
+@pytest.mark.parametrize("expired", [False, True])
+def test_credentials_from_the_sso_cache(
+    aws: BedrockServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, expired: bool
+) -> None:
+    """`aws sso login` left a token in ~/.aws/sso/cache; botocore trades it at the portal."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    start_url = "https://onbox-test.awsapps.com/start"
+    config_file = tmp_path / "config"
+    config_file.write_text(
+        f"[profile dev-sso]\nsso_start_url = {start_url}\nsso_region = {REGION}\n"
+        "sso_account_id = 123456789012\nsso_role_name = Developer\n"
+    )
+    cache = tmp_path / "home" / ".aws" / "sso" / "cache"
+    cache.mkdir(parents=True)
+    (cache / f"{hashlib.sha1(start_url.encode()).hexdigest()}.json").write_text(
+        json.dumps(
+            {
+                "startUrl": start_url,
+                "region": REGION,
+                # The portal no longer knows a session that ended on its side.
+                "accessToken": "ended-session" if expired else SSO_TOKEN,
+                "expiresAt": "2099-01-01T00:00:00Z",
+            }
+        )
+    )
+    # botocore reads ~ for the token cache once, at import; point it at this test's home.
+    import botocore.credentials
+
+    monkeypatch.setattr(botocore.credentials.SSOProvider, "_SSO_TOKEN_CACHE_DIR", str(cache))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config_file))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSO", aws.url)  # the portal is the stand-in
+    with BedrockDestination(config(aws, profile="dev-sso")) as dest:
+        if expired:
+            with pytest.raises(DestinationUnavailable, match=r"profile dev-sso.*aws sso login"):
+                dest.complete(REQUEST, CancelToken())
+            assert aws.requests == []
+            return
+        assert dest.complete(REQUEST, CancelToken()).text == "return sum(xs)\n"
+    [sent] = aws.requests
+    assert sent.verified and sent.headers["X-Amz-Security-Token"] == SESSION_TOKEN
