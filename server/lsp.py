@@ -34,7 +34,7 @@ from onbox.inference.errors import ModelError
 from onbox.server.cli import add_log_file
 from onbox.server.pipeline import CompletionResult, CompletionService, DocumentInput
 from onbox.server.positions import offset_to_position, position_to_offset
-from onbox.server.protocol import AnsweredMalformedRequest, OnboxProtocol
+from onbox.server.protocol import OnboxProtocol, describe_bad_message, quiet_pygls_duplicates
 from onbox.server.settings import Settings, parse_settings
 from onbox.server.wiring import Wiring
 
@@ -68,6 +68,7 @@ class OnboxServer(LanguageServer):
 
     def __init__(self) -> None:
         super().__init__(name="onbox", version=__version__, protocol_cls=OnboxProtocol)
+        quiet_pygls_duplicates()
         self.settings = Settings()
         self.wiring: Wiring | None = None
         self.model_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onbox-model")
@@ -90,10 +91,9 @@ class OnboxServer(LanguageServer):
         and errors in notification handlers (a change for a document that is not open)
         have no one to answer, so they go to the log, not to the user's screen.
         """
-        if isinstance(error, AnsweredMalformedRequest):
-            logger.warning("answered a malformed %s request with InvalidParams", error)
-            return
-        logger.warning("ignored a bad message from the editor: %s", error, exc_info=error)
+        # One line each: stderr is the editor's output channel. The traceback is for -vv.
+        logger.warning("%s", describe_bad_message(error))
+        logger.debug("the bad message's traceback", exc_info=error)
 
     async def off_loop(self, work: Callable[[], T]) -> T:
         """Run blocking work on the I/O threads so completions and cancels are still served."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pygls.exceptions import JsonRpcInvalidParams
+
 from onbox.server.lsp import (
     ACCEPT,
     EXPLAIN,
@@ -60,8 +62,14 @@ async def journal_stats(ls: OnboxServer, params: Any) -> dict[str, Any]:
     """``onbox/journalStats``: a scan of the journal, off the event loop."""
     assert ls.wiring is not None
     wiring = ls.wiring
-    days = int(_get(params, "days", 7) or 7)
-    return await ls.off_loop(lambda: wiring.journal_stats(days))
+    days = _get(params, "days", 7)
+    if days is None:
+        days = 7
+    if isinstance(days, bool) or not isinstance(days, int | float) or days <= 0:
+        raise JsonRpcInvalidParams(
+            f"onbox/journalStats: days must be a positive number, not {days!r}"
+        )
+    return await ls.off_loop(lambda: wiring.journal_stats(int(days)))
 
 
 @server.feature(POLICY_PULL)

@@ -6,7 +6,8 @@ import json
 import subprocess
 import sys
 import time
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
@@ -14,12 +15,12 @@ import pytest
 class RawClient:
     """Speaks JSON-RPC over the server's stdio byte by byte, so it can send garbage too."""
 
-    def __init__(self) -> None:
+    def __init__(self, stderr: IO[bytes] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "onbox", "serve"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if stderr is None else stderr,
         )
 
     def send_raw(self, body: bytes, length: int | None = None) -> None:
@@ -138,3 +139,118 @@ def test_garbage_then_valid_requests_are_answered(raw: RawClient, tmp_path: Any)
     assert raw.response(6).get("error") is None
     raw.send({"jsonrpc": "2.0", "method": "exit"})
     assert raw.proc.wait(timeout=30) == 0
+
+
+def malformed(n: int, uri: str) -> list[dict[str, Any]]:
+    """``n`` bad messages: wrong params, odd positions, unknown methods and commands."""
+    kinds = [
+        {
+            "method": "textDocument/inlineCompletion",
+            "params": {"textDocument": {"uri": uri}, "position": "top"},
+        },
+        {
+            "method": "textDocument/completion",
+            "params": {"textDocument": {"uri": uri}, "position": {"line": -5, "character": 10**9}},
+        },
+        {
+            "method": "textDocument/inlineCompletion",
+            "params": {
+                "textDocument": {"uri": uri},
+                "position": {"line": 99999, "character": 3},
+                "context": {"triggerKind": 2},
+            },
+        },
+        {"method": "textDocument/completion", "params": None},
+        {"method": "onbox/doesNotExist", "params": {}},
+        {"method": "onbox/explain", "params": [1, 2]},
+        {"method": "onbox/journalStats", "params": {"days": "many"}},
+        {
+            "method": "workspace/executeCommand",
+            "params": {"command": "onbox.accept", "arguments": [5]},
+        },
+        {"method": "workspace/executeCommand", "params": {"command": "onbox.nope"}},
+        {
+            "method": "textDocument/didChange",
+            "notify": True,
+            "params": {
+                "textDocument": {"uri": "file:///ghost.py", "version": 2},
+                "contentChanges": [{"text": "x"}],
+            },
+        },
+        {"method": "textDocument/didOpen", "notify": True, "params": {"textDocument": 5}},
+        {"method": "textDocument/didClose", "notify": True, "params": {}},
+        {"method": "textDocument/didSave", "notify": True, "params": {"textDocument": {}}},
+    ]
+    out = []
+    for i in range(n):
+        kind = dict(kinds[i % len(kinds)])
+        message: dict[str, Any] = {
+            "jsonrpc": "2.0",
+            "method": kind["method"],
+            "params": kind["params"],
+        }
+        if not kind.get("notify"):
+            message["id"] = 1000 + i
+        out.append(message)
+    return out
+
+
+def test_each_malformed_message_costs_one_concise_log_line(tmp_path: Path) -> None:
+    """Bad messages land in the editor's output channel: one short line each, no tracebacks."""
+    log = tmp_path / "stderr.log"
+    with log.open("wb") as stderr:
+        raw = RawClient(stderr)
+        try:
+            raw.send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "initialize",
+                    "params": {
+                        "capabilities": {},
+                        "initializationOptions": {"model": {"path": str(tmp_path / "none.gguf")}},
+                    },
+                }
+            )
+            raw.response(1)
+            raw.send({"jsonrpc": "2.0", "method": "initialized", "params": {}})
+            uri = (tmp_path / "open.py").as_uri()
+            raw.send(
+                {
+                    "jsonrpc": "2.0",
+                    "method": "textDocument/didOpen",
+                    "params": {
+                        "textDocument": {
+                            "uri": uri,
+                            "languageId": "python",
+                            "version": 1,
+                            "text": "x = 1\n",
+                        }
+                    },
+                }
+            )
+            raw.send({"jsonrpc": "2.0", "id": 2, "method": "onbox/health", "params": {}})
+            raw.response(2)
+            before = log.read_text().splitlines()
+
+            bad = malformed(260, uri)
+            for message in bad:
+                raw.send(message)
+            pending = {m["id"] for m in bad if "id" in m} | {3}
+            raw.send({"jsonrpc": "2.0", "id": 3, "method": "onbox/health", "params": {}})
+            deadline = time.monotonic() + 120
+            while pending and time.monotonic() < deadline:
+                message = raw.read()
+                if "method" not in message:
+                    pending.discard(message.get("id"))
+            assert not pending, f"{len(pending)} requests were not answered"
+            raw.send({"jsonrpc": "2.0", "id": 4, "method": "shutdown"})
+            raw.response(4)
+            raw.send({"jsonrpc": "2.0", "method": "exit"})
+            assert raw.proc.wait(timeout=30) == 0
+        finally:
+            raw.close()
+    lines = log.read_text().splitlines()[len(before) :]
+    assert not [line for line in lines if "Traceback" in line or line.startswith("  ")]
+    assert len(lines) <= len(bad), f"{len(lines)} log lines for {len(bad)} bad messages"
+    assert all(len(line) < 400 for line in lines), max(lines, key=len)

@@ -1,0 +1,94 @@
+"""One line per bad message: what the server logs about malformed LSP traffic."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInternalError, JsonRpcMethodNotFound
+
+from onbox.server.lsp import OnboxServer
+from onbox.server.protocol import (
+    MAX_LINE,
+    AnsweredMalformedRequest,
+    DuplicateTracebacks,
+    OnboxProtocol,
+    describe_bad_message,
+    problems_of,
+)
+
+
+def structure_error(message: dict[str, object]) -> BaseException:
+    protocol = OnboxServer().protocol
+    assert isinstance(protocol, OnboxProtocol)
+    sent: list[object] = []
+    protocol._send_response = lambda *a, **k: sent.append((a, k))  # type: ignore[method-assign]
+    with pytest.raises(Exception) as caught:
+        protocol.structure_message(message)
+    return caught.value
+
+
+def test_a_malformed_request_is_answered_and_described_in_one_line() -> None:
+    error = structure_error(
+        {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": types.TEXT_DOCUMENT_COMPLETION,
+            "params": {"textDocument": {"uri": "file:///a.py"}, "position": "top"},
+        }
+    )
+    assert isinstance(error, AnsweredMalformedRequest)
+    line = describe_bad_message(error)
+    assert line.startswith("answered a malformed textDocument/completion request (id 7)")
+    assert "$.params.position" in line and "\n" not in line
+
+
+def test_a_malformed_notification_names_the_method_and_the_field() -> None:
+    error = structure_error(
+        {"jsonrpc": "2.0", "method": types.TEXT_DOCUMENT_DID_OPEN, "params": {"textDocument": 5}}
+    )
+    line = describe_bad_message(error)
+    assert line.startswith("ignored a malformed textDocument/didOpen notification: ")
+    assert "$.params.text_document" in line
+
+
+def test_other_errors_are_one_bounded_line() -> None:
+    assert describe_bad_message(JsonRpcMethodNotFound.of("onbox/nope")).startswith(
+        "answered MethodNotFound"
+    )
+    long = JsonRpcInternalError(message="KeyError: 'x'\n" + "y" * 2000)
+    line = describe_bad_message(long)
+    assert "\n" not in line and len(line) == MAX_LINE
+    assert problems_of(None) == "" and problems_of(ValueError("v")) == "ValueError: v"
+
+
+def test_pygls_repeats_are_dropped_unless_debugging() -> None:
+    record = logging.LogRecord(
+        "pygls.protocol.json_rpc",
+        logging.ERROR,
+        __file__,
+        1,
+        "Unable to deserialize message\n%s",
+        ("tb",),
+        None,
+    )
+    other = logging.LogRecord(
+        "pygls.protocol.json_rpc",
+        logging.WARNING,
+        __file__,
+        1,
+        "Cancel notification for unknown message id",
+        (),
+        None,
+    )
+    root = logging.getLogger()
+    level = root.level
+    try:
+        root.setLevel(logging.WARNING)
+        assert DuplicateTracebacks().filter(record) is False
+        assert DuplicateTracebacks().filter(other) is True
+        root.setLevel(logging.DEBUG)
+        assert DuplicateTracebacks().filter(record) is True
+    finally:
+        root.setLevel(level)
