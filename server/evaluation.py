@@ -202,6 +202,14 @@ class Evaluation:
             for n, router in self.routers.items()
         }
 
+    def close(self) -> None:
+        """Close the remote destinations' connections (the run owns the wiring)."""
+        for name in self.names:
+            dest = self.routers[name].destinations[name]
+            close = getattr(dest, "close", None)
+            if dest.kind != "llama-cpp" and callable(close):
+                close()
+
     def describe(self) -> list[dict[str, Any]]:
         """Name, kind, clearance and model of each destination."""
         out = []
@@ -279,7 +287,9 @@ class Evaluation:
                 why,
             )
 
-        if result.destination != name:
+        # the result names the destination object (the on-box one keeps its own name
+        # whatever the policy calls it)
+        if result.destination != router.destinations[name].name:
             return outcome(
                 FALLBACK, result.text, "; ".join(f"{d}: {c}" for d, c in result.fallbacks)
             )

@@ -51,7 +51,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--include-text",
         action="store_true",
-        help="put the hidden span and each answer into --json/--html output (it is your code)",
+        help="put the hidden span and each answer into the --json output (it is your code)",
     )
     p.add_argument(
         "--price",
@@ -160,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
             )
         report.sampling_seconds = sampling
         report.total_seconds += sampling
+        evaluation.close()
     finally:
         wiring.stop()
     data = report.to_json(text=args.include_text)

@@ -231,6 +231,7 @@ def test_restricted_file_is_not_allowed_for_a_public_destination(
         tasks = sample_tasks([repo], seed=0, limit=12)
         assert {t.path.name for t in tasks} == {"open.py", "vault.py"}
         report = evaluation.run(tasks)
+        evaluation.close()
     finally:
         wiring.stop()
     by_file = {
@@ -266,3 +267,37 @@ def test_unknown_destination_is_refused_with_the_known_names(onbox_env: dict[str
             Evaluation(wiring, ["corp"])
     finally:
         wiring.stop()
+
+
+def test_a_failed_destination_is_a_fallback_not_its_answer(
+    tmp_path: Path, cloud: RecordingServer, onbox_env: dict[str, str]
+) -> None:
+    from onbox.server.evaluation import FALLBACK, SCORED, Evaluation
+    from onbox.server.settings import Settings
+    from onbox.server.wiring import Wiring
+    from tests.support.recording_server import Fault
+
+    repo = _repo(tmp_path / "repo", {"open.py": PY})
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY.format(url=cloud.url))
+    settings = Settings()
+    settings.policy.path = str(policy)
+    settings.model.path = str(tmp_path / "no-model.gguf")  # the on-box fallback fails too
+    wiring = Wiring(settings)
+    cloud.push(Fault.STATUS_500)
+    try:
+        tasks = sample_tasks([repo], seed=0, limit=2)
+        evaluation = Evaluation(wiring, ["cloud"])
+        report = evaluation.run(tasks)
+        evaluation.close()
+    finally:
+        wiring.stop()
+    first, second = report.outcomes
+    assert first.status == FALLBACK and first.served_by == "on-box" and first.score is None
+    assert "cloud: unavailable" in first.why
+    # the circuit is open after the failure, so the next task falls back as well, unscored
+    assert second.status in (FALLBACK, SCORED)
+    (row,) = [r for r in report.rows() if r["label"] == "public"]
+    assert row["fallbacks"] >= 1 and row["scored"] == sum(
+        o.status == SCORED for o in report.outcomes
+    )
