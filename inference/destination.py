@@ -6,7 +6,8 @@ answer and knows nothing about LSP, labels or the journal::
     completion = destination.complete(request, cancel)
 
 Engines: ``llama-cpp`` (on-box, :mod:`onbox.inference.local`), ``openai`` and
-``anthropic`` (:mod:`onbox.inference.remote`). Errors are drawn in
+``anthropic`` (:mod:`onbox.inference.remote`), ``bedrock``
+(:mod:`onbox.inference.bedrock`) and ``vertex`` (:mod:`onbox.inference.vertex`). Errors are drawn in
 :mod:`onbox.inference.errors`.
 """
 
@@ -85,7 +86,7 @@ class Destination(Protocol):
     """A completion engine with a name, a kind and a clearance."""
 
     name: str
-    kind: str  # "llama-cpp" | "openai" | "anthropic"
+    kind: str  # "llama-cpp" | "openai" | "anthropic" | "bedrock" | "vertex"
     clearance: str  # highest label it may receive
 
     def complete(self, request: CompletionRequest, cancel: CancelToken) -> Completion:
