@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE INDEX IF NOT EXISTS entries_time ON entries (time);
 CREATE INDEX IF NOT EXISTS entries_device_time ON entries (device, time);
 CREATE INDEX IF NOT EXISTS entries_kind_time ON entries (kind, time);
+CREATE INDEX IF NOT EXISTS entries_received ON entries (received);
 """
 
 _ALERTS = {

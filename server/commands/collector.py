@@ -60,6 +60,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument(
         "--workers", type=int, default=1, help="server processes (ingest uses one core each)"
     )
+    serve.add_argument("--siem-file", type=Path, help="forward alerts and egress as JSON lines")
+    serve.add_argument("--siem-syslog", metavar="HOST:PORT", help="forward over RFC 5424 TCP")
+    serve.add_argument("--siem-syslog-tls", action="store_true", help="syslog over TLS")
+    serve.add_argument(
+        "--siem-hec", metavar="URL", help="HTTP event collector (token: $ONBOX_SIEM_HEC_TOKEN)"
+    )
+    serve.add_argument("--siem-ca", help="PEM CA bundle for syslog TLS / HEC")
     serve.add_argument("--tls-cert", help="PEM certificate (serve HTTPS)")
     serve.add_argument("--tls-key", help="PEM private key of the certificate")
     serve.set_defaults(func=run_serve)
@@ -145,7 +152,13 @@ def run_serve(args: argparse.Namespace) -> int:
         _err("--tls-cert and --tls-key go together")
         return EXIT_USAGE
     try:
+        sinks = _sinks(args)
+    except ValueError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    try:
         _store(args).close()  # create the tables once, and fail early without a database
+        forwarder = _forwarder(args, sinks)
     except StoreUnavailable as exc:
         _err(str(exc))
         return EXIT_ENVIRONMENT
@@ -159,7 +172,42 @@ def run_serve(args: argparse.Namespace) -> int:
         certfile=args.tls_cert,
         keyfile=args.tls_key,
     )
+    if forwarder is not None:
+        forwarder.stop()
     return EXIT_OK
+
+
+def _sinks(args: argparse.Namespace) -> list[Any]:
+    """The SIEM sinks the options name; ValueError on a bad one."""
+    import os
+
+    from onbox.collector.siem import FileSink, HecSink, SyslogSink
+
+    sinks: list[Any] = []
+    if args.siem_file is not None:
+        sinks.append(FileSink(args.siem_file))
+    if args.siem_syslog:
+        host, _, port = args.siem_syslog.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--siem-syslog wants HOST:PORT, got {args.siem_syslog!r}")
+        sinks.append(SyslogSink(host, int(port), tls=args.siem_syslog_tls, ca_bundle=args.siem_ca))
+    if args.siem_hec:
+        token = os.environ.get("ONBOX_SIEM_HEC_TOKEN")
+        if not token:
+            raise ValueError("--siem-hec needs the token in $ONBOX_SIEM_HEC_TOKEN")
+        sinks.append(HecSink(args.siem_hec, token, ca_bundle=args.siem_ca))
+    return sinks
+
+
+def _forwarder(args: argparse.Namespace, sinks: list[Any]) -> Any:
+    """Start forwarding in this (parent) process, once however many workers serve."""
+    if not sinks:
+        return None
+    from onbox.collector.siem import Forwarder
+
+    forwarder = Forwarder(_store(args), sinks)
+    forwarder.start()
+    return forwarder
 
 
 def run_query(args: argparse.Namespace) -> int:
