@@ -6,7 +6,9 @@ extra headers, no proxy from the environment and no redirects followed — and r
 answer as a server-sent event stream when the service streams, so that a cancelled
 request closes its connection mid-stream. The wire formats live in
 :mod:`onbox.inference.openai_compat` (OpenAI, Azure OpenAI, vLLM, llama.cpp, Ollama,
-LM Studio) and :mod:`onbox.inference.anthropic` (the Messages API).
+LM Studio), :mod:`onbox.inference.anthropic` (the Messages API),
+:mod:`onbox.inference.bedrock` (Converse, SigV4) and :mod:`onbox.inference.vertex`
+(Gemini, Claude and Codestral on Vertex AI).
 :func:`build_destinations` turns a policy into destinations.
 
 A request is sent in two steps so that routing can journal exactly what will leave
