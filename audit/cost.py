@@ -233,24 +233,34 @@ def tally_lines(lines: Iterable[bytes], since: str | None = None) -> dict[Key, l
         if _COMPLETION not in raw:
             continue  # cheaper than parsing every egress, acceptance and header line
         parsed = _parse(raw)
-        if parsed is None:
-            continue
-        when, body = parsed
-        if since is not None and when < since:
-            continue
-        dest = body.get("destination")
-        if isinstance(dest, dict):
-            name, kind = str(dest.get("name", "?")), str(dest.get("kind", "?"))
-        else:
-            name, kind = str(dest or "?"), str(body.get("kind", "?"))
-        key = (name, kind, str(body.get("label") or "?"), str(body.get("repo") or "-"), when[:10])
-        row = tally.get(key)
-        if row is None:
-            row = tally[key] = [0, 0, 0]
-        row[0] += 1
-        row[1] += _int(body.get("tokensIn"))
-        row[2] += _int(body.get("tokensOut"))
+        if parsed is not None and (since is None or parsed[0] >= since):
+            _fold(tally, *parsed)
     return tally
+
+
+def tally_entries(entries: Iterable[Mapping[str, Any]]) -> dict[Key, list[int]]:
+    """The same tally from entries already parsed (a collector's store, ``iter_entries``)."""
+    tally: dict[Key, list[int]] = {}
+    for entry in entries:
+        body = entry.get("body")
+        if entry.get("kind") == "completion" and isinstance(body, dict):
+            _fold(tally, str(entry.get("time", "")), body)
+    return tally
+
+
+def _fold(tally: dict[Key, list[int]], when: str, body: Mapping[str, Any]) -> None:
+    dest = body.get("destination")
+    if isinstance(dest, dict):
+        name, kind = str(dest.get("name", "?")), str(dest.get("kind", "?"))
+    else:
+        name, kind = str(dest or "?"), str(body.get("kind", "?"))
+    key = (name, kind, str(body.get("label") or "?"), str(body.get("repo") or "-"), when[:10])
+    row = tally.get(key)
+    if row is None:
+        row = tally[key] = [0, 0, 0]
+    row[0] += 1
+    row[1] += _int(body.get("tokensIn"))
+    row[2] += _int(body.get("tokensOut"))
 
 
 def _parse(raw: bytes) -> tuple[str, dict[str, Any]] | None:

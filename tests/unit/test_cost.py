@@ -14,8 +14,15 @@ from typing import Any
 
 import pytest
 
-from onbox.audit import open_journal
-from onbox.audit.cost import CostError, cost_report, spend, tally_journal, tally_lines
+from onbox.audit import iter_entries, open_journal
+from onbox.audit.cost import (
+    CostError,
+    cost_report,
+    spend,
+    tally_entries,
+    tally_journal,
+    tally_lines,
+)
 from onbox.classification.policy import parse_policy
 from onbox.classification.policy_model import DestinationCost, PolicyError
 from onbox.server.cli import main
@@ -173,6 +180,11 @@ def test_days_since_and_lines_that_are_not_completions() -> None:
     }
     later = tally_lines(lines, since="2026-11-02T00:00:00.000000Z")
     assert cost_report(later, prices()).total.spend == Decimal(6)
+
+
+def test_parsed_entries_give_the_same_tally(journal: Path) -> None:
+    """A collector holding parsed entries prices them the same way."""
+    assert tally_entries(iter_entries(journal)) == tally_journal(journal, workers=1)
 
 
 def test_mixed_currencies_are_refused() -> None:
