@@ -1,68 +1,92 @@
 """A route pinned to one destination, for measuring that destination (``onbox eval``).
 
-:class:`PinnedRouter` is a :class:`~onbox.inference.routing.Router` whose route for every
-label is the one pinned destination, then the on-box model as the last resort. Every
-other rule is the router's own: clearance is checked per label, anything that leaves the
-machine goes through the egress gate (which decides the label again and journals the
-egress first), and a refused or failing destination falls back on-box — which the caller
-sees in the result's destination and fallbacks, and must not count as the pinned one's
-answer.
+:class:`PinnedRouter` is an ordinary :class:`~onbox.inference.routing.Router` over a copy
+of the policy whose route for every label is the one pinned destination (the on-box model
+stays the last resort). Nothing else changes: the router's own plan decides eligibility
+(clearance per label, an expired policy sending everything on-box, the circuit breaker),
+anything that leaves the machine goes through the egress gate — which decides the label
+again and journals the egress first — and a refused or failing destination falls back
+on-box, which the caller sees in the result and must not count as the pinned one's answer.
 
-:meth:`PinnedRouter.allows` answers the question ``onbox eval`` asks before sending a
-task at all: may this destination receive a document with this decision?
+The gate insists that its labeller's policy *is* the router's policy (a swap in between
+means "route again"), so the labeller is wrapped to present the pinned copy; decisions
+still come from the real label authority, under its lock. Only the routes differ between
+the copy and the policy in force, and routes do not affect labels.
+
+:meth:`PinnedRouter.refusal` answers the question ``onbox eval`` asks before sending a
+task at all: may this destination receive a document with this decision, and if not, why?
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from onbox.classification.decision import Decision
+from onbox.classification.policy_model import Policy
 from onbox.inference.gate import Labeller
 from onbox.inference.health import CircuitBreaker
-from onbox.inference.routing import Router, RouteStep
+from onbox.inference.routing import Router
+
+
+def pinned_policy(policy: Policy, name: str) -> Policy:
+    """``policy`` with every label routed to ``name`` alone."""
+    return dataclasses.replace(
+        policy, routes={label.name: (name,) for label in policy.scale.labels()}
+    )
+
+
+class PinnedLabeller:
+    """The label authority's decisions and lock, presenting the pinned policy copy."""
+
+    def __init__(self, labeller: Labeller, policy: Policy) -> None:
+        self._labeller = labeller
+        self._policy = policy
+
+    @property
+    def lock(self) -> Any:
+        """The real authority's lock."""
+        return self._labeller.lock
+
+    @property
+    def policy(self) -> Policy:
+        """The pinned copy of the policy in force."""
+        return self._policy
+
+    @property
+    def generation(self) -> int:
+        """The real authority's generation."""
+        return self._labeller.generation
+
+    def decide(
+        self, uri: str, text: str | None, version: int | None = None, language: str | None = None
+    ) -> Decision:
+        """A fresh decision from the real authority."""
+        return self._labeller.decide(uri, text, version, language)
 
 
 class PinnedRouter(Router):
-    """Routes every label to ``pinned`` (if its clearance allows), then on-box."""
+    """Routes every label to ``pinned`` where the router's rules allow it, then on-box."""
 
     def __init__(self, base: Router, pinned: str, labeller: Labeller | None) -> None:
         if pinned not in base.destinations:
             raise KeyError(pinned)
+        policy = pinned_policy(base.policy, pinned)
         super().__init__(
-            base.policy,
+            policy,
             base.destinations,
             base.journal,
             breaker=CircuitBreaker(),
-            labeller=labeller,
+            labeller=PinnedLabeller(labeller, policy) if labeller is not None else None,
         )
         self.pinned = pinned
 
-    def allows(self, decision: Decision) -> bool:
-        """Whether the pinned destination's clearance is at least ``decision``'s label."""
-        return self.pinned == self.on_box_name or self.clearance_of(self.pinned) >= self.label_of(
-            decision
-        )
-
-    def plan(self, decision: Decision) -> list[RouteStep]:
-        """The pinned destination (when it is not on-box), then the on-box model."""
-        dest = self.destinations[self.on_box_name]
-        on_box = RouteStep(
-            self.on_box_name,
-            dest.kind,
-            self.clearance_of(self.on_box_name).name,
-            True,
-            True,
-            "on-box: the last resort",
-        )
+    def refusal(self, decision: Decision) -> str | None:
+        """Why the pinned destination may not receive ``decision``'s document (None: it may)."""
         if self.pinned == self.on_box_name:
-            return [on_box]
-        label = self.label_of(decision)
-        clearance = self.clearance_of(self.pinned)
-        eligible = clearance >= label
-        healthy = self.breaker.healthy(self.pinned)
-        if not eligible:
-            why = f"clearance {clearance.name} < {label.name}"
-        elif not healthy:
-            why = f"failing; retry in {self.breaker.retry_in(self.pinned):.0f}s"
-        else:
-            why = f"clearance {clearance.name} >= {label.name} (pinned for evaluation)"
-        kind = self.destinations[self.pinned].kind
-        return [RouteStep(self.pinned, kind, clearance.name, eligible, healthy, why), on_box]
+            return None
+        steps = self.plan(decision)
+        for step in steps:
+            if step.destination == self.pinned:
+                return None if step.eligible else step.why
+        return steps[-1].why  # the plan skipped it entirely (an expired policy: on-box only)

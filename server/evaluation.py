@@ -262,9 +262,9 @@ class Evaluation:
         service, router = self.services[name], self.routers[name]
         doc = DocumentInput(task.path.as_uri(), task.document, task.offset, task.language)
         decision = service.classify(doc.uri, doc.text, None, doc.language)
-        if not router.allows(decision):
-            why = f"clearance {router.clearance_of(name).name} < {router.label_of(decision).name}"
-            return TaskOutcome(task, name, decision.label.name, NOT_ALLOWED, why=why)
+        refused = router.refusal(decision)
+        if refused is not None:
+            return TaskOutcome(task, name, decision.label.name, NOT_ALLOWED, why=refused)
         started = time.perf_counter()
         result = service.complete(doc, CancelToken())
         latency = time.perf_counter() - started

@@ -301,3 +301,37 @@ def test_a_failed_destination_is_a_fallback_not_its_answer(
     assert row["fallbacks"] >= 1 and row["scored"] == sum(
         o.status == SCORED for o in report.outcomes
     )
+
+
+def test_a_pinned_route_keeps_the_routers_own_rules(
+    tmp_path: Path, cloud: RecordingServer, onbox_env: dict[str, str]
+) -> None:
+    """Pinning chooses the destination, nothing else: an expired policy is on-box only."""
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
+
+    from onbox.inference.pinned_route import PinnedRouter
+    from onbox.inference.routing import Router
+    from onbox.server.settings import Settings
+    from onbox.server.wiring import Wiring
+
+    repo = _repo(tmp_path / "repo", {"open.py": PY})
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY.format(url=cloud.url))
+    settings = Settings()
+    settings.policy.path = str(policy)
+    wiring = Wiring(settings)
+    try:
+        decision = wiring.service.classify((repo / "open.py").as_uri(), PY, None, "python")
+        assert decision.label.name == "public"
+        pinned = PinnedRouter(wiring.router, "cloud", wiring.labels)
+        assert pinned.refusal(decision) is None
+        assert [s.destination for s in pinned.plan(decision)] == ["cloud", "on-box"]
+        # the gate sees the pinned copy as the policy in force, so it does not re-route
+        pinned.gate.check_policy()
+        expired = replace(wiring.router.policy, expires=datetime.now(UTC) - timedelta(seconds=1))
+        stale = PinnedRouter(Router(expired, wiring.router.destinations, None), "cloud", None)
+        assert "expired" in (stale.refusal(decision) or "")
+    finally:
+        wiring.router.destinations["cloud"].close()  # type: ignore[attr-defined]
+        wiring.stop()
