@@ -78,6 +78,7 @@ class _State:
     token_requests: int = 0
     tokens: set[str] = field(default_factory=set)
     token_endpoint_down: bool = False
+    token_lifetime: int = 3599
     script: deque[tuple[VertexFault, float | None]] = field(default_factory=deque)
     reply: str = "return sum(xs)\n"
     usage: tuple[int, int] = (30, 6)
@@ -173,7 +174,8 @@ class _Handler(BaseHTTPRequestHandler):
         token = "ya29.onbox-test-" + secrets.token_urlsafe(16)
         with state.lock:
             state.tokens.add(token)
-        self._json(200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
+        lifetime = state.token_lifetime
+        self._json(200, {"access_token": token, "expires_in": lifetime, "token_type": "Bearer"})
 
     # -- answers ---------------------------------------------------------------------
     def _answer(self, publisher: str, method: str, query: str, fault: VertexFault) -> None:
@@ -346,6 +348,7 @@ class VertexServer:
             state.token_requests = 0
         state.latency = 0.0
         state.token_endpoint_down = False
+        state.token_lifetime = 3599
 
     def push(self, fault: VertexFault, *, retry_after: float | None = None) -> None:
         """Apply ``fault`` to the next model request not yet scripted."""
@@ -360,6 +363,10 @@ class VertexServer:
     def set_latency(self, seconds: float) -> None:
         """Wait this long before answering (simulated model latency)."""
         self._httpd.state.latency = seconds
+
+    def set_token_lifetime(self, seconds: int) -> None:
+        """The ``expires_in`` of tokens issued from now on."""
+        self._httpd.state.token_lifetime = seconds
 
     def set_token_endpoint_down(self, down: bool) -> None:
         """Make ``/token`` refuse every grant (a disabled account)."""

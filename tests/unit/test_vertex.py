@@ -175,6 +175,16 @@ def test_a_revoked_token_fails_clearly_and_is_fetched_again(gcp: VertexServer) -
     assert [r.authorized for r in gcp.requests] == [True, False, True]
 
 
+def test_a_token_about_to_expire_is_refreshed_before_sending(gcp: VertexServer) -> None:
+    gcp.set_token_lifetime(30)  # inside google-auth's refresh margin: stale at once
+    dest = vertex(gcp)
+    dest.complete(REQUEST, CancelToken())
+    dest.complete(REQUEST, CancelToken())
+    assert gcp.token_requests == 2 and all(r.authorized for r in gcp.requests)
+    tokens = {r.headers["Authorization"] for r in gcp.requests}
+    assert len(tokens) == 2
+
+
 def test_unusable_credentials_send_nothing(
     gcp: VertexServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
