@@ -5,22 +5,21 @@ Every model lives under one path, chosen by the policy's ``project``, ``location
 
     {endpoint}/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model}:{method}
 
-=============  ================================================  ==========================
-publisher      methods (stream = true / false)                   wire format
-=============  ================================================  ==========================
-``google``     ``streamGenerateContent?alt=sse`` / ``generateContent``   Gemini, SSE
-``anthropic``  ``streamRawPredict`` / ``rawPredict``             Messages API, SSE
-``mistralai``  ``streamRawPredict`` / ``rawPredict``             Codestral FIM, SSE
-=============  ================================================  ==========================
+- ``google`` (Gemini): ``streamGenerateContent?alt=sse`` (SSE) or ``generateContent``;
+- ``anthropic`` (Claude): ``streamRawPredict`` (SSE, the Messages API) or ``rawPredict``;
+- ``mistralai`` (Codestral fill-in-the-middle): ``streamRawPredict`` or ``rawPredict``;
+
+the first of each pair with ``stream = true`` (the default).
 
 ``endpoint`` is ``https://{location}-aiplatform.googleapis.com`` (``global``:
 ``https://aiplatform.googleapis.com``), or the policy's ``base_url`` (a Private Service
 Connect endpoint). The bearer token comes from Application Default Credentials through
 google-auth (the optional extra ``onbox[vertex]``): ``GOOGLE_APPLICATION_CREDENTIALS``,
 ``gcloud auth application-default login``, workload identity federation, or the metadata
-server on Google Cloud. Tokens are fetched and refreshed at send time through the same
-TLS rules as the destination (no proxy from the environment, plain http only to
-loopback), and never appear in :meth:`describe`, logs, errors or the journal.
+server on Google Cloud. Tokens are fetched and refreshed at send time over TLS verified
+against the system store, through the policy's ``proxy`` (never one from the
+environment), plain http only to loopback; they never appear in :meth:`describe`, logs,
+errors or the journal.
 
 Errors are those of :mod:`onbox.inference.remote`: no or unusable credentials, 401/403,
 429 (``RESOURCE_EXHAUSTED``, with ``Retry-After``) and 5xx are
