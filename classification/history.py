@@ -42,15 +42,17 @@ class RootCommitCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._roots: dict[tuple[str, str], History] = {}
+        self._heads: dict[str, tuple[tuple[tuple[str, Fingerprint], ...], str | None]] = {}
 
     def clear(self) -> None:
         """Forget every answer."""
         with self._lock:
             self._roots.clear()
+            self._heads.clear()
 
     def history(self, repo: Repository, seen: list[tuple[str, Fingerprint]]) -> History:
         """The history of ``repo``'s ``HEAD``; files read are added to ``seen``."""
-        head = resolve_head(repo, seen)
+        head = self._head(repo, seen)
         if head is None:
             return History(None, (), "HEAD has no commit yet")
         key = (str(repo.common_dir), head)
@@ -65,6 +67,26 @@ class RootCommitCache:
             if not found.error:
                 self._roots[key] = found
         return found
+
+    def _head(self, repo: Repository, seen: list[tuple[str, Fingerprint]]) -> str | None:
+        """:func:`resolve_head`, re-read only when one of the ref files' stat changes."""
+        key = str(repo.git_dir)
+        with self._lock:
+            cached = self._heads.get(key)
+        if cached is not None:
+            files, head = cached
+            now = tuple((path, fingerprint(path)) for path, _ in files)
+            if now == files and all(fp is not None for p, fp in now if p.endswith("HEAD")):
+                seen.extend(now)
+                return head
+        read: list[tuple[str, Fingerprint]] = []
+        head = resolve_head(repo, read)
+        seen.extend(read)
+        with self._lock:
+            if len(self._heads) >= MAX_CACHED:
+                self._heads.clear()
+            self._heads[key] = (tuple(read), head)
+        return head
 
 
 def resolve_head(repo: Repository, seen: list[tuple[str, Fingerprint]]) -> str | None:

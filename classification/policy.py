@@ -17,12 +17,14 @@ Errors::
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
-from onbox.classification.labels import LabelScale
+from onbox.classification.labels import Label, LabelScale
 from onbox.classification.policy_model import (
     DESTINATION_KINDS,
     ON_BOX,
@@ -99,8 +101,11 @@ def load_or_keep(path: Path, previous: Policy | None) -> tuple[Policy, PolicyErr
 def policy_warnings(policy: Policy) -> list[str]:
     """Problems that do not invalidate ``policy`` but that its admin should hear about.
 
-    Today: ``[[repos]]`` tags that ``[tags]`` does not map (compared case-insensitively,
-    as classification does) — such a tag changes no label.
+    ``[[repos]]`` tags that ``[tags]`` does not map (compared case-insensitively, as
+    classification does), and every rule that can never change a label: a tag, owner,
+    detector or content label no higher than the lowest base any file can have (signals
+    only raise), a repo rule's label that an earlier rule always decides first, and
+    allowlist entries past their expiry.
     """
     known = {name.lower() for name in policy.tags}
     warnings = []
@@ -111,6 +116,53 @@ def policy_warnings(policy: Policy) -> list[str]:
                     f"{policy.where(f'repos.{index}.tags')}: [repos.{index}.tags] tag {tag!r} "
                     "is not in [tags]: it changes no label (a typo?)"
                 )
+    return warnings + _never_changes_a_label(policy)
+
+
+def _never_changes_a_label(policy: Policy) -> list[str]:
+    """Rules whose label no file can ever get from them (see :func:`policy_warnings`)."""
+    warnings = []
+    shadowed: set[int] = set()
+    for index, rule in enumerate(policy.repos):
+        if rule.label is None or any(c in rule.match for c in "*?["):
+            continue
+        for earlier_index, earlier in enumerate(policy.repos[:index]):
+            if earlier.label is not None and fnmatch.fnmatchcase(
+                rule.match.lower(), earlier.match.lower()
+            ):
+                key = f"repos.{index}.label"
+                shadowed.add(index)
+                warnings.append(
+                    f"{policy.where(key)}: [{key}] never applies: the earlier rule "
+                    f"{earlier.match!r} ({policy.where(f'repos.{earlier_index}')}) matches "
+                    f"{rule.match!r} too and the first matching label wins; move this rule up"
+                )
+                break
+    bases = [r.label for i, r in enumerate(policy.repos) if r.label and i not in shadowed]
+    floor = min([policy.default_label, *bases])
+    why = (
+        f"no file's base label is below {floor.name} (default_label and every [[repos]] "
+        "label), and this signal can only raise: it can never change a label"
+    )
+    raising: list[tuple[str, Label | None]] = [(f"tags.{k}", v) for k, v in policy.tags.items()]
+    raising += [(f"owners.{k}", v) for k, v in policy.owners.items()]
+    raising += [(f"detectors.{i}.label", d.label) for i, d in enumerate(policy.detectors)]
+    if policy.content is not None:
+        raising += [
+            ("content.secrets", policy.content.secrets),
+            ("content.pii", policy.content.pii),
+        ]
+    for key, label in raising:
+        if label is not None and label <= floor:
+            warnings.append(f"{policy.where(key)}: [{key}] is {label.name}; {why}")
+    now = datetime.now(UTC)
+    for index, entry in enumerate(policy.allowlist):
+        if not entry.applies(now):
+            key = f"allowlist.{index}"
+            warnings.append(
+                f"{policy.where(key)}: [{key}] expired on {entry.expires.date().isoformat()}: "
+                "it suppresses nothing; renew it or remove it"
+            )
     return warnings
 
 

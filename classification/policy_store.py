@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from filelock import FileLock
 
 from onbox import paths
-from onbox.classification.bundle import MAX_BUNDLE_BYTES, PolicyBundle, format_time
+from onbox.classification.bundle import MAX_BUNDLE_BYTES, PolicyBundle, format_time, parse_time
 from onbox.classification.policy import Policy, PolicyError, builtin_policy, parse_policy
 from onbox.classification.trust import BundleError, DistributionError, TrustRoot
 
@@ -253,6 +253,7 @@ class PolicyStore:
                 self._cache_key = self.fingerprint()
                 self._cache = (in_force, bundle, None)
             state = self.state()
+            state.pop("last_rejection", None)  # a later success: the old rejection is history
             state["applied"] = {
                 "serial": bundle.serial,
                 "origin": origin,
@@ -418,5 +419,19 @@ def describe_policy_state(store: PolicyStore | None = None) -> dict[str, Any]:
         },
         "fail_closed": store.warning() is not None,
         "warning": store.warning(),
-        "last_rejection": state.get("last_rejection"),
+        "last_rejection": _unresolved(state),
     }
+
+
+def _unresolved(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The last rejection, unless a policy was applied after it (older state files)."""
+    rejection = state.get("last_rejection")
+    applied = state.get("applied") or {}
+    if not isinstance(rejection, dict):
+        return None
+    try:
+        if parse_time(str(applied["at"])) > parse_time(str(rejection["at"])):
+            return None
+    except (KeyError, ValueError):
+        pass
+    return rejection

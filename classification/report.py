@@ -141,7 +141,8 @@ def list_files(root: Path) -> list[str]:
     return sorted(found)
 
 
-def _read(path: Path) -> tuple[str, int]:
+def read_file(path: Path) -> tuple[str, int]:
+    """(text to classify, size): the first MAX_SCAN_BYTES, "" for a binary file."""
     with open(path, "rb") as handle:
         data = handle.read(MAX_SCAN_BYTES)
     size = os.path.getsize(path)
@@ -158,12 +159,12 @@ def build_report(root: Path, policy: Policy, progress: Progress | None = None) -
     root = root.resolve()
     repo = discover(root)
     names = list_files(root)
-    reader = SignalReader()
+    reader = SignalReader(batch=True)
     entries: list[FileEntry] = []
     for index, name in enumerate(names):
         path = root / name
         try:
-            text, size = _read(path)
+            text, size = read_file(path)
             evaluation = evaluate(policy, reader, path, text)
             decision = evaluation.decision
             findings = Counter(f.type for f in decision.findings)

@@ -48,13 +48,36 @@ class Evaluation:
 
 
 class SignalReader:
-    """Reads and caches parsed repo files; thread-safe."""
+    """Reads and caches parsed repo files; thread-safe.
 
-    def __init__(self) -> None:
+    ``batch`` (a report or a policy diff over one pass of a tree) also caches repository
+    discovery per directory, checked against the config files' fingerprints: a
+    long-lived classifier does not, so a ``git init`` in a subdirectory is seen at once.
+    """
+
+    def __init__(self, *, batch: bool = False) -> None:
         self._lock = threading.Lock()
         self._files: dict[tuple[str, str], tuple[Fingerprint, Any]] = {}
         self._tracked: dict[tuple[str, str], tuple[Fingerprint, bool]] = {}
+        self._repos: dict[str, tuple[Repository | None, Watch]] | None = {} if batch else None
         self.roots = RootCommitCache()
+
+    def repository(self, path: Path) -> Repository | None:
+        """:func:`discover`, cached per directory in ``batch`` mode."""
+        if self._repos is None:
+            return discover(path)
+        key = str(path.parent)
+        with self._lock:
+            hit = self._repos.get(key)
+        if hit is not None and all(fingerprint(p) == fp for p, fp in hit[1]):
+            return hit[0]
+        repo = discover(path)
+        watched: Watch = ()
+        if repo is not None:
+            watched = tuple((p, fingerprint(p)) for p in repo.config_files)
+        with self._lock:
+            self._repos[key] = (repo, watched)
+        return repo
 
     def clear(self) -> None:
         """Forget every parsed file."""
@@ -127,7 +150,7 @@ def evaluate(
     """
     seen: list[tuple[str, Fingerprint]] = []
     reasons: list[Reason] = []
-    repo = discover(path)
+    repo = reader.repository(path)
     rel = None
     if repo is not None:
         seen.extend((p, fingerprint(p)) for p in repo.config_files)

@@ -322,12 +322,37 @@ def private_key_pem(private: Ed25519PrivateKey) -> bytes:
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Read an Ed25519 private key (PKCS#8 PEM, as written by `onbox admin keygen`)."""
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise KeyFileError(f"cannot read private key {path}: {exc}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read private key {path}: {exc.strerror or exc}") from None
+    if b"PRIVATE KEY-----" not in data:
+        looks_public = path.suffix == ".pub" or b"PUBLIC KEY" in data or _is_base64_key(data)
+        what = "a public key" if looks_public else "not a PEM private key"
+        raise KeyFileError(
+            f"{path} is {what}; sign with the private key file that `onbox admin keygen` "
+            "wrote beside it (the one without .pub, starting with "
+            "'-----BEGIN PRIVATE KEY-----')"
+        )
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        # cryptography's messages point at its FAQ; say what the admin can do instead.
+        detail = str(exc).split(". See https://", 1)[0].split("See https://", 1)[0].strip()
+        raise KeyFileError(
+            f"cannot read private key {path}: {detail or 'not a valid PEM key'} "
+            "(expected an unencrypted PKCS#8 Ed25519 key from `onbox admin keygen`)"
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"{path} is not an Ed25519 private key")
     return key
+
+
+def _is_base64_key(data: bytes) -> bool:
+    """Whether ``data`` is base64 of 32 raw bytes (an Onbox ``.pub`` file)."""
+    try:
+        return len(b64decode(data.decode("ascii").strip(), "key")) == 32
+    except (ValueError, UnicodeDecodeError):
+        return False
 
 
 def parse_public_key(text: str) -> Ed25519PublicKey:

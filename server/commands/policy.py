@@ -1,9 +1,11 @@
-"""``onbox policy init|check|sign|verify|pull|status``: write, sign and apply admin policy.
+"""``onbox policy init|check|diff|sign|cosign|verify|pull|status``: admin policy.
 
 Admins: ``init`` writes a commented example, ``check`` validates one (and shows the
-labels it would give a sample repo), ``sign`` makes a signed bundle, ``verify`` checks
-a bundle against the trust root. Workstations: ``pull`` fetches the configured sources
-and applies what verifies, ``status`` shows the policy in force.
+labels it would give a sample repo), ``diff`` lists the files whose label a new policy
+changes and why, ``sign`` makes a signed bundle, ``cosign`` adds one more signature to
+it (k-of-n with offline keys), ``verify`` checks a bundle against the trust root.
+Workstations: ``pull`` fetches the configured sources and applies what verifies,
+``status`` shows the policy in force.
 """
 
 from __future__ import annotations
@@ -32,19 +34,18 @@ id = "acme-2026-11"                            # shown in every decision and jou
 labels = ["public", "internal", "restricted"]  # ordered, lowest first
 default_label = "restricted"                   # anything unknown, and every fail-closed answer
 
-# Repositories: patterns match the normalised remote "host/owner/name".
+# Repositories: patterns match the normalised remote "host/owner/name"; the first rule
+# with a label sets a repository's base label. Signals below can only raise it.
 [[repos]]
 match = "github.com/acme/docs"
-tags = ["docs"]
 label = "public"          # only the signed policy may set a label lower than the default
+# root_commits = ["<git rev-list --max-parents=0 HEAD>"]  # bind the name to its history
 
 [[repos]]
 match = "github.com/acme/*"
-tags = ["acme"]
+label = "internal"
 
-[tags]                    # tag -> label
-docs = "public"
-acme = "internal"
+[tags]                    # tag -> label (from .onbox.toml or onbox-tags in .gitattributes)
 payments = "restricted"
 
 [owners]                  # CODEOWNERS owner -> label
@@ -94,6 +95,14 @@ def register(sub: Any) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=run_check)
 
+    q = ps.add_parser("diff", help="list the files whose label changes between two policies")
+    q.add_argument("old", type=Path, help="the policy in force (TOML or bundle)")
+    q.add_argument("new", type=Path, help="the candidate (TOML or bundle)")
+    q.add_argument("--repo", type=Path, action="append", required=True, help="repeatable")
+    q.add_argument("--limit", type=int, default=200, help="changes shown (all with --json)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=run_diff)
+
     q = ps.add_parser("sign", help="sign a policy into a bundle")
     q.add_argument("file", type=Path)
     q.add_argument("--key", type=Path, action="append", required=True, help="private key")
@@ -101,6 +110,13 @@ def register(sub: Any) -> None:
     q.add_argument("--expires", required=True, help="ISO date or date-time (UTC if no zone)")
     q.add_argument("--out", type=Path, required=True, help="bundle file (.onbox-policy)")
     q.set_defaults(func=run_sign)
+
+    q = ps.add_parser("cosign", help="add one signature to a bundle (valid at the threshold)")
+    q.add_argument("bundle", type=Path)
+    q.add_argument("--key", type=Path, required=True, help="this signer's private key")
+    q.add_argument("--out", type=Path, help="write here (default: replace BUNDLE)")
+    q.add_argument("--trust-root", type=Path, help="to count signatures against the threshold")
+    q.set_defaults(func=run_cosign)
 
     q = ps.add_parser("verify", help="check a bundle's signatures against the trust root")
     q.add_argument("bundle", type=Path)
@@ -234,10 +250,164 @@ def run_sign(args: argparse.Namespace) -> int:
     except (OSError, ValueError, DistributionError) as exc:
         _err(str(exc))
         return EXIT_USAGE
+    refusal = _workstation_refusal(bundle)
+    if refusal:
+        _err(f"refusing to sign: every workstation would refuse this bundle: {refusal}")
+        return EXIT_FAILED
     args.out.write_bytes(bundle.to_bytes())
     signers = ", ".join(key_id(k.public_key())[:16] for k in keys)
     print(f"wrote {args.out}: serial {bundle.serial}, expires {args.expires}, signed by {signers}")
+    _print_threshold(bundle, None)
     return EXIT_OK
+
+
+def _workstation_refusal(bundle: Any) -> str | None:
+    """Why a workstation would refuse ``bundle`` whatever its signatures, or ``None``."""
+    from onbox.classification.bundle import MAX_BUNDLE_BYTES, PolicyBundle
+    from onbox.classification.policy import PolicyError, parse_policy
+    from onbox.classification.trust import BundleError
+
+    data = bundle.to_bytes()
+    try:
+        PolicyBundle.from_bytes(data)  # the size cap and the format, as workstations read it
+        parse_policy(bundle.policy, f"policy bundle serial {bundle.serial}")
+    except BundleError as exc:
+        return f"{exc} (the cap is {MAX_BUNDLE_BYTES} bytes of bundle, the policy base64-encoded)"
+    except PolicyError as exc:
+        return f"policy is invalid: {exc}"
+    if bundle.is_expired(datetime.now(UTC)):
+        return "it has already expired"
+    return None
+
+
+def _print_threshold(bundle: Any, trust_root: Path | None) -> None:
+    """Say how many of the trust root's required signatures ``bundle`` has, if known."""
+    from onbox import paths
+    from onbox.classification.trust import DistributionError, TrustRoot
+
+    path = trust_root or paths.trust_root_path()
+    try:
+        root = TrustRoot.load(path)
+    except DistributionError:
+        print(
+            f"{len(bundle.signatures)} signature(s); check them with `onbox policy verify`"
+            " against the trust root"
+        )
+        return
+    try:
+        signers = root.verify(bundle.signed_payload(), bundle.signatures, "bundle")
+        print(f"valid: signed by {len(signers)} of the {root.threshold} keys required ({path})")
+    except DistributionError:
+        trusted = {s.keyid for s in bundle.signatures} & set(root.keys)
+        print(
+            f"not valid yet: {len(trusted)} of the {root.threshold} signatures required ({path});"
+            " add more with `onbox policy cosign BUNDLE --key KEY`"
+        )
+
+
+def run_cosign(args: argparse.Namespace) -> int:
+    """Add one signature to an existing bundle, after the checks workstations make."""
+    from onbox.classification.bundle import PolicyBundle, format_time
+    from onbox.classification.trust import DistributionError, key_id, load_private_key
+
+    try:
+        bundle = PolicyBundle.from_bytes(args.bundle.read_bytes())
+        key = load_private_key(args.key)
+    except OSError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except DistributionError as exc:
+        _err(f"{exc}")
+        return EXIT_USAGE if "key" in str(exc) else EXIT_FAILED
+    refusal = _workstation_refusal(bundle)
+    if refusal:
+        _err(f"refusing to cosign: every workstation would refuse this bundle: {refusal}")
+        return EXIT_FAILED
+    kid = key_id(key.public_key())
+    already = any(s.keyid == kid for s in bundle.signatures)
+    signed = bundle.signed_by([key])
+    out = args.out or args.bundle
+    out.write_bytes(signed.to_bytes())
+    print(
+        f"{'re-signed' if already else 'added a signature'} by {kid[:16]} to {out}:"
+        f" policy sha256 {signed.policy_sha256[:16]}, serial {signed.serial},"
+        f" expires {format_time(signed.expires)}; {len(signed.signatures)} signature(s)"
+    )
+    _print_threshold(signed, args.trust_root)
+    return EXIT_OK
+
+
+def _read_policy(path: Path) -> Any:
+    """A policy from a TOML file or a bundle (its signatures are not checked here)."""
+    from onbox.classification.bundle import PolicyBundle
+    from onbox.classification.policy import parse_policy
+    from onbox.classification.trust import BundleError
+
+    data = path.read_bytes()
+    if data.lstrip().startswith(b"{"):
+        try:
+            bundle = PolicyBundle.from_bytes(data)
+            return parse_policy(bundle.policy, f"{path} (serial {bundle.serial})")
+        except BundleError:
+            pass
+    return parse_policy(data, str(path))
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    """List the files whose label changes from OLD to NEW, with the reasons on each side."""
+    from onbox.classification.policy import PolicyError
+    from onbox.classification.policy_diff import diff_policies
+
+    try:
+        old, new = _read_policy(args.old), _read_policy(args.new)
+    except OSError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except PolicyError as exc:
+        _err(f"invalid: {exc}")
+        return EXIT_FAILED
+    missing = [str(r) for r in args.repo if not r.is_dir()]
+    if missing:
+        _err(f"not a directory: {', '.join(missing)}")
+        return EXIT_USAGE
+    with _progress("labelling files under both policies", quiet=args.json) as progress:
+        diff = diff_policies(old, new, args.repo, progress)
+    if args.json:
+        print(json.dumps(diff.to_json(), indent=2))
+        return EXIT_OK
+    summary = diff.to_json()
+    print(
+        f"{diff.files} files: {summary['changed']} change label under {new.id!r}"
+        f" ({summary['raised']} raised, {summary['lowered']} lowered) compared with {old.id!r}"
+    )
+    for change in diff.changes[: args.limit]:
+        print(f"\n{change.repo}/{change.path}: {change.old} -> {change.new}")
+        for line in change.old_why:
+            print(f"  was: {line}")
+        for line in change.new_why:
+            print(f"  now: {line}")
+    if len(diff.changes) > args.limit:
+        print(f"\n... and {len(diff.changes) - args.limit} more (all with --json)")
+    for error in diff.errors:
+        _err(f"warning: {error}")
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _progress(what: str, quiet: bool) -> Iterator[Any]:
+    """A progress callback drawing a bar on stderr (nothing when quiet or not a terminal)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        yield None
+        return
+    with Progress(
+        what, BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+    ) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -303,6 +473,13 @@ def run_pull(args: argparse.Namespace) -> int:
     if not sources:
         _err("no policy sources; pass --source or set [policy] sources in settings.toml")
         return EXIT_USAGE
+    from onbox.classification.sources import DirectorySource
+
+    absent = [s for s in sources if isinstance(s, DirectorySource) and not s.path.is_dir()]
+    for source in absent:
+        _err(f"{source.name}: no such directory")
+    if absent and args.source:
+        return EXIT_FAILED
     journal = _open_journal()
     store = PolicyStore(journal=journal)
     try:
@@ -317,6 +494,10 @@ def run_pull(args: argparse.Namespace) -> int:
             mark = "applied" if r.applied else ("REJECTED" if r.rejected else "failed")
             print(f"{mark:8} {r.origin}: {r.reason}")
         print(f"in force: {store.current().id} serial {store.current().serial}")
+        if not results:
+            print("no source held a policy bundle")
+    if not results or absent:
+        return EXIT_FAILED
     return EXIT_FAILED if any(r.rejected or not r.applied for r in results) else EXIT_OK
 
 
