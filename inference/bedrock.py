@@ -16,7 +16,10 @@ for the policy's ``profile`` (or the default one): environment variables, the sh
 ``config``/``credentials`` files, SSO (the ``aws sso login`` cache), web identity,
 ``credential_process``, container and instance roles. botocore is what the AWS CLI and
 boto3 sign with, so a machine that works with ``aws bedrock-runtime converse`` works
-here; it is the optional extra ``onbox[bedrock]``. Credentials are resolved at send
+here; it is the optional extra ``onbox[bedrock]``. A smaller SigV4 package would sign as
+well, but none resolves credentials the way AWS users expect (SSO, profiles with
+``source_profile``, container and instance roles), and botocore is maintained by AWS;
+only its signer and credential chain are used, not its clients. Credentials are resolved at send
 time (refreshable ones refresh themselves), are never part of :meth:`describe`, the
 journal, logs or error messages.
 
