@@ -32,7 +32,7 @@ from onbox.audit.stats import destination_of
 from onbox.audit.upload import UPLOAD_TYPE, entries_digest
 from onbox.collector.chain import KeySpan, check_entries, key_timeline
 from onbox.collector.errors import UploadRejected
-from onbox.collector.store import Store, Tx
+from onbox.collector.store import ON_BOX_KINDS, Store, Tx
 
 logger = logging.getLogger(__name__)
 
@@ -349,12 +349,44 @@ def _store(
         [(device, s.fingerprint, s.public_b64, s.from_seq) for s in spans],
     )
     received = _now()
+    rows = [_row(device, entry, line, received) for entry, line in new]
     tx.executemany(
         "INSERT INTO entries (device, seq, hash, prev, time, kind, key, repo, path, label,"
         " destination, destination_kind, bytes, tokens_in, tokens_out, os_user, git_email, line,"
         " received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT DO NOTHING",
-        [_row(device, entry, line, received) for entry, line in new],
+        rows,
+    )
+    _roll_up(tx, rows)
+
+
+def _roll_up(tx: Tx, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Add the new entries to the dashboard's per-day rollups (exact: only new rows)."""
+    egress: dict[tuple[str, str, str], list[int]] = {}
+    tokens: dict[tuple[str, str], list[int]] = {}
+    for row in rows:
+        day, kind, label, name, dest_kind = row[4][:10], row[5], row[9], row[10], row[11]
+        if kind == "egress":
+            total = egress.setdefault((day, label or "", name or ""), [0, 0])
+            total[0] += 1
+            total[1] += row[12] or 0
+        elif kind == "completion" and name is not None and (dest_kind or "") not in ON_BOX_KINDS:
+            total = tokens.setdefault((day, name), [0, 0])
+            total[0] += row[13] or 0
+            total[1] += row[14] or 0
+    tx.executemany(
+        "INSERT INTO egress_rollup (day, label, destination, requests, bytes)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (day, label, destination) DO UPDATE SET"
+        " requests = egress_rollup.requests + excluded.requests,"
+        " bytes = egress_rollup.bytes + excluded.bytes",
+        [(*key, n, size) for key, (n, size) in egress.items()],
+    )
+    tx.executemany(
+        "INSERT INTO tokens_rollup (day, destination, tokens_in, tokens_out)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (day, destination) DO UPDATE SET"
+        " tokens_in = tokens_rollup.tokens_in + excluded.tokens_in,"
+        " tokens_out = tokens_rollup.tokens_out + excluded.tokens_out",
+        [(*key, t_in, t_out) for key, (t_in, t_out) in tokens.items()],
     )
 
 

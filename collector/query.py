@@ -33,7 +33,6 @@ ENTRY_COLUMNS = (
     "hash",
 )
 ALERT_KINDS = ("gap", "fork", "truncation", "rewritten", "tampered", "unknown-device", "silent")
-ON_BOX_KINDS = ("llama-cpp", "on-box", "onbox", "local")
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def find_entries(store: Store, query: EntryQuery) -> list[dict[str, Any]]:
     columns = ENTRY_COLUMNS + (("line",) if query.with_line else ())
     sql = (
         f"SELECT {', '.join(columns)} FROM entries WHERE {' AND '.join(where)}"
-        f" ORDER BY time DESC, device, seq DESC LIMIT {max(0, int(query.limit))}"
+        f" ORDER BY time DESC, seq DESC LIMIT {max(0, int(query.limit))}"
     )
     with store.read() as tx:
         rows = tx.fetchall(sql, params)
@@ -162,34 +161,35 @@ def list_devices(store: Store, *, silence: timedelta | None = None) -> list[dict
 
 def egress_summary(store: Store, *, days: int = 30) -> dict[str, Any]:
     """Egress by label and destination, by day, and token volume per cloud destination."""
-    since = format_time(datetime.now(UTC) - timedelta(days=days))
-    with store.read() as tx:
+    since = format_time(datetime.now(UTC) - timedelta(days=days))[:10]
+    with store.read() as tx:  # the per-day rollups ingest keeps: cheap at any size
         by_pair = tx.fetchall(
-            "SELECT label, destination, COUNT(*), COALESCE(SUM(bytes), 0) FROM entries"
-            " WHERE kind = 'egress' AND time >= ? GROUP BY label, destination"
-            " ORDER BY COUNT(*) DESC",
+            "SELECT label, destination, SUM(requests), SUM(bytes) FROM egress_rollup"
+            " WHERE day >= ? GROUP BY label, destination ORDER BY SUM(requests) DESC",
             (since,),
         )
         by_day = tx.fetchall(
-            "SELECT SUBSTR(time, 1, 10), label, COUNT(*) FROM entries"
-            " WHERE kind = 'egress' AND time >= ? GROUP BY SUBSTR(time, 1, 10), label"
-            " ORDER BY 1",
+            "SELECT day, label, SUM(requests) FROM egress_rollup WHERE day >= ?"
+            " GROUP BY day, label ORDER BY day, label",
             (since,),
         )
         tokens = tx.fetchall(
-            "SELECT destination, COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0)"
-            " FROM entries WHERE kind = 'completion' AND time >= ? AND destination IS NOT NULL"
-            f" AND COALESCE(destination_kind, '') NOT IN ({', '.join('?' * len(ON_BOX_KINDS))})"
-            " GROUP BY destination ORDER BY 2 DESC",
-            (since, *ON_BOX_KINDS),
+            "SELECT destination, SUM(tokens_in), SUM(tokens_out) FROM tokens_rollup"
+            " WHERE day >= ? GROUP BY destination ORDER BY SUM(tokens_in) DESC",
+            (since,),
         )
     return {
         "days": days,
         "by_label_destination": [
-            {"label": r[0], "destination": r[1], "requests": int(r[2]), "bytes": int(r[3])}
+            {
+                "label": r[0] or None,
+                "destination": r[1] or None,
+                "requests": int(r[2]),
+                "bytes": int(r[3]),
+            }
             for r in by_pair
         ],
-        "by_day": [{"day": r[0], "label": r[1], "requests": int(r[2])} for r in by_day],
+        "by_day": [{"day": r[0], "label": r[1] or None, "requests": int(r[2])} for r in by_day],
         "tokens": [
             {"destination": r[0], "tokens_in": int(r[1]), "tokens_out": int(r[2])} for r in tokens
         ],

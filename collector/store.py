@@ -25,6 +25,9 @@ from onbox.collector.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
+#: destination kinds that run on the workstation (not counted as cloud tokens)
+ON_BOX_KINDS = ("llama-cpp", "on-box", "onbox", "local")
+
 _TABLES = """
 CREATE TABLE IF NOT EXISTS devices (
     device TEXT PRIMARY KEY,
@@ -73,6 +76,22 @@ CREATE INDEX IF NOT EXISTS entries_time ON entries (time);
 CREATE INDEX IF NOT EXISTS entries_device_time ON entries (device, time);
 CREATE INDEX IF NOT EXISTS entries_kind_time ON entries (kind, time);
 CREATE INDEX IF NOT EXISTS entries_received ON entries (received);
+CREATE INDEX IF NOT EXISTS entries_device_kind_time ON entries (device, kind, time);
+CREATE TABLE IF NOT EXISTS egress_rollup (
+    day TEXT NOT NULL,
+    label TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    requests BIGINT NOT NULL,
+    bytes BIGINT NOT NULL,
+    PRIMARY KEY (day, label, destination)
+);
+CREATE TABLE IF NOT EXISTS tokens_rollup (
+    day TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    tokens_in BIGINT NOT NULL,
+    tokens_out BIGINT NOT NULL,
+    PRIMARY KEY (day, destination)
+);
 """
 
 _ALERTS = {
@@ -136,6 +155,7 @@ class Store:
             for statement in (_TABLES + _ALERTS[self.dialect] + _ALERTS_REST).split(";"):
                 if statement.strip():
                     tx.execute(statement)
+            _backfill_rollups(tx)
 
     def _connect(self) -> Any:
         if self.dialect == "sqlite":
@@ -217,6 +237,29 @@ class Store:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _backfill_rollups(tx: Tx) -> None:
+    """Fill the dashboard's rollups from stored entries once (a database from before them)."""
+    if tx.fetchone("SELECT 1 FROM egress_rollup LIMIT 1") is not None:
+        return
+    if tx.fetchone("SELECT 1 FROM entries WHERE kind = 'egress' LIMIT 1") is None:
+        return
+    tx.execute(
+        "INSERT INTO egress_rollup (day, label, destination, requests, bytes)"
+        " SELECT SUBSTR(time, 1, 10), COALESCE(label, ''), COALESCE(destination, ''), COUNT(*),"
+        " COALESCE(SUM(bytes), 0) FROM entries WHERE kind = 'egress'"
+        " GROUP BY SUBSTR(time, 1, 10), COALESCE(label, ''), COALESCE(destination, '')"
+        " ON CONFLICT DO NOTHING"
+    )
+    tx.execute(
+        "INSERT INTO tokens_rollup (day, destination, tokens_in, tokens_out)"
+        " SELECT SUBSTR(time, 1, 10), destination, COALESCE(SUM(tokens_in), 0),"
+        " COALESCE(SUM(tokens_out), 0) FROM entries WHERE kind = 'completion'"
+        " AND destination IS NOT NULL AND COALESCE(destination_kind, '') NOT IN"
+        f" ({', '.join(repr(k) for k in ON_BOX_KINDS)})"
+        " GROUP BY SUBSTR(time, 1, 10), destination ON CONFLICT DO NOTHING"
+    )
 
 
 def _database_error(exc: BaseException) -> bool:

@@ -111,7 +111,10 @@ def reset(conninfo: str) -> None:
     import psycopg
 
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS entries, devices, device_keys, alerts")
+        conn.execute(
+            "DROP TABLE IF EXISTS entries, devices, device_keys, alerts, egress_rollup,"
+            " tokens_rollup, siem_cursors"
+        )
 
 
 def restart(conninfo: str) -> None:

@@ -22,7 +22,7 @@ from onbox.audit.bundle import key_history_lines
 from onbox.audit.ship import pending_lines
 from onbox.audit.upload import build_upload
 from onbox.collector import Enrolment, EntryQuery, Store, UploadRejected, find_entries, ingest
-from onbox.collector.query import enrol, list_alerts, list_devices
+from onbox.collector.query import egress_summary, enrol, list_alerts, list_devices
 from tests.support.postgres import postgres_cluster, reset
 
 DAY0 = datetime(2026, 11, 20, 9, tzinfo=UTC)
@@ -154,6 +154,9 @@ def test_concurrent_replicas_store_each_entry_once(
     assert not errors, errors
     assert _count(store, ws.device) == ws.head() + 1
     assert not list_alerts(store)
+    # the dashboard's rollups count each entry once too, replays and races notwithstanding
+    (pair,) = egress_summary(store, days=100_000)["by_label_destination"]
+    assert (pair["requests"], pair["bytes"]) == (40, 4000)
 
 
 def test_unenrolled_device_is_refused_and_alerted_then_enrolled(
