@@ -170,6 +170,13 @@ def _report(args: argparse.Namespace, policy: Any) -> int:
     for entry in candidates[:20]:
         findings = ", ".join(entry.findings) or "marker"
         out.print(f"  {entry.label:<12} {escape(str(entry.path))}  ({escape(findings)})")
+    allowed = report.suppressed
+    if allowed:  # accepted findings are listed, never silently dropped
+        total = sum(sum(entry.suppressed.values()) for entry in allowed)
+        out.print(f"{total} findings in {len(allowed)} files suppressed by the policy's allowlist")
+        for entry in allowed[:20]:
+            what = ", ".join(f"{k} ×{v}" for k, v in entry.suppressed.items())
+            out.print(f"  {entry.label:<12} {escape(str(entry.path))}  ({escape(what)})")
     if args.html:
         out.print(f"map written to {escape(str(args.html))}")
     return EXIT_OK

@@ -169,3 +169,22 @@ def test_explain_and_classify_cli_show_suppressed(repo: Path, tmp_path: Path) ->
     assert classify.returncode == 0, classify.stderr
     out = json.loads(classify.stdout)
     assert out["label"] == "public" and out["suppressed"][0]["reason"] == "suite name"
+
+
+def test_classify_report_text_lists_suppressed(repo: Path, tmp_path: Path) -> None:
+    text = policy_with(f'sha256 = "{DIGEST}"\nreason = "suite name"\nexpires = 2099-01-01\n')
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(text, encoding="utf-8")
+    env = dict(os.environ, HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    env["COLUMNS"] = "400"
+    cli = [sys.executable, "-m", "onbox.server.cli", "classify", "--policy", str(policy_file)]
+    done = subprocess.run(
+        [*cli, "--report", str(repo)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 findings in 2 files suppressed by the policy's allowlist" in done.stdout
+    assert "policy.toml:13) ×1" in done.stdout and "high-entropy-string" in done.stdout
