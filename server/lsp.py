@@ -271,6 +271,7 @@ SIGNAL_FILES = (
     "**/.onbox.toml",
     "**/.git/config",
     "**/.git/info/attributes",
+    "**/.git/HEAD",  # a checkout can change the root commits a pinned repo rule checks
 )
 
 

@@ -288,3 +288,21 @@ def test_no_checkout_edit_lowers_the_history_label(
         assert warm.label >= floor, (edit, warm.reasons)
         assert cold.label == warm.label, (edit, cold.reasons, warm.reasons)
     shutil.rmtree(work)
+
+
+def test_the_server_watches_what_a_checkout_changes(checkouts: tuple[Path, Path, Policy]) -> None:
+    # A checkout of another branch can change the root commits: open documents re-label.
+    import fnmatch
+
+    from onbox.classification.signals import SignalReader, evaluate
+    from onbox.server.lsp import SIGNAL_FILES
+
+    payments, _, policy = checkouts
+    path = payments / "pay.py"
+    watched = [p for p, _ in evaluate(policy, SignalReader(), path, "x = 1\n").watched]
+    for name in ("HEAD", "config"):
+        target = str(payments / ".git" / name)
+        assert target in watched
+        assert any(
+            fnmatch.fnmatch(target, "*/" + glob.removeprefix("**/")) for glob in SIGNAL_FILES
+        )
