@@ -31,21 +31,18 @@ from onbox import __version__
 from onbox.classification.decision import Decision
 from onbox.inference.destination import CancelToken
 from onbox.inference.errors import ModelError
+from onbox.server import requests
 from onbox.server.cli import add_log_file
+from onbox.server.lsp_items import inline_items, menu_items
 from onbox.server.pipeline import CompletionResult, CompletionService, DocumentInput
-from onbox.server.positions import offset_to_position, position_to_offset
+from onbox.server.positions import position_to_offset
 from onbox.server.protocol import OnboxProtocol, describe_bad_message, quiet_pygls_duplicates
 from onbox.server.settings import Settings, parse_settings
+from onbox.server.status import STATUS, label_change, status_payload
 from onbox.server.wiring import Wiring
 
 logger = logging.getLogger(__name__)
 
-STATUS = "onbox/status"
-EXPLAIN = "onbox/explain"
-HEALTH = "onbox/health"
-JOURNAL_STATS = "onbox/journalStats"
-POLICY_PULL = "onbox/policyPull"
-ACCEPT = "onbox.accept"
 #: Pause after the last keystroke before a document is re-labelled.
 RELABEL_DELAY_S = 0.15
 
@@ -128,38 +125,30 @@ class OnboxServer(LanguageServer):
     def status_payload(
         self, uri: str | None, state: str | None = None, message: str = ""
     ) -> dict[str, Any]:
-        """The ``onbox/status`` notification for one document (or the server, uri=None)."""
+        """Gather the ``onbox/status`` inputs for one document (or the server, uri=None)."""
         unavailable = self.wiring.model_unavailable() if self.wiring is not None else None
         if unavailable:  # the model worker crashed under every profile: no more restarts
             self.model_state, self.model_error, state = "disabled", unavailable, None
-        payload: dict[str, Any] = {
-            "uri": uri,
-            "state": state or self.model_state,
-            "message": message or (self.model_error or ""),
-            "model": self.service.local.model_name,
-        }
-        if self.wiring is not None:
-            payload["policy"] = self.wiring.policy_summary()
-            payload["journal"] = self.wiring.journal_summary()
-        if uri is not None:
-            decision = self.decide(uri)
+        wiring = self.wiring
+        decision = self.decide(uri) if uri is not None else None
+        dest = None
+        if decision is not None:
             dest = (
-                self.wiring.destination_for(decision)
-                if self.wiring is not None
+                wiring.destination_for(decision)
+                if wiring is not None
                 else self.service.destination_for(decision)
             )
-            payload.update(
-                {
-                    "label": decision.label.name,
-                    "destination": dest.name,
-                    "destinationKind": dest.kind,
-                    "reasons": [
-                        f"{r.signal}: {r.message}" + (f" ({r.source})" if r.source else "")
-                        for r in decision.reasons
-                    ],
-                }
-            )
-        return payload
+        return status_payload(
+            uri,
+            state=state or self.model_state,
+            message=message or (self.model_error or ""),
+            model=self.service.local.model_name,
+            policy=wiring.policy_summary() if wiring is not None else None,
+            journal=wiring.journal_summary() if wiring is not None else None,
+            decision=decision,
+            destination=dest.name if dest is not None else None,
+            destination_kind=dest.kind if dest is not None else None,
+        )
 
     def publish_status(
         self, uri: str | None, state: str | None = None, message: str = "", force: bool = False
@@ -174,11 +163,9 @@ class OnboxServer(LanguageServer):
             doc = self.doc_state(uri)
             if doc.status == payload and not force:
                 return
-            if doc.status.get("label") not in (None, payload.get("label")) and self.wiring:
-                self.wiring.journal_event(
-                    "label-changed",
-                    {"uri": uri, "from": doc.status.get("label"), "to": payload.get("label")},
-                )
+            changed = label_change(doc.status, payload)
+            if changed is not None and self.wiring:
+                self.wiring.journal_event("label-changed", changed)
             doc.status = payload
         self.protocol.notify(STATUS, payload)
 
@@ -505,29 +492,13 @@ async def run_completion(
                 asyncio.get_running_loop().call_soon(ls.publish_status, uri, ls.model_state)
 
 
-def _accept_command(result: CompletionResult, uri: str) -> types.Command:
-    return types.Command(
-        title="Onbox: accept",
-        command=ACCEPT,
-        arguments=[{"completionId": result.id, "uri": uri, "how": "whole"}],
-    )
-
-
 @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
 async def inline_completion(
     ls: OnboxServer, params: types.InlineCompletionParams
 ) -> types.InlineCompletionList | None:
     """Ghost text at the cursor."""
     result = await run_completion(ls, params.text_document.uri, params.position)
-    if result is None or not result.text:
-        return types.InlineCompletionList(items=[])
-    pos = params.position
-    item = types.InlineCompletionItem(
-        insert_text=result.text,
-        range=types.Range(start=pos, end=pos),
-        command=_accept_command(result, params.text_document.uri),
-    )
-    return types.InlineCompletionList(items=[item])
+    return inline_items(result, params.text_document.uri, params.position)
 
 
 @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
@@ -536,37 +507,12 @@ async def completion(ls: OnboxServer, params: types.CompletionParams) -> types.C
     uri = params.text_document.uri
     result = await run_completion(ls, uri, params.position)
     if result is None or not result.text:
-        return types.CompletionList(is_incomplete=True, items=[])
-    doc = ls.workspace.get_text_document(uri)
-    text = doc.source
+        return menu_items(None, uri, "", 0, params.position)
+    text = ls.workspace.get_text_document(uri).source
     encoding = str(ls.workspace.position_encoding or "utf-16")
     offset = position_to_offset(text, params.position.line, params.position.character, encoding)
-    # Replace the word being typed so the client's filter matches our item.
-    start = offset
-    while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
-        start -= 1
-    word = text[start:offset]
-    line, char = offset_to_position(text, start, encoding)
-    first_line = result.text.split("\n", 1)[0].strip() or result.text.strip()
-    item = types.CompletionItem(
-        label=(word + first_line)[:60] or "Onbox suggestion",
-        kind=types.CompletionItemKind.Snippet,
-        detail=f"Onbox · {result.label} · {result.destination}",
-        documentation=types.MarkupContent(
-            kind=types.MarkupKind.PlainText, value=word + result.text
-        ),
-        filter_text=word + result.text,
-        sort_text="0",
-        preselect=True,
-        insert_text_format=types.InsertTextFormat.PlainText,
-        text_edit=types.TextEdit(
-            range=types.Range(start=types.Position(line=line, character=char), end=params.position),
-            new_text=word + result.text,
-        ),
-        command=_accept_command(result, uri),
-    )
-    return types.CompletionList(is_incomplete=True, items=[item])
+    return menu_items(result, uri, text, offset, params.position, encoding)
 
 
-# Onbox's own requests and commands register themselves on ``server`` when imported.
-from onbox.server import requests as _requests  # noqa: E402, F401
+# Onbox's own requests and commands.
+requests.register(server)

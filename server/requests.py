@@ -2,7 +2,7 @@
 
 ``onbox/explain``, ``onbox/health``, ``onbox/journalStats``, ``onbox/policyPull`` and the
 ``onbox.*`` commands, including ``onbox.accept``, which journals an accepted suggestion.
-Registered on :data:`onbox.server.lsp.server` when that module is imported.
+:func:`register` adds them to the server (:mod:`onbox.server.lsp` calls it once).
 
 Journal scans, journal verification and policy pulls can take seconds (a large journal,
 a slow git remote), so they run on the server's I/O threads (:meth:`OnboxServer.off_loop`):
@@ -11,19 +11,19 @@ while they run, completions and cancels are still served.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pygls.exceptions import JsonRpcInvalidParams
 
-from onbox.server.lsp import (
-    ACCEPT,
-    EXPLAIN,
-    HEALTH,
-    JOURNAL_STATS,
-    POLICY_PULL,
-    OnboxServer,
-    server,
-)
+from onbox.server.lsp_items import ACCEPT
+
+if TYPE_CHECKING:  # the server module imports this one to register it
+    from onbox.server.lsp import OnboxServer
+
+EXPLAIN = "onbox/explain"
+HEALTH = "onbox/health"
+JOURNAL_STATS = "onbox/journalStats"
+POLICY_PULL = "onbox/policyPull"
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
@@ -44,20 +44,17 @@ def explain_uri(ls: OnboxServer, uri: str) -> dict[str, Any]:
     return ls.wiring.explain(uri, decision)
 
 
-@server.feature(EXPLAIN)
 def explain(ls: OnboxServer, params: Any) -> dict[str, Any]:
     """``onbox/explain``: why this label and route."""
     return explain_uri(ls, str(_get(params, "uri", "")))
 
 
-@server.feature(HEALTH)
 def health(ls: OnboxServer, params: Any) -> dict[str, Any]:
     """``onbox/health``: what ``:checkhealth onbox`` and the VS Code status item show."""
     assert ls.wiring is not None
     return ls.wiring.health(ls.model_state, ls.model_error)
 
 
-@server.feature(JOURNAL_STATS)
 async def journal_stats(ls: OnboxServer, params: Any) -> dict[str, Any]:
     """``onbox/journalStats``: a scan of the journal, off the event loop."""
     assert ls.wiring is not None
@@ -72,14 +69,12 @@ async def journal_stats(ls: OnboxServer, params: Any) -> dict[str, Any]:
     return await ls.off_loop(lambda: wiring.journal_stats(int(days)))
 
 
-@server.feature(POLICY_PULL)
 async def policy_pull(ls: OnboxServer, params: Any) -> dict[str, Any]:
     """``onbox/policyPull``: fetch and apply policy now, off the event loop."""
     assert ls.wiring is not None
     return await ls.off_loop(ls.wiring.policy_pull)
 
 
-@server.command(ACCEPT)
 def accept(ls: OnboxServer, *args: Any) -> dict[str, Any]:
     """Journal that the user accepted a suggestion (whole, a line or a word)."""
     arg = args[0] if args else {}
@@ -102,13 +97,11 @@ def accept(ls: OnboxServer, *args: Any) -> dict[str, Any]:
     return {"recorded": recorded, "completionId": cid, "how": how}
 
 
-@server.command("onbox.explain")
 def explain_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
     """Same as ``onbox/explain``."""
     return explain_uri(ls, str(args[0]) if args else "")
 
 
-@server.command("onbox.journalStats")
 async def journal_stats_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
     """Same as ``onbox/journalStats`` for the last 7 days."""
     assert ls.wiring is not None
@@ -116,15 +109,26 @@ async def journal_stats_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
     return await ls.off_loop(lambda: wiring.journal_stats(7))
 
 
-@server.command("onbox.verifyJournal")
 async def verify_journal_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
     """Verify the local journal (every hash and signature), off the event loop."""
     assert ls.wiring is not None
     return await ls.off_loop(ls.wiring.verify_journal)
 
 
-@server.command("onbox.policyPull")
 async def policy_pull_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
     """Same as ``onbox/policyPull``."""
     assert ls.wiring is not None
     return await ls.off_loop(ls.wiring.policy_pull)
+
+
+def register(server: OnboxServer) -> None:
+    """Add Onbox's own requests and commands to ``server``."""
+    server.feature(EXPLAIN)(explain)
+    server.feature(HEALTH)(health)
+    server.feature(JOURNAL_STATS)(journal_stats)
+    server.feature(POLICY_PULL)(policy_pull)
+    server.command(ACCEPT)(accept)
+    server.command("onbox.explain")(explain_command)
+    server.command("onbox.journalStats")(journal_stats_command)
+    server.command("onbox.verifyJournal")(verify_journal_command)
+    server.command("onbox.policyPull")(policy_pull_command)
