@@ -112,6 +112,15 @@ def _first_seq(path: Path) -> int | None:
 
 
 def _seq_of(raw: bytes) -> int | None:
+    # Canonical order puts "seq" after "body", and "hash"/"sig" (hex, base64) follow: the
+    # last ',"seq":' of a line is the entry's own. Scanning beats parsing every line.
+    at = raw.rfind(b',"seq":')
+    if at >= 0:
+        end = at + 7
+        while end < len(raw) and 48 <= raw[end] <= 57:
+            end += 1
+        if end > at + 7:
+            return int(raw[at + 7 : end])
     try:
         value = json.loads(raw)["seq"]
     except (ValueError, KeyError, TypeError):

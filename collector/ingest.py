@@ -173,7 +173,12 @@ def _admitted(store: Store, device: str, enrolment: Enrolment) -> bool:
                 "UPDATE devices SET status = ?, last_seen = ? WHERE device = ?",
                 (new_status, now, device),
             )
-        if new_status == "enrolled":
+        if new_status == "enrolled":  # approved by the list: earlier refusals are settled
+            tx.execute(
+                "UPDATE alerts SET resolved = ? WHERE device = ? AND kind = 'unknown-device'"
+                " AND resolved IS NULL",
+                (now, device),
+            )
             return True
         if new_status == "tofu":
             _alert(tx, device, "unknown-device", "tofu", f"device {device} enrolled on first use")
