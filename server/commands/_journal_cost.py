@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -70,7 +71,7 @@ def run_cost(args: argparse.Namespace, directory: Path, since: datetime | None) 
     total = render_rows({"total": report.total}, report.currency)[0]
     console.print(
         f"{total[1]} completions over {report.days} day(s): {total[2]} tokens in, "
-        f"{total[3]} out, {total[4]}  (prices: policy {policy.id} serial {policy.serial})"
+        f"{total[3]} out, {total[4]}  (prices: policy {escape(policy.id)} serial {policy.serial})"
     )
     for title, rows in (
         ("destination", report.by_destination),
@@ -80,14 +81,15 @@ def run_cost(args: argparse.Namespace, directory: Path, since: datetime | None) 
     ):
         table = Table(title, "completions", "tokens in", "tokens out", "spend")
         for row in render_rows(rows, report.currency):
-            table.add_row(*row)
+            table.add_row(*(escape(cell) for cell in row))  # names and repos are data
         console.print(table)
     if report.unpriced:
         console.print(
-            f"no price for {', '.join(report.unpriced)}: add [destinations.NAME.cost] to the policy"
+            f"no price for {escape(', '.join(report.unpriced))}: add "
+            f"{escape('[destinations.NAME.cost]')} to the policy"
         )
     for line in report.break_even:
-        console.print(f"break-even: {line.text(report.currency)}")
+        console.print(f"break-even: {escape(line.text(report.currency))}")
     if not report.break_even:
         console.print(
             "break-even: give a self-hosted or on-box destination hardware costs "

@@ -67,7 +67,7 @@ decode_tokens_per_second = 100
 COMPLETIONS = [
     ("bedrock", "bedrock", "internal", "github.com/acme/pay", 400_000, 20_000),
     ("bedrock", "bedrock", "internal", "github.com/acme/pay", 600_000, 30_000),
-    ("gemini", "vertex", "public", "github.com/acme/web", 2_000_000, 100_000),
+    ("gemini", "vertex", "public", "github.com/[a]cme/web", 2_000_000, 100_000),
     ("gpu", "openai", "internal", "github.com/acme/pay", 900_000, 90_000),
     ("on-box", "llama-cpp", "restricted", None, 500, 10),
 ]
@@ -124,7 +124,7 @@ def test_spend_per_destination_label_repo_and_day_is_exact(journal: Path) -> Non
     assert report.by_label["restricted"].unpriced == 1 and report.unpriced == ["on-box"]
     assert {k: v.spend for k, v in report.by_repo.items()} == {
         "github.com/acme/pay": Decimal("4.85"),
-        "github.com/acme/web": Decimal("0.85"),
+        "github.com/[a]cme/web": Decimal("0.85"),
         "-": Decimal(0),
     }
     [(_day, usage)] = report.by_day.items()
@@ -203,8 +203,12 @@ def test_policy_cost_tables_are_validated() -> None:
 
 
 def test_cli_prints_the_report_as_json(
-    journal: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    journal: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # one table row per line, so the text can be searched
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
     argv = ["journal", "stats", "--dir", str(journal), "--cost", "--policy", str(policy)]
@@ -215,3 +219,4 @@ def test_cli_prints_the_report_as_json(
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "5.70 USD" in text and "break-even" in text and "no price for on-box" in text
+    assert "github.com/[a]cme/web" in text and "[destinations.NAME.cost]" in text
