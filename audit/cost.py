@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -300,27 +300,45 @@ def _bundle_lines(path: Path) -> Iterator[bytes]:
 
 
 def tally_journal(
-    path: Path, *, since: datetime | None = None, workers: int | None = None
+    path: Path,
+    *,
+    since: datetime | None = None,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[Key, list[int]]:
-    """The tally of a journal directory (segments in parallel) or an export bundle."""
+    """The tally of a journal directory (segments in parallel) or an export bundle.
+
+    ``progress(done, total)`` is called as segments are tallied.
+    """
     cutoff = format_time(since) if since is not None else None
     if path.is_file():
         return tally_lines(_bundle_lines(path), cutoff)
     segments = [(str(p), cutoff) for _, p in list_segments(path)]
     workers = min(workers or os.cpu_count() or 1, len(segments))
+    merged: dict[Key, list[int]] = {}
     if workers <= 1:
-        parts = [_tally_file(s) for s in segments]
+        parts: Iterable[dict[Key, list[int]]] = map(_tally_file, segments)
+        _merge(merged, parts, len(segments), progress)
     else:
         with ProcessPoolExecutor(workers) as pool:
-            parts = list(pool.map(_tally_file, segments))
-    merged: dict[Key, list[int]] = {}
-    for part in parts:
+            _merge(merged, pool.map(_tally_file, segments), len(segments), progress)
+    return merged
+
+
+def _merge(
+    merged: dict[Key, list[int]],
+    parts: Iterable[dict[Key, list[int]]],
+    total: int,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    for done, part in enumerate(parts, start=1):
+        if progress is not None:
+            progress(done, total)
         for key, (n, tin, tout) in part.items():
             row = merged.setdefault(key, [0, 0, 0])
             row[0] += n
             row[1] += tin
             row[2] += tout
-    return merged
 
 
 # -- the report -------------------------------------------------------------------------

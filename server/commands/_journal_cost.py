@@ -58,9 +58,13 @@ def run_cost(args: argparse.Namespace, directory: Path, since: datetime | None) 
         return EXIT_USAGE
     assert isinstance(policy, Policy)
     prices = {n: d.cost for n, d in policy.destinations.items() if d.cost is not None}
+    from onbox.server.commands.journal import _progress  # the journal commands' own bar
+
     days = getattr(args, "days", None)
     try:
-        report = cost_report(tally_journal(directory, since=since), prices, days=days)
+        with _progress("adding up costs", quiet=args.json) as update:
+            tally = tally_journal(directory, since=since, progress=update)
+        report = cost_report(tally, prices, days=days)
     except CostError as exc:
         print(f"onbox journal stats: {exc}", file=sys.stderr)
         return EXIT_USAGE
