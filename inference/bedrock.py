@@ -100,7 +100,6 @@ class AwsCredentials:
 
     def resolve(self) -> Any:
         """Current credentials; raise :class:`DestinationUnavailable` saying what to set up."""
-        import botocore.exceptions
         import botocore.session
 
         where = f"profile {self._profile}" if self._profile else "the default AWS profile"
@@ -116,9 +115,12 @@ class AwsCredentials:
                         "where an instance or container role is attached"
                     )
                 return self._credentials.get_frozen_credentials()
-            except botocore.exceptions.BotoCoreError as exc:
+            except DestinationUnavailable:
+                raise
+            except Exception as exc:  # any failure of the chain: files, SSO, STS, IMDS
                 self._credentials = None
-                # The exception names the profile or file at fault, never a secret.
+                # The exception names the profile, file or STS/SSO call at fault, never a
+                # secret (a ClientError comes from assuming a role for the profile).
                 raise DestinationUnavailable(
                     f"destination {self._destination}: AWS credentials for {where} are not "
                     f"usable ({type(exc).__name__}: {exc}); renew them (e.g. `aws sso login`)"

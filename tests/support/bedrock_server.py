@@ -154,6 +154,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        if body.startswith(b"Action=AssumeRole"):  # STS, as AWS_ENDPOINT_URL_STS points here
+            self._sts_denied()
+            return
         state = self.server.state
         verified, why, error = self._authenticate(body)
         with state.lock:
@@ -240,6 +243,18 @@ class _Handler(BaseHTTPRequestHandler):
                 ),
             )
         return True, "", None
+
+    def _sts_denied(self) -> None:
+        data = (
+            b"<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>"
+            b"<Message>not authorized to perform sts:AssumeRole</Message></Error>"
+            b"<RequestId>onbox-test</RequestId></ErrorResponse>"
+        )
+        self.send_response(403)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     # -- answers ---------------------------------------------------------------------
     def _converse(self, model: str) -> None:

@@ -410,3 +410,25 @@ def test_credentials_from_the_sso_cache(
         assert dest.complete(REQUEST, CancelToken()).text == "return sum(xs)\n"
     [sent] = aws.requests
     assert sent.verified and sent.headers["X-Amz-Security-Token"] == SESSION_TOKEN
+
+
+def test_a_role_that_cannot_be_assumed_fails_clearly(
+    aws: BedrockServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``role_arn`` + ``source_profile``: STS (here the stand-in) refuses; nothing is sent."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    creds = tmp_path / "credentials"
+    creds.write_text(f"[base]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = x\n")
+    config_file = tmp_path / "config"
+    config_file.write_text(
+        "[profile deploy]\nrole_arn = arn:aws:iam::123456789012:role/Onbox\n"
+        f"source_profile = base\nregion = {REGION}\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config_file))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", aws.url)
+    with BedrockDestination(config(aws, profile="deploy")) as dest:
+        with pytest.raises(DestinationUnavailable, match="profile deploy are not usable") as err:
+            dest.complete(REQUEST, CancelToken())
+    assert "AccessDenied" in str(err.value) and aws.requests == []
