@@ -128,7 +128,7 @@ class GoogleCredentials:
                     f"destination {self._destination}: no Google credentials; run `gcloud auth "
                     "application-default login` or set GOOGLE_APPLICATION_CREDENTIALS"
                 ) from None
-            except google.auth.exceptions.GoogleAuthError as exc:
+            except Exception as exc:  # RefreshError, TransportError, a malformed key file
                 self._credentials = None
                 raise DestinationUnavailable(
                     f"destination {self._destination}: Google credentials could not be "
