@@ -15,13 +15,21 @@ Routes::
     GET  /v1/egress      egress by label/destination/day, tokens per cloud destination
     GET  /healthz        the database answers
     GET  /               the dashboard
+
+Uploads authenticate themselves (each is signed by its device's journal key). Reading
+(search, devices, alerts, egress, dashboard) needs the read token when one is set
+(``ONBOX_COLLECTOR_READ_TOKEN``): as ``Authorization: Bearer <token>``, or as the
+password of HTTP Basic authentication (what a browser asks for).
 """
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -53,8 +61,24 @@ def create_app(
     *,
     silence: timedelta = timedelta(minutes=30),
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    read_token: str | None = None,
 ) -> Starlette:
     """The ASGI application over ``store``."""
+
+    def guarded(handler: Handler) -> Handler:
+        if not read_token:
+            return handler
+
+        async def check(request: Request) -> Response:
+            if not _token_ok(request.headers.get("authorization", ""), read_token):
+                return JSONResponse(
+                    {"ok": False, "error": "the read token is required"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Basic realm="onbox-collector"'},
+                )
+            return await handler(request)
+
+        return check
 
     async def upload(request: Request) -> Response:
         declared = request.headers.get("content-length")
@@ -119,14 +143,31 @@ def create_app(
     return Starlette(
         routes=[
             Route("/v1/upload", upload, methods=["POST"]),
-            Route("/v1/entries", entries),
-            Route("/v1/devices", devices),
-            Route("/v1/alerts", alerts),
-            Route("/v1/egress", egress),
+            Route("/v1/entries", guarded(entries)),
+            Route("/v1/devices", guarded(devices)),
+            Route("/v1/alerts", guarded(alerts)),
+            Route("/v1/egress", guarded(egress)),
             Route("/healthz", healthz),
-            Route("/", dashboard),
+            Route("/", guarded(dashboard)),
         ]
     )
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _token_ok(header: str, token: str) -> bool:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        offered = value.strip()
+    elif scheme.lower() == "basic":
+        try:
+            offered = base64.b64decode(value.strip()).decode("utf-8").partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return False
+    else:
+        return False
+    return hmac.compare_digest(offered.encode(), token.encode())
 
 
 async def _read(function: Any, *args: Any) -> Response:
@@ -142,6 +183,7 @@ def _refuse(status: int, message: str, *, retry: bool = False) -> Response:
 
 
 _ENV = "ONBOX_COLLECTOR_CONFIG"
+READ_TOKEN_ENV = "ONBOX_COLLECTOR_READ_TOKEN"
 
 
 def app_from_env() -> Starlette:
@@ -151,6 +193,7 @@ def app_from_env() -> Starlette:
         Store(config["db"]),
         Enrolment(frozenset(config["approved"]), bool(config["tofu"])),
         silence=timedelta(seconds=float(config["silence"])),
+        read_token=os.environ.get(READ_TOKEN_ENV) or None,
     )
 
 
@@ -181,7 +224,12 @@ def serve(
         "access_log": False,
     }
     if workers <= 1:
-        app = create_app(Store(store_url), enrolment, silence=silence)
+        app = create_app(
+            Store(store_url),
+            enrolment,
+            silence=silence,
+            read_token=os.environ.get(READ_TOKEN_ENV) or None,
+        )
         uvicorn.run(app, **options)
         return
     os.environ[_ENV] = json.dumps(

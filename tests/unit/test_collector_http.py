@@ -305,3 +305,32 @@ def test_onbox_serve_wiring_ships_to_the_collector_its_policy_names(
         wiring.stop()
     state = load_state(workstation / "data" / "ship-state.json")
     assert state["collector"] == url and state["acked_seq"] >= found[0]["seq"]
+
+
+async def test_reading_needs_the_read_token_when_one_is_set(tmp_path: Path) -> None:
+    import base64
+
+    from onbox.collector import Enrolment, Store
+    from onbox.collector.app import create_app
+
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    app = create_app(store, Enrolment(), read_token="s3cret")
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://collector") as client:
+            for path in ("/", "/v1/entries", "/v1/devices", "/v1/alerts", "/v1/egress"):
+                refused = await client.get(path)
+                assert refused.status_code == 401, path
+                assert refused.headers["www-authenticate"].startswith("Basic")
+                wrong = await client.get(path, headers={"Authorization": "Bearer nope"})
+                assert wrong.status_code == 401
+                right = await client.get(path, headers={"Authorization": "Bearer s3cret"})
+                assert right.status_code == 200, path
+            basic = base64.b64encode(b"security:s3cret").decode()
+            page = await client.get("/", headers={"Authorization": f"Basic {basic}"})
+            assert page.status_code == 200
+            assert (await client.get("/healthz")).status_code == 200
+            # uploads authenticate themselves; the token is not asked for
+            assert (await client.post("/v1/upload", content=b"{}")).status_code == 400
+    finally:
+        store.close()
