@@ -324,3 +324,15 @@ def test_silent_device_is_alerted_until_a_heartbeat_arrives(store: Store, ws: Wo
     heartbeat = ingest(store, ws.upload(after=ws.head()), allowed)  # no entries, signed
     assert heartbeat.stored == 0
     assert not [a for a in list_alerts(store, silence=window) if a["kind"] == "silent"]
+
+
+def test_collector_imports_nothing_from_the_server() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, onbox.collector, onbox.collector.app, onbox.collector.siem; "
+        "print(sorted(m for m in sys.modules if m.startswith('onbox.server')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
