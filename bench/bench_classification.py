@@ -6,7 +6,8 @@
 Builds a repository (20,000 files, 1,000 CODEOWNERS rules, 200 attribute lines by
 default) in a temporary directory, then measures: a cold decision for one file
 (repository discovery and the pinned root-commit check included), the warm decision p50/p99 with unchanged text, the
-content scan per 100 KB, the full report (plus HTML rendering), and the whole-document
+content scan per 100 KB, the full report (plus HTML rendering), ``policy diff`` between
+the policy and its next serial (a tag mapped higher), and the whole-document
 incremental scan of a 5 MB file: the cold scan, an unchanged rescan, and the re-label
 after one keystroke (through the classifier, and the content scan alone with a
 tree-sitter detector), each beside a from-scratch scan of the same text in the same run.
@@ -31,6 +32,7 @@ from typing import Any
 from onbox.classification.classifier import Classifier
 from onbox.classification.content import ContentScanner
 from onbox.classification.policy import Policy, parse_policy
+from onbox.classification.policy_diff import diff_policies
 from onbox.classification.report import build_report
 from onbox.classification.report_html import render_html
 
@@ -132,7 +134,7 @@ def generate(root: Path, files: int, owners: int, attrs: int) -> list[Path]:
     return paths
 
 
-def pinned_policy(root: Path) -> Policy:
+def pinned_policy(root: Path, text: bytes = POLICY, source: str = "bench-policy.toml") -> Policy:
     """The bench policy with the monorepo's rule pinned to its root commit."""
     head = subprocess.run(
         ["git", "-C", str(root), "rev-list", "--max-parents=0", "HEAD"],
@@ -141,7 +143,7 @@ def pinned_policy(root: Path) -> Policy:
         text=True,
     ).stdout.split()[0]
     pin = f'label = "public"\nroot_commits = ["{head}"]\n'.encode()
-    return parse_policy(POLICY.replace(b'label = "public"\n', pin, 1), "bench-policy.toml")
+    return parse_policy(text.replace(b'label = "public"\n', pin, 1), source)
 
 
 def _ms(seconds: float) -> float:
@@ -355,6 +357,16 @@ def main() -> int:
         page = render_html(report)
         html_s = time.perf_counter() - start
 
+        # Serial N+1 makes the docs tag internal: what does it change?
+        candidate = pinned_policy(
+            root,
+            POLICY.replace(b'docs = "public"', b'docs = "internal"'),
+            "bench-policy-next.toml",
+        )
+        start = time.perf_counter()
+        diff = diff_policies(policy, candidate, [root])
+        diff_s = time.perf_counter() - start
+
     results = {
         "machine": platform.platform(),
         "python": sys.version.split()[0],
@@ -376,6 +388,9 @@ def main() -> int:
         "report_s": round(report_s, 2),
         "report_target_s": 60,
         "html_render_s": round(html_s, 2),
+        "policy_diff_s": round(diff_s, 2),
+        "policy_diff_target_s": 60,
+        "policy_diff_changed": len(diff.changes),
         "html_bytes": len(page),
         "by_label": report.by_label,
         "review_candidates": len(report.review_candidates),
@@ -403,6 +418,11 @@ def main() -> int:
         ),
         (f"full report, {args.files} files", f"{results['report_s']} s", "<= 60 s"),
         ("HTML render", f"{results['html_render_s']} s ({len(page) // 1024} KiB)", ""),
+        (
+            f"policy diff N -> N+1, {args.files} files ({len(diff.changes)} change)",
+            f"{results['policy_diff_s']} s",
+            "<= 60 s",
+        ),
         *_incremental_rows(incremental),
     ]
     _print_table(rows)

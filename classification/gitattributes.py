@@ -90,6 +90,15 @@ class AttributesFile:
 
     rules: list[_Rule] = field(default_factory=list)
     macros: dict[str, Macro] = field(default_factory=dict)
+    _relevant: dict[frozenset[str], list[_Rule]] = field(default_factory=dict, repr=False)
+
+    def relevant_rules(self, relevant: frozenset[str]) -> list[_Rule]:
+        """The rules that touch an attribute in ``relevant``, last line first (memoised)."""
+        rules = self._relevant.get(relevant)
+        if rules is None:
+            rules = [rule for rule in reversed(self.rules) if not rule.names.isdisjoint(relevant)]
+            self._relevant[relevant] = rules
+        return rules
 
 
 def _unquote(text: str) -> tuple[str, str] | None:
@@ -267,9 +276,8 @@ def states_of(
     basename = subject.rsplit("/", 1)[-1]
     decided: dict[str, AttributeValue] = {}
     for attributes in reversed(files):
-        for rule in reversed(attributes.rules):
-            wanted = rule.names & relevant
-            if not wanted or all(name in decided for name in wanted):
+        for rule in attributes.relevant_rules(relevant):
+            if decided and all(name in decided for name in rule.names if name in relevant):
                 continue
             if rule.base and not subject.startswith(rule.base):
                 continue
@@ -321,11 +329,12 @@ def lookup(
 
 def attribute_files_for(root: Path, rel_path: str, info_attributes: str) -> list[tuple[str, str]]:
     """(absolute file, base) pairs that can affect ``rel_path``, lowest precedence first."""
-    pairs = [(str(root / ".gitattributes"), "")]
+    top = str(root)
+    pairs = [(os.path.join(top, ".gitattributes"), "")]
     parts = rel_path.split("/")[:-1]
     for depth in range(1, len(parts) + 1):
         base = "/".join(parts[:depth]) + "/"
-        pairs.append((str(root / base / ".gitattributes"), base))
+        pairs.append((os.path.join(top, base, ".gitattributes"), base))
     pairs.append((info_attributes, ""))
     return pairs
 

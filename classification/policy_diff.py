@@ -3,12 +3,15 @@
 :func:`diff_policies` labels each file of each repository (the files ``onbox classify
 --report`` labels: tracked and untracked, not ignored) under both policies, reading each
 file once, and returns the files whose label differs with the deciding reasons on
-either side. Repository files are parsed once and shared by both policies.
+either side. Repository files are parsed once and shared by both policies; a large tree
+is split over forked worker processes.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,15 +92,74 @@ def deciding_reasons(decision: Decision) -> tuple[str, ...]:
 
 
 def diff_policies(
-    old: Policy, new: Policy, repos: Sequence[Path], progress: Progress | None = None
+    old: Policy,
+    new: Policy,
+    repos: Sequence[Path],
+    progress: Progress | None = None,
+    *,
+    workers: int | None = None,
 ) -> PolicyDiff:
-    """Label every file of ``repos`` under ``old`` and ``new``; return the differences."""
-    reader = SignalReader(batch=True)  # parsed repo files do not depend on the policy
-    todo = [(repo, repo.resolve(), name) for repo in repos for name in list_files(repo.resolve())]
+    """Label every file of ``repos`` under ``old`` and ``new``; return the differences.
+
+    Large trees are split over ``workers`` forked processes (default: the CPUs this
+    process may use); where ``fork`` is not available, or for a few hundred files, the
+    work runs here.
+    """
+    todo = [
+        (str(repo), str(repo.resolve()), name)
+        for repo in repos
+        for name in list_files(repo.resolve())
+    ]
+    if workers is None:
+        affinity = getattr(os, "sched_getaffinity", None)
+        workers = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
     changes: list[LabelChange] = []
     errors: list[str] = []
-    for index, (repo, root, name) in enumerate(todo):
-        path = root / name
+    done = 0
+    if workers > 1 and len(todo) >= 2 * CHUNK and "fork" in mp.get_all_start_methods():
+        with mp.get_context("fork").Pool(workers, _start_worker, (old, new)) as pool:
+            for found, failed, size in pool.imap(_worker_chunk, chunks):
+                changes.extend(found)
+                errors.extend(failed)
+                done += size
+                if progress is not None:
+                    progress(done, len(todo))
+    else:
+        reader = SignalReader(batch=True)  # parsed repo files do not depend on the policy
+        for chunk in chunks:
+            found, failed, size = _compare(old, new, reader, chunk)
+            changes.extend(found)
+            errors.extend(failed)
+            done += size
+            if progress is not None:
+                progress(done, len(todo))
+    return PolicyDiff(old.id, new.id, len(todo), tuple(changes), tuple(errors))
+
+
+CHUNK = 250
+_WORKER: tuple[Policy, Policy, SignalReader] | None = None
+Chunk = list[tuple[str, str, str]]
+
+
+def _start_worker(old: Policy, new: Policy) -> None:
+    global _WORKER
+    _WORKER = (old, new, SignalReader(batch=True))
+
+
+def _worker_chunk(chunk: Chunk) -> tuple[list[LabelChange], list[str], int]:
+    assert _WORKER is not None
+    return _compare(*_WORKER, chunk)
+
+
+def _compare(
+    old: Policy, new: Policy, reader: SignalReader, chunk: Chunk
+) -> tuple[list[LabelChange], list[str], int]:
+    """The label changes among ``chunk``'s (repo as given, resolved root, name) files."""
+    changes: list[LabelChange] = []
+    errors: list[str] = []
+    for repo, root, name in chunk:
+        path = Path(root) / name
         try:
             text, _ = read_file(path)
             before = evaluate(old, reader, path, text).decision
@@ -106,13 +168,10 @@ def diff_policies(
             logger.warning("cannot classify %s: %s", path, exc)
             errors.append(f"{repo}/{name}: {type(exc).__name__}: {exc}")
             continue
-        finally:
-            if progress is not None:
-                progress(index + 1, len(todo))
         if before.label.name != after.label.name:
             changes.append(
                 LabelChange(
-                    str(repo),
+                    repo,
                     name,
                     before.label.name,
                     after.label.name,
@@ -122,4 +181,4 @@ def diff_policies(
                     after.label.rank,
                 )
             )
-    return PolicyDiff(old.id, new.id, len(todo), tuple(changes), tuple(errors))
+    return changes, errors, len(chunk)

@@ -515,10 +515,9 @@ def _attributes(
     seen: list[tuple[str, Fingerprint]],
 ) -> None:
     files: list[gitattributes.AttributesFile] = []
-    for absolute, base in gitattributes.attribute_files_for(
-        repo.root, rel, repo.info_attributes_path
-    ):
-        is_info = absolute == repo.info_attributes_path
+    info = repo.info_attributes_path
+    for absolute, base in gitattributes.attribute_files_for(repo.root, rel, info):
+        is_info = absolute == info
         if not is_info and os.path.islink(absolute):
             seen.append((absolute, fingerprint(absolute)))
             continue  # git does not follow an in-tree .gitattributes symlink
@@ -589,10 +588,11 @@ def _owners(
     seen: list[tuple[str, Fingerprint]],
 ) -> None:
     parsed_files: dict[str, codeowners.CodeOwners] = {}
+    top = str(repo.root)
 
     def exists(location: str) -> bool:
         parsed = reader.load(
-            str(repo.root / location),
+            os.path.join(top, location),
             "codeowners",
             functools.partial(_parse_owners, display=location),
             seen,

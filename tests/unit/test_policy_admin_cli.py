@@ -185,3 +185,22 @@ def test_diff_lists_changed_files_and_why(onbox: Onbox, tmp_path: Path) -> None:
     text = onbox(*args)
     assert "4 files: 2 change label under 'new'" in text
     assert "web/billing/b.py: public -> restricted" in text
+
+
+def test_diff_in_worker_processes_matches_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onbox.classification import policy_diff
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    files = {f"m{i}.py": "x = 1\n" for i in range(12)}
+    files["CODEOWNERS"] = "m1*.py @acme/pay\n"
+    _repo(tmp_path / "web", "https://github.com/acme/web", files)
+    old = parse_policy(OLD.encode(), "old.toml")
+    new = parse_policy((OLD + '[owners]\n"@acme/pay" = "restricted"\n').encode(), "new.toml")
+    monkeypatch.setattr(policy_diff, "CHUNK", 2)
+    one = policy_diff.diff_policies(old, new, [tmp_path / "web"], workers=1)
+    many = policy_diff.diff_policies(old, new, [tmp_path / "web"], workers=3)
+    assert {c.path for c in one.changes} == {"m1.py", "m10.py", "m11.py"}
+    assert one == many and one.files == 13
