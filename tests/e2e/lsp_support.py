@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 from pytest_lsp.client import make_test_lsp_client
+
+from tests.support.policies import PolicyBuilder
+from tests.support.repos import git as git  # the e2e tests import it from here
 
 SERVER_COMMAND = [sys.executable, "-m", "onbox", "serve"]
 
@@ -104,24 +105,6 @@ async def request(client: LanguageClient, method: str, params: Any) -> Any:
     return await client.protocol.send_request_async(method, params)
 
 
-def git(repo: Path, *args: str) -> None:
-    """Run git in ``repo`` (with a fixed identity, for commits)."""
-    subprocess.run(
-        [
-            "git",
-            "-C",
-            str(repo),
-            "-c",
-            "user.name=Onbox Test",
-            "-c",
-            "user.email=test@example.com",
-            *args,
-        ],
-        check=True,
-        capture_output=True,
-    )
-
-
 def part(payload: Any, key: str) -> Any:
     """``payload[key]`` for a dict or a pygls ``Object`` (nested JSON objects arrive as those)."""
     if isinstance(payload, dict):
@@ -149,30 +132,18 @@ async def wait_for_message(
 
 #: A policy whose public repo (github.com/acme/docs) may go to a loopback OpenAI-compatible
 #: "selfhosted" destination at ``{url}``; everything else stays on-box.
-ROUTING_POLICY = """
-[policy]
-id = "{policy_id}"
-labels = ["public", "internal", "restricted"]
-default_label = "restricted"
-
-[[repos]]
-match = "github.com/acme/docs"
-label = "public"
-
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
-
-[destinations.selfhosted]
-kind = "openai"
-base_url = "{url}/v1"
-model = "loopback-coder"
-clearance = "public"
-fim = true
-timeout = 5.0
-
-[routes]
-public = ["selfhosted", "on-box"]
-internal = ["on-box"]
-restricted = ["on-box"]
-"""
+ROUTING_POLICY = (
+    PolicyBuilder("{policy_id}")
+    .repo("github.com/acme/docs", "public")
+    .destination(
+        "selfhosted",
+        kind="openai",
+        base_url="{url}/v1",
+        model="loopback-coder",
+        clearance="public",
+        fim=True,
+        timeout=5.0,
+    )
+    .route("public", "selfhosted")
+    .toml()
+)

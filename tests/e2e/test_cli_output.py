@@ -19,30 +19,13 @@ import pytest
 from onbox.audit import open_journal
 from onbox.classification.policy import load_policy
 from onbox.server.cli import ConciseFormatter, configure_logging
-from tests.e2e.lsp_support import git
+from tests.support.policies import PolicyBuilder
+from tests.support.repos import git
 
 PATTERN = "github.com/[a]cme/pay*"
 FILE_NAME = "[bold]x.py"
 
-POLICY = f"""
-[policy]
-id = "markup-[test]"
-labels = ["public", "internal", "restricted"]
-default_label = "restricted"
-
-[[repos]]
-match = "{PATTERN}"
-label = "internal"
-
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
-
-[routes]
-public = ["on-box"]
-internal = ["on-box"]
-restricted = ["on-box"]
-"""
+POLICY = PolicyBuilder("markup-[test]").repo(PATTERN, "internal").toml()
 
 
 @pytest.fixture

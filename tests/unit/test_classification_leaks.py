@@ -24,6 +24,7 @@ from onbox.classification.decision import Decision
 from onbox.classification.markers import find_marker
 from onbox.classification.policy import Policy, PolicyError, parse_policy, policy_warnings
 from onbox.classification.repo import discover, normalise_remote
+from tests.support.repos import git
 
 POLICY_TEXT = """\
 [policy]
@@ -71,12 +72,6 @@ def _git_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(f"GIT_{name}_NAME", "t")
         monkeypatch.setenv(f"GIT_{name}_EMAIL", "t@example.com")
     (tmp_path / "home").mkdir()
-
-
-def git(root: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
-    assert done.returncode == 0, f"git {args}: {done.stderr}"
-    return done.stdout.strip()
 
 
 def make_repo(root: Path, files: dict[str, str], *, origin: str | None = None) -> Path:

@@ -22,15 +22,10 @@ from onbox.classification.history import RootCommitCache
 from onbox.classification.policy import Policy, parse_policy
 from onbox.classification.policy_model import PolicyError
 from onbox.classification.repo import discover
+from tests.support.repos import git
 
 PAYMENTS_URL = "https://github.com/acme/payments.git"
 DOCS_URL = "https://github.com/acme/docs.git"
-
-
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(root), *args], capture_output=True, check=True, text=True
-    ).stdout.strip()
 
 
 def make_repo(root: Path, remote: str, files: dict[str, str]) -> str:

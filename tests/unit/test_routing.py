@@ -42,6 +42,8 @@ from onbox.inference.routing import (
     RequestSettings,
     Router,
 )
+from tests.support.journal import MemoryJournal as BaseMemoryJournal
+from tests.support.journal import Receipt
 from tests.support.recording_server import Fault, RecordingServer
 
 SECRET = "AKIAABCDEFGHIJKLMNOP"  # an AWS access key id the content scanner finds
@@ -104,29 +106,16 @@ class OnBox:
 
 
 @dataclass
-class Receipt:
-    seq: int
-    entry_hash: str = ""
+class MemoryJournal(BaseMemoryJournal):
+    """Also records, at each append, how many requests the servers had already received."""
 
-
-@dataclass
-class MemoryJournal:
-    """Records entries in order; can be told to fail like a full disk."""
-
-    entries: list[tuple[str, dict[str, Any], bool]] = field(default_factory=list)
-    fail: bool = False
     sent_before_append: list[int] = field(default_factory=list)
     servers: tuple[RecordingServer, ...] = ()
 
     def append(self, kind: str, body: Mapping[str, Any], *, durable: bool = False) -> Receipt:
-        if self.fail:
-            raise OSError("No space left on device")
-        self.sent_before_append.append(sum(len(s.requests) for s in self.servers))
-        self.entries.append((kind, dict(body), durable))
-        return Receipt(len(self.entries))
-
-    def store_encrypted_prompt(self, prompt: str, recipient: str) -> dict[str, Any]:
-        return {"alg": "test", "recipient": recipient, "bytes": len(prompt)}
+        if not self.fail:
+            self.sent_before_append.append(sum(len(s.requests) for s in self.servers))
+        return super().append(kind, body, durable=durable)
 
 
 @pytest.fixture(scope="module")
