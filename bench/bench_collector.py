@@ -7,8 +7,8 @@
    verified entry by entry (hash, exact form, Ed25519 signature, chain, key history),
    straight into each store: entries per second.
 2. **fleet**: ``--devices`` real journals of ``--entries`` each, shipped concurrently
-   (16 shippers) over HTTP to a real ``onbox collector serve``, every tenth upload sent
-   twice: entries verified and stored, lost, stored twice.
+   (16 shippers) over HTTP to a real ``onbox collector serve --workers <CPUs>``, every
+   tenth device's shipment sent twice: entries verified and stored, lost, stored twice.
 3. **search**: ``--rows`` entries bulk-loaded (unsigned rows: search does not look at
    signatures), then one device's egress for one day, p50/p95 of 200 queries.
 4. **dashboard**: the first paint (the whole page rendered by the collector) at that size.
@@ -50,6 +50,7 @@ from onbox.collector import Enrolment, EntryQuery, Store, find_entries, ingest
 from onbox.collector.dashboard import render
 from onbox.collector.query import enrol
 
+SERVE = [sys.executable, "-m", "onbox", "collector", "serve"]
 DAY0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=20)
 
 
@@ -141,7 +142,7 @@ def bench_fleet(url: str, root: Path, devices: int, entries: int) -> dict[str, A
     generated = time.perf_counter() - started
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "onbox", "collector", "serve", "--db", url, "--port", str(port)],
+        [*SERVE, "--db", url, "--port", str(port), "--workers", str(os.cpu_count() or 1)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
