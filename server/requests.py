@@ -2,7 +2,8 @@
 
 ``onbox/explain``, ``onbox/health``, ``onbox/journalStats``, ``onbox/policyPull`` and the
 ``onbox.*`` commands, including ``onbox.accept``, which journals an accepted suggestion.
-:func:`register` adds them to the server (:mod:`onbox.server.lsp` calls it once).
+:func:`register` adds them to the server (:mod:`onbox.server.lsp` calls it once). pygls
+reads each command handler's annotations, so :class:`OnboxServer` is imported for real.
 
 Journal scans, journal verification and policy pulls can take seconds (a large journal,
 a slow git remote), so they run on the server's I/O threads (:meth:`OnboxServer.off_loop`):
@@ -11,14 +12,12 @@ while they run, completions and cancels are still served.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pygls.exceptions import JsonRpcInvalidParams
 
+from onbox.server.language_server import OnboxServer
 from onbox.server.lsp_items import ACCEPT
-
-if TYPE_CHECKING:  # the server module imports this one to register it
-    from onbox.server.lsp import OnboxServer
 
 EXPLAIN = "onbox/explain"
 HEALTH = "onbox/health"

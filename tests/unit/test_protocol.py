@@ -8,7 +8,7 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInternalError, JsonRpcMethodNotFound
 
-from onbox.server.lsp import OnboxServer
+from onbox.server.language_server import OnboxServer
 from onbox.server.protocol import (
     MAX_LINE,
     AnsweredMalformedRequest,
@@ -92,3 +92,17 @@ def test_pygls_repeats_are_dropped_unless_debugging() -> None:
         assert DuplicateTracebacks().filter(record) is True
     finally:
         root.setLevel(level)
+
+
+def test_every_handler_annotation_resolves() -> None:
+    """pygls reads each handler's type hints to structure its arguments: they must resolve."""
+    import typing
+
+    from onbox.server.lsp import server
+
+    handlers = {**server.protocol.fm.commands, **server.protocol.fm.features}
+    assert "onbox.accept" in handlers and "onbox/journalStats" in handlers
+    for name, handler in handlers.items():
+        function = getattr(handler, "func", handler)  # pygls binds the server with partial
+        hints = typing.get_type_hints(function)
+        assert hints, name
