@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -278,11 +279,12 @@ Target = Callable[[], tuple[str | None, float]]
 
 
 class Shipper:
-    """Ships on a timer inside ``onbox serve``: at start, then every ``minutes``.
+    """Ships inside ``onbox serve``: at start, when a segment is sealed, and every ``minutes``.
 
     ``target()`` is asked before each shipment for ``(collector URL, minutes)``, so the
     URL always comes from the signed policy in force (``[audit] collector_url``); with
-    no URL nothing is sent. Failures are logged and retried at the next tick.
+    no URL nothing is sent. A new segment (the old one sealed: a new day, or the size
+    limit) is noticed within ``poll_seconds``. Failures are logged and retried later.
     """
 
     def __init__(
@@ -292,14 +294,17 @@ class Shipper:
         state_path: Path,
         *,
         ca_bundle: str | None = None,
+        poll_seconds: float = 10.0,
     ) -> None:
         self._journal = journal
         self._target = target
         self._state_path = state_path
         self._verify: bool | str = ca_bundle or True
+        self._poll = poll_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="onbox-journal-ship", daemon=True)
         self.last_error: str | None = None
+        self.shipments = 0
 
     def start(self) -> None:
         """Begin shipping (the first shipment starts now)."""
@@ -312,17 +317,22 @@ class Shipper:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        sealed, due = -1, 0.0
         while not self._stop.is_set():
             url, minutes = self._target()
-            if url:
-                try:
-                    with httpx.Client(timeout=30, verify=self._verify) as client:
-                        report = ship(self._journal, url, self._state_path, client=client)
-                    self.last_error = None
-                    logger.info(
-                        "shipped %d entries to %s (seq %d)", report.sent, url, report.acked_seq
-                    )
-                except (ShipError, JournalError, OSError) as exc:
-                    self.last_error = str(exc)
-                    logger.warning("journal shipping: %s", exc)
-            self._stop.wait(max(minutes, 0.05) * 60)
+            segments = len(list_segments(self._journal.path))
+            if url and (time.monotonic() >= due or segments != sealed):
+                self._ship_once(url)
+                sealed, due = segments, time.monotonic() + max(minutes, 0.001) * 60
+            self._stop.wait(min(self._poll, max(minutes, 0.001) * 60))
+
+    def _ship_once(self, url: str) -> None:
+        try:
+            with httpx.Client(timeout=30, verify=self._verify) as client:
+                report = ship(self._journal, url, self._state_path, client=client)
+            self.last_error = None
+            logger.info("shipped %d entries to %s (seq %d)", report.sent, url, report.acked_seq)
+        except (ShipError, JournalError, OSError) as exc:
+            self.last_error = str(exc)
+            logger.warning("journal shipping: %s", exc)
+        self.shipments += 1

@@ -334,3 +334,35 @@ async def test_reading_needs_the_read_token_when_one_is_set(tmp_path: Path) -> N
             assert (await client.post("/v1/upload", content=b"{}")).status_code == 400
     finally:
         store.close()
+
+
+def test_shipper_ships_when_a_segment_is_sealed(
+    collector: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from onbox.audit.ship import Shipper
+
+    url, db = collector
+    now = [datetime(2026, 11, 20, 12, tzinfo=UTC)]
+    journal = open_journal(tmp_path / "j", device_key_dir=tmp_path / "k", clock=lambda: now[0])
+    device = str(journal.device_fingerprint)
+    _enrol(db, device, capsys)
+    shipper = Shipper(journal, lambda: (url, 60.0), tmp_path / "state.json", poll_seconds=0.05)
+    try:
+        shipper.start()  # ships at start, then not again for an hour...
+        deadline = time.monotonic() + 60
+        while shipper.shipments < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        now[0] += timedelta(days=1)  # ...unless a segment is sealed: a new day starts one
+        seq = journal.append("egress", {"destination": "cloud", "label": "public"}).seq
+        while time.monotonic() < deadline:
+            found = httpx.get(url + "/v1/entries", params={"device": device, "kind": "egress"})
+            if found.json():
+                break
+            time.sleep(0.05)
+        assert [e["seq"] for e in found.json()] == [seq]
+        assert shipper.shipments == 2 and shipper.last_error is None
+    finally:
+        shipper.stop()
+        journal.close()
