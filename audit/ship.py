@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -275,7 +276,8 @@ def _now() -> str:
     return stamp
 
 
-Target = Callable[[], tuple[str | None, float]]
+#: ``() -> (collector URL or None, minutes, PEM CA certificates or None)``
+Target = Callable[[], tuple[str | None, float, str | None]]
 
 
 class Shipper:
@@ -293,13 +295,11 @@ class Shipper:
         target: Target,
         state_path: Path,
         *,
-        ca_bundle: str | None = None,
         poll_seconds: float = 10.0,
     ) -> None:
         self._journal = journal
         self._target = target
         self._state_path = state_path
-        self._verify: bool | str = ca_bundle or True
         self._poll = poll_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="onbox-journal-ship", daemon=True)
@@ -319,20 +319,22 @@ class Shipper:
     def _run(self) -> None:
         sealed, due = -1, 0.0
         while not self._stop.is_set():
-            url, minutes = self._target()
+            url, minutes, ca = self._target()
             segments = len(list_segments(self._journal.path))
             if url and (time.monotonic() >= due or segments != sealed):
-                self._ship_once(url)
+                self._ship_once(url, ca)
                 sealed, due = segments, time.monotonic() + max(minutes, 0.001) * 60
             self._stop.wait(min(self._poll, max(minutes, 0.001) * 60))
 
-    def _ship_once(self, url: str) -> None:
+    def _ship_once(self, url: str, ca: str | None) -> None:
         try:
-            with httpx.Client(timeout=30, verify=self._verify) as client:
+            # the policy's CA certificates, else the system trust store
+            verify = ssl.create_default_context(cadata=ca) if ca else True
+            with httpx.Client(timeout=30, verify=verify) as client:
                 report = ship(self._journal, url, self._state_path, client=client)
             self.last_error = None
             logger.info("shipped %d entries to %s (seq %d)", report.sent, url, report.acked_seq)
-        except (ShipError, JournalError, OSError) as exc:
+        except (ShipError, JournalError, OSError, ssl.SSLError) as exc:
             self.last_error = str(exc)
             logger.warning("journal shipping: %s", exc)
         self.shipments += 1

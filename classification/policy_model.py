@@ -172,6 +172,8 @@ class Policy:
     #: ``[audit] collector_url``: where ``onbox serve`` ships the journal (None: nowhere)
     collector_url: str | None = None
     ship_minutes: float = 5.0
+    #: ``[audit] collector_ca``: PEM certificates the collector's TLS must chain to
+    collector_ca: str | None = None
     source: str = "<builtin>"
     sha256: str = ""
     repos: tuple[RepoRule, ...] = ()

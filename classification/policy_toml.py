@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import logging
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -56,7 +57,7 @@ _COST_NUMBERS |= {"prefill_tokens_per_second", "decode_tokens_per_second"}
 _COST_KEYS = _COST_NUMBERS | {"currency", "hardware"}
 _PUBLISHERS = ("google", "anthropic", "mistralai")
 _NEEDS = {"bedrock": ("region", "model"), "vertex": ("project", "location", "model")}
-_AUDIT_KEYS = {"store_encrypted_prompts", "collector_url", "ship_minutes"}
+_AUDIT_KEYS = {"store_encrypted_prompts", "collector_url", "ship_minutes", "collector_ca"}
 _INLINE_SECRET_KEYS = {"api_key", "apikey", "key", "token", "secret", "password", "bearer"}
 _SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"}
 _SPACE = re.compile(r"\s")
@@ -222,7 +223,7 @@ def parse_policy(data: bytes, source: str) -> Policy:
             "audit.store_encrypted_prompts",
             "needs [policy] security_team_key (the X25519 public key prompts are encrypted to)",
         )
-    collector_url, ship_minutes = _collector(ctx, audit)
+    collector_url, ship_minutes, collector_ca = _collector(ctx, audit)
     return Policy(
         id=policy_id,
         scale=ctx.scale,
@@ -234,6 +235,7 @@ def parse_policy(data: bytes, source: str) -> Policy:
         store_encrypted_prompts=store,
         collector_url=collector_url,
         ship_minutes=ship_minutes,
+        collector_ca=collector_ca,
         source=source,
         sha256=hashlib.sha256(data).hexdigest(),
         repos=repos,
@@ -284,8 +286,8 @@ def _team_key(ctx: _Ctx, value: object) -> str | None:
     return text
 
 
-def _collector(ctx: _Ctx, audit: Mapping[str, Any]) -> tuple[str | None, float]:
-    """``[audit] collector_url`` (https, or http on loopback) and ``ship_minutes``."""
+def _collector(ctx: _Ctx, audit: Mapping[str, Any]) -> tuple[str | None, float, str | None]:
+    """``[audit] collector_url`` (https, or http on loopback), ``ship_minutes``, ``collector_ca``."""
     url = audit.get("collector_url")
     if url is not None:
         url = str(ctx.typed(url, "audit.collector_url", str, "a URL"))
@@ -295,7 +297,14 @@ def _collector(ctx: _Ctx, audit: Mapping[str, Any]) -> tuple[str | None, float]:
     minutes = audit.get("ship_minutes", 5)
     if isinstance(minutes, bool) or not isinstance(minutes, int | float) or minutes <= 0:
         ctx.fail("audit.ship_minutes", "a positive number of minutes")
-    return url, float(minutes)
+    ca = audit.get("collector_ca")
+    if ca is not None:
+        ca = str(ctx.typed(ca, "audit.collector_ca", str, "PEM certificates"))
+        try:
+            ssl.create_default_context(cadata=ca)
+        except (ssl.SSLError, ValueError) as exc:
+            ctx.fail("audit.collector_ca", f"not PEM CA certificates: {exc}")
+    return url, float(minutes), ca
 
 
 def _repo(ctx: _Ctx, item: object, index: int) -> RepoRule:

@@ -195,7 +195,11 @@ class Wiring:
 
         self.shipper = Shipper(
             self.journal,
-            lambda: (self.policy.collector_url, self.policy.ship_minutes),
+            lambda: (
+                self.policy.collector_url,
+                self.policy.ship_minutes,
+                self.policy.collector_ca,
+            ),
             paths.data_dir() / "ship-state.json",
         )
         self.shipper.start()

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -25,10 +26,13 @@ def free_port() -> int:
 class CollectorProcess:
     """``onbox collector serve --db DB`` until :meth:`stop` or :meth:`kill`."""
 
-    def __init__(self, db: str, root: Path, *extra: str) -> None:
+    def __init__(
+        self, db: str, root: Path, *extra: str, scheme: str = "http", ca: str | None = None
+    ) -> None:
         self.db = db
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        verify = ssl.create_default_context(cadata=ca) if ca else True
         root.mkdir(parents=True, exist_ok=True)
         self._log_path = root / f"collector-{self.port}.log"
         self._log = open(self._log_path, "wb")  # closed in stop/kill
@@ -42,7 +46,7 @@ class CollectorProcess:
         deadline = time.monotonic() + 60
         while True:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                if httpx.get(self.url + "/healthz", timeout=2, verify=verify).status_code == 200:
                     return
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
@@ -64,9 +68,11 @@ class CollectorProcess:
 
 
 @contextlib.contextmanager
-def running_collector(db: str, root: Path, *extra: str) -> Iterator[CollectorProcess]:
+def running_collector(
+    db: str, root: Path, *extra: str, scheme: str = "http", ca: str | None = None
+) -> Iterator[CollectorProcess]:
     """A collector for the duration of the block."""
-    collector = CollectorProcess(db, root, *extra)
+    collector = CollectorProcess(db, root, *extra, scheme=scheme, ca=ca)
     try:
         yield collector
     finally:

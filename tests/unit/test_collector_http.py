@@ -348,7 +348,9 @@ def test_shipper_ships_when_a_segment_is_sealed(
     journal = open_journal(tmp_path / "j", device_key_dir=tmp_path / "k", clock=lambda: now[0])
     device = str(journal.device_fingerprint)
     _enrol(db, device, capsys)
-    shipper = Shipper(journal, lambda: (url, 60.0), tmp_path / "state.json", poll_seconds=0.05)
+    shipper = Shipper(
+        journal, lambda: (url, 60.0, None), tmp_path / "state.json", poll_seconds=0.05
+    )
     try:
         shipper.start()  # ships at start, then not again for an hour...
         deadline = time.monotonic() + 60
@@ -366,3 +368,88 @@ def test_shipper_ships_when_a_segment_is_sealed(
     finally:
         shipper.stop()
         journal.close()
+
+
+def _tls_files(directory: Path) -> tuple[str, Path, Path]:
+    """A CA (PEM) and a certificate for 127.0.0.1 it signed, with its key: (ca, cert, key)."""
+    import ipaddress
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    now = datetime.now(UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder().subject_name(name("onbox test CA")).issuer_name(name("onbox test CA"))
+        .public_key(ca_key.public_key()).serial_number(1)
+        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    cert = (
+        x509.CertificateBuilder().subject_name(name("collector")).issuer_name(ca.subject)
+        .public_key(key.public_key()).serial_number(2)
+        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return ca.public_bytes(serialization.Encoding.PEM).decode(), cert_path, key_path
+
+
+def test_shipping_over_tls_trusts_the_policy_ca_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from onbox.audit.ship import Shipper
+    from onbox.classification.policy import load_policy
+    from onbox.classification.policy_model import PolicyError
+    from tests.support.collector import running_collector
+
+    ca, cert, key = _tls_files(tmp_path)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        SHIPPING_POLICY.format(url="https://collector.corp.test", minutes=5)
+        + f'collector_ca = """{ca}"""\n'
+    )
+    assert load_policy(policy).collector_ca == ca
+    policy.write_text(policy.read_text().replace("BEGIN CERTIFICATE", "BEGIN NONSENSE"))
+    with pytest.raises(PolicyError, match="collector_ca"):
+        load_policy(policy)
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    tls = ("--trust-on-first-use", "--tls-cert", str(cert), "--tls-key", str(key))
+    with running_collector(db, tmp_path / "c", *tls, scheme="https", ca=ca) as collector:
+        journal = open_journal(tmp_path / "j", device_key_dir=tmp_path / "k")
+        journal.append("egress", {"destination": "cloud", "label": "public"})
+        errors = []
+        try:
+            for trust in (None, ca):  # the system trust store does not know this CA
+                shipper = Shipper(
+                    journal, lambda t=trust: (collector.url, 60.0, t), tmp_path / "s.json"
+                )
+                shipper.start()
+                deadline = time.monotonic() + 60
+                while shipper.shipments < 1 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                shipper.stop()
+                errors.append(shipper.last_error)
+        finally:
+            journal.close()
+    assert errors[0] is not None and "CERTIFICATE_VERIFY_FAILED" in errors[0]
+    assert errors[1] is None
