@@ -43,7 +43,8 @@ class Problem:
 
     def __str__(self) -> str:
         seq = f", seq {self.seq}" if self.seq is not None else ""
-        return f"{self.segment} line {self.line}{seq}: {self.what}"
+        line = f" line {self.line}" if self.line else ""  # 0: the bundle or checkpoint as a whole
+        return f"{self.segment}{line}{seq}: {self.what}"
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping."""
