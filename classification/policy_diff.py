@@ -126,7 +126,9 @@ def diff_policies(
                 if progress is not None:
                     progress(done, len(todo))
     else:
-        reader = SignalReader(batch=True)  # parsed repo files do not depend on the policy
+        reader = SignalReader(
+            batch=True, repeat=True
+        )  # parsed repo files do not depend on the policy
         for chunk in chunks:
             found, failed, size = _compare(old, new, reader, chunk)
             changes.extend(found)
@@ -144,7 +146,7 @@ Chunk = list[tuple[str, str, str]]
 
 def _start_worker(old: Policy, new: Policy) -> None:
     global _WORKER
-    _WORKER = (old, new, SignalReader(batch=True))
+    _WORKER = (old, new, SignalReader(batch=True, repeat=True))
 
 
 def _worker_chunk(chunk: Chunk) -> tuple[list[LabelChange], list[str], int]:

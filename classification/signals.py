@@ -55,12 +55,37 @@ class SignalReader:
     long-lived classifier does not, so a ``git init`` in a subdirectory is seen at once.
     """
 
-    def __init__(self, *, batch: bool = False) -> None:
+    def __init__(self, *, batch: bool = False, repeat: bool = False) -> None:
         self._lock = threading.Lock()
+        # ``repeat``: each file is evaluated more than once (a policy diff): the lookups
+        # that do not depend on the policy are kept, keyed by path and parsed objects.
+        self._lookups: dict[tuple[str, str], tuple[tuple[object, ...], Any]] | None = (
+            {} if repeat else None
+        )
         self._files: dict[tuple[str, str], tuple[Fingerprint, Any]] = {}
         self._tracked: dict[tuple[str, str], tuple[Fingerprint, bool]] = {}
         self._repos: dict[str, tuple[Repository | None, Watch]] | None = {} if batch else None
         self.roots = RootCommitCache()
+
+    def lookup(
+        self, kind: str, rel: str, parsed: tuple[object, ...], compute: Callable[[], T]
+    ) -> T:
+        """``compute()``, reused while ``parsed`` are the very objects it was computed from."""
+        if self._lookups is None:
+            return compute()
+        key = (kind, rel)
+        with self._lock:
+            hit = self._lookups.get(key)
+        if (
+            hit is not None
+            and len(hit[0]) == len(parsed)
+            and all(a is b for a, b in zip(hit[0], parsed, strict=True))
+        ):
+            return hit[1]  # type: ignore[no-any-return]
+        value = compute()
+        with self._lock:
+            self._lookups[key] = (parsed, value)
+        return value
 
     def repository(self, path: Path) -> Repository | None:
         """:func:`discover`, cached per directory in ``batch`` mode."""
@@ -532,7 +557,12 @@ def _attributes(
         parsed = reader.load(absolute, f"attributes:{repo.ignore_case}", parse, seen, exact=True)
         if parsed is not None:
             files.append(parsed)
-    found = gitattributes.lookup(files, rel, ignore_case=repo.ignore_case)
+    found = reader.lookup(
+        "attributes",
+        rel,
+        tuple(files),
+        lambda: gitattributes.lookup(files, rel, ignore_case=repo.ignore_case),
+    )
     if "onbox-label" in found:
         value = found["onbox-label"]
         name = "" if value.value == gitattributes.SET else value.value
@@ -604,7 +634,9 @@ def _owners(
     # GitHub's and GitLab's choice of file (often the same one): owners only raise.
     lowered = {k.lower(): (k, v) for k, v in policy.owners.items()}
     for location in codeowners.files_to_read(exists):
-        for hit in parsed_files[location].matches(rel):
+        parsed = parsed_files[location]
+        hits = reader.lookup(location, rel, (parsed,), functools.partial(parsed.matches, rel))
+        for hit in hits:
             section = ""
             if hit.section:
                 optional = "optional " if hit.optional else ""
