@@ -105,7 +105,7 @@ def policy_warnings(policy: Policy) -> list[str]:
     classification does), and every rule that can never change a label: a tag, owner,
     detector or content label no higher than the lowest base any file can have (signals
     only raise), a repo rule's label that an earlier rule always decides first, and
-    allowlist entries past their expiry.
+    allowlist entries past their expiry; and root commits pinned by two rules.
     """
     known = {name.lower() for name in policy.tags}
     warnings = []
@@ -155,6 +155,18 @@ def _never_changes_a_label(policy: Policy) -> list[str]:
     for key, label in raising:
         if label is not None and label <= floor:
             warnings.append(f"{policy.where(key)}: [{key}] is {label.name}; {why}")
+    pinned: dict[str, int] = {}
+    for index, rule in enumerate(policy.repos):
+        for root in rule.root_commits:
+            first = pinned.setdefault(root, index)
+            if first != index:
+                key = f"repos.{index}.root_commits"
+                warnings.append(
+                    f"{policy.where(key)}: [{key}] root commit {root[:12]} is also pinned by "
+                    f"{policy.repos[first].match!r} ({policy.where(f'repos.{first}')}): the "
+                    "histories are related (a fork?), so checkouts of either get the higher "
+                    "of both labels"
+                )
     now = datetime.now(UTC)
     for index, entry in enumerate(policy.allowlist):
         if not entry.applies(now):

@@ -301,3 +301,23 @@ def test_the_server_watches_what_a_checkout_changes(checkouts: tuple[Path, Path,
         assert any(
             fnmatch.fnmatch(target, "*/" + glob.removeprefix("**/")) for glob in SIGNAL_FILES
         )
+
+
+def test_a_fork_sharing_root_commits_cannot_lower_the_original(
+    checkouts: tuple[Path, Path, Policy], tmp_path: Path
+) -> None:
+    # acme/payments-site was forked from payments and pinned to the same root: a payments
+    # checkout calling itself payments-site keeps payments' label (the higher of both).
+    from onbox.classification.policy import policy_warnings
+
+    payments, _, _ = checkouts
+    root = git(payments, "rev-list", "--max-parents=0", "HEAD")
+    text = (
+        policy_text(root, "b" * 40)
+        + f'\n[[repos]]\nmatch = "github.com/acme/payments-site"\nlabel = "public"\n'
+        f'root_commits = ["{root}"]\n'
+    )
+    forked = parse_policy(text.encode(), "policy.toml")
+    assert any("also pinned by 'github.com/acme/payments'" in w for w in policy_warnings(forked))
+    git(payments, "remote", "set-url", "origin", "https://github.com/acme/payments-site")
+    assert Classifier(forked).classify_path(payments / "pay.py").label.name == "internal"
