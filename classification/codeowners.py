@@ -79,14 +79,20 @@ class OwnerRule:
 
     def matches(self, path: str) -> bool:
         """Whether this rule's pattern matches the repo-relative file ``path``."""
-        if self.dialect == GITLAB:
-            path = "/" + wildmatch.to_bytes_text(path)
-            if any(part not in path for part in self.literals):
-                return False
-            return self.regex.fullmatch(path) is not None
-        if any(part not in path for part in self.literals):
+        return self.matches_subject(subject_of(path, self.dialect))
+
+    def matches_subject(self, subject: str) -> bool:
+        """:meth:`matches` on a path already passed through :func:`subject_of`."""
+        if any(part not in subject for part in self.literals):
             return False
-        return self.regex.search(path) is not None
+        if self.dialect == GITLAB:
+            return self.regex.fullmatch(subject) is not None
+        return self.regex.search(subject) is not None
+
+
+def subject_of(path: str, dialect: str) -> str:
+    """What a rule of ``dialect`` matches: the path, or GitLab's ``"/" + path`` as bytes text."""
+    return "/" + wildmatch.to_bytes_text(path) if dialect == GITLAB else path
 
 
 @dataclass(frozen=True)
@@ -122,8 +128,9 @@ class CodeOwners:
     def matches(self, path: str) -> list[OwnerMatch]:
         """The last matching rule of each section, in file order of the sections."""
         found: dict[str, OwnerMatch] = {}
+        subject = subject_of(path, self.dialect)
         for rule in reversed(self.rules):
-            if rule.section in found or not rule.matches(path):
+            if rule.section in found or not rule.matches_subject(subject):
                 continue
             section = self.sections.get(rule.section)
             found[rule.section] = OwnerMatch(
