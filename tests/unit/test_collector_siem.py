@@ -145,3 +145,17 @@ def _split(body: bytes) -> Iterator[str]:
         _, end = decoder.raw_decode(text, at)
         yield text[at:end]
         at = end
+
+
+def test_serve_refuses_bad_siem_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from onbox.server.cli import main
+
+    monkeypatch.delenv("ONBOX_SIEM_HEC_TOKEN", raising=False)
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    assert main(["collector", "serve", "--db", db, "--siem-syslog", "nohostport"]) == 2
+    assert "HOST:PORT" in capsys.readouterr().err
+    assert main(["collector", "serve", "--db", db, "--siem-hec", "https://hec.test/"]) == 2
+    assert "ONBOX_SIEM_HEC_TOKEN" in capsys.readouterr().err
+    assert main(["collector", "serve", "--db", db, "--tls-cert", "c.pem"]) == 2
