@@ -206,3 +206,37 @@ def build_report(root: Path, policy: Policy, progress: Progress | None = None) -
         entries,
         time.perf_counter() - started,
     )
+
+
+def rollup(reports: list[Report]) -> dict[str, Any]:
+    """An organisation's view of several reports: totals and one row per repository."""
+    labels = reports[0].labels if reports else ()
+    totals: Counter[str] = Counter()
+    signals: Counter[str] = Counter()
+    rows: list[dict[str, Any]] = []
+    for report in reports:
+        totals.update(report.by_label)
+        signals.update(report.by_signal)
+        rows.append(
+            {
+                "repo": report.repo or report.root,
+                "root": report.root,
+                "files": len(report.files),
+                "by_label": report.by_label,
+                "review_candidates": len(report.review_candidates),
+                "suppressed_files": len(report.suppressed),
+                "errors": sum(1 for f in report.files if f.error),
+            }
+        )
+    worst_first = list(reversed(labels))  # the repositories with most sensitive files first
+    rows.sort(key=lambda row: [-row["by_label"].get(name, 0) for name in worst_first])
+    return {
+        "labels": list(labels),
+        "repos": len(reports),
+        "files": sum(len(r.files) for r in reports),
+        "by_label": {name: totals.get(name, 0) for name in labels},
+        "by_signal": dict(signals.most_common()),
+        "review_candidates": sum(r["review_candidates"] for r in rows),
+        "suppressed_files": sum(r["suppressed_files"] for r in rows),
+        "by_repo": rows,
+    }

@@ -225,3 +225,52 @@ def render_html(report: Report, *, max_candidates: int = 500) -> str:
 <input id="q" placeholder="filter…"><table id="rc"><thead><tr><th>file</th><th>label</th><th>structural</th><th>findings</th></tr></thead><tbody>{rows}</tbody></table>{more}</div></div>
 {suppressed}
 <script type="application/json" id="data">{data}</script><script>{_JS}</script></body></html>"""
+
+
+def render_rollup_html(reports: Sequence[Report], *, max_candidates: int = 20) -> str:
+    """One page for several repositories: totals, a row per repository, its worst files."""
+    from onbox.classification.report import rollup
+
+    summary = rollup(list(reports))
+    labels: list[str] = summary["labels"]
+    colours = label_colours(labels)
+    esc = html.escape
+    cards = "".join(
+        f'<div class="card"><span class="sw" style="background:{colours[n]}"></span>'
+        f"{esc(n)}<b>{c}</b></div>"
+        for n, c in summary["by_label"].items()
+    )
+    head = "".join(f"<th>{esc(n)}</th>" for n in labels)
+    rows = "".join(
+        f"<tr><td><code>{esc(str(r['repo']))}</code></td><td>{r['files']}</td>"
+        + "".join(f"<td>{r['by_label'].get(n, 0)}</td>" for n in labels)
+        + f"<td>{r['review_candidates']}</td><td>{r['suppressed_files']}</td></tr>"
+        for r in summary["by_repo"]
+    )
+    sections = []
+    for report in reports:
+        worst = report.review_candidates[:max_candidates]
+        if not worst:
+            continue
+        items = "".join(
+            f"<tr><td><code>{esc(f.path)}</code></td><td>{esc(f.label)}</td>"
+            f"<td>{esc(f.structural)}</td>"
+            f"<td>{esc(', '.join(f'{k} ×{v}' for k, v in f.findings.items()) or 'marker')}</td></tr>"
+            for f in worst
+        )
+        sections.append(
+            f"<details><summary>{esc(str(report.repo or report.root))}: "
+            f"{len(report.review_candidates)} review candidates</summary><table><thead><tr>"
+            "<th>file</th><th>label</th><th>structural</th><th>findings</th></tr></thead>"
+            f"<tbody>{items}</tbody></table></details>"
+        )
+    policies = sorted({r.policy_id for r in reports})
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<title>Onbox classification — {summary["repos"]} repositories</title><style>{_CSS}</style></head><body>
+<h1>Classification of {summary["repos"]} repositories</h1>
+<div class="meta">{summary["files"]} files · policy {esc(", ".join(policies))} · {summary["review_candidates"]} review candidates · {summary["suppressed_files"]} files with allowlisted findings</div>
+<div class="cards">{cards}</div>
+<table><thead><tr><th>repository</th><th>files</th>{head}<th>review candidates</th><th>allowlisted</th></tr></thead><tbody>{rows}</tbody></table>
+<h2>Review candidates by repository</h2>{"".join(sections) or "<p>none</p>"}
+</body></html>"""

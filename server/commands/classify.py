@@ -2,6 +2,11 @@
 
     onbox classify PATH... [--json] [--policy FILE]
     onbox classify --report REPO [--html report.html] [--json] [--policy FILE]
+    onbox classify --report REPO --report REPO... | --manifest FILE [--html org.html]
+
+Several repositories (``--report`` repeated, or a manifest: one path a line, ``#``
+comments, relative to the manifest) give an organisation rollup: totals by label, a row
+per repository and its review candidates (the HTML page, or ``{"repos", "rollup"}`` JSON).
 
 Without ``--policy`` the signed policy in force on this machine is used (or the
 built-in fail-closed one when none is). Exit codes: 0 ok, 2 usage error or a policy
@@ -39,7 +44,13 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--policy", metavar="FILE", help="use this policy TOML instead of the one in force"
     )
-    p.add_argument("--report", metavar="REPO", help="classify every file of this repository")
+    p.add_argument(
+        "--report",
+        metavar="REPO",
+        action="append",
+        help="classify every file of this repository (repeat for an organisation rollup)",
+    )
+    p.add_argument("--manifest", metavar="FILE", help="repositories to report on, one path a line")
     p.add_argument("--html", metavar="FILE", help="with --report: write the HTML map here")
     p.set_defaults(func=run)
 
@@ -62,6 +73,15 @@ def run(args: argparse.Namespace) -> int:
     """Classify the paths or build the report; see the module docstring for exit codes."""
     from onbox.classification.policy import PolicyError
 
+    if args.manifest:
+        try:
+            args.report = (args.report or []) + _manifest(Path(args.manifest))
+        except OSError as exc:
+            print(f"onbox classify: cannot read {args.manifest}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if not args.report:
+            print(f"onbox classify: {args.manifest} lists no repository", file=sys.stderr)
+            return EXIT_USAGE
     if bool(args.paths) == bool(args.report):
         print("onbox classify: give either PATH... or --report REPO", file=sys.stderr)
         return EXIT_USAGE
@@ -73,9 +93,103 @@ def run(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"onbox classify: invalid policy: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.report and (len(args.report) > 1 or args.manifest):
+        return _rollup(args, policy)
     if args.report:
+        args.report = args.report[0]
         return _report(args, policy)
     return _paths(args, policy)
+
+
+def _manifest(path: Path) -> list[str]:
+    """Repository paths listed in ``path`` (relative ones from its directory)."""
+    repos = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            repos.append(str(path.parent / entry) if not Path(entry).is_absolute() else entry)
+    return repos
+
+
+def _rollup(args: argparse.Namespace, policy: Any) -> int:
+    """Report on several repositories and roll them up."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from onbox.classification.report import build_report, rollup
+    from onbox.classification.report_html import render_rollup_html
+
+    missing = [r for r in args.report if not Path(r).is_dir()]
+    if missing:
+        print(f"onbox classify: not a directory: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    reports = []
+    for index, repo in enumerate(args.report, start=1):
+        with _bar(escape(f"[{index}/{len(args.report)}] {repo}")) as progress:
+            reports.append(build_report(Path(repo), policy, progress))
+    summary = rollup(reports)
+    if args.html:
+        try:
+            Path(args.html).write_text(render_rollup_html(reports), encoding="utf-8")
+        except OSError as exc:
+            print(f"onbox classify: cannot write {args.html}: {exc}", file=sys.stderr)
+            return EXIT_ENVIRONMENT
+    if args.json:
+        print(json.dumps({"repos": [r.to_json() for r in reports], "rollup": summary}, indent=2))
+        return EXIT_OK
+    out = Console()
+    table = Table(
+        title=f"{summary['repos']} repositories, {summary['files']} files"
+        f" (policy {escape(policy.id)})",
+        title_justify="left",
+    )
+    table.add_column("repository")
+    table.add_column("files", justify="right")
+    for name in summary["labels"]:
+        table.add_column(name, justify="right")
+    table.add_column("review", justify="right")
+    for row in summary["by_repo"]:
+        counts = [str(row["by_label"].get(n, 0)) for n in summary["labels"]]
+        table.add_row(
+            escape(str(row["repo"])), str(row["files"]), *counts, str(row["review_candidates"])
+        )
+    totals = [str(summary["by_label"][n]) for n in summary["labels"]]
+    table.add_row(
+        "[bold]all[/bold]", str(summary["files"]), *totals, str(summary["review_candidates"])
+    )
+    out.print(table)
+    if args.html:
+        out.print(f"rollup written to {escape(str(args.html))}")
+    return EXIT_OK
+
+
+def _bar(what: str) -> Any:
+    """A transient progress bar on stderr; yields the ``progress(done, total)`` callback."""
+    import contextlib
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    @contextlib.contextmanager
+    def bar() -> Any:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as shown:
+            task = shown.add_task(what, total=None)
+
+            def progress(done: int, total: int) -> None:
+                if done == 1 or done % 50 == 0 or done == total:
+                    shown.update(task, completed=done, total=total)
+
+            yield progress
+
+    return bar()
 
 
 def _paths(args: argparse.Namespace, policy: Any) -> int:
