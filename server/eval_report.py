@@ -107,14 +107,20 @@ def _bar_chart(
     *,
     unit: str = "%",
     scale: float = 100.0,
+    top: float | None = None,
 ) -> str:
-    """Grouped vertical bars as inline SVG: one group per label, one bar per destination."""
-    width, height, pad, bar = 120 * max(1, len(groups)) + 60, 220, 30, 16
-    top = max([v * scale for vs in series.values() for v in vs if v is not None] + [1.0])
-    if unit == "%":
-        top = 100.0
+    """Grouped vertical bars as inline SVG: one group per label, one bar per destination.
+
+    Bars are drawn against ``top`` (scaled units; default: the largest value), which the
+    title states so that charts are read on their own scale.
+    """
+    width, height, pad, bar = max(120 * len(groups), 140 * len(series)) + 60, 220, 30, 16
+    if top is None:
+        top = max([v * scale for vs in series.values() for v in vs if v is not None] + [1.0])
+    title = f"{title} (bar top {top:g}{unit})"
     parts = [
-        f'<svg width="{width}" height="{height + 60}" role="img" aria-label="{html.escape(title)}">'
+        f'<svg width="{width}" height="{height + pad + 50}" role="img" '
+        f'aria-label="{html.escape(title)}">'
     ]
     parts.append(f'<text x="0" y="14" font-weight="bold">{html.escape(title)}</text>')
     base = height + pad
@@ -163,7 +169,7 @@ def render_html(data: Mapping[str, Any]) -> str:
     for key, heading, _kind in RATES:
         unit, scale = ("%", 100.0) if key != "editSimilarity" else ("", 1.0)
         series = {n: values(key, n) for n in names}
-        charts.append(_bar_chart(heading, labels, series, unit=unit, scale=scale))
+        charts.append(_bar_chart(heading, labels, series, unit=unit, scale=scale, top=scale))
     latency = {n: values("latencyP50", n) for n in names}
     charts.append(_bar_chart("latency p50 (ms)", labels, latency, unit=" ms", scale=1000.0))
     head = (
