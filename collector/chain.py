@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +44,16 @@ def _public(public_b64: Any, claimed: Any) -> Any:
 
 
 def key_timeline(device: str, lines: Sequence[str]) -> list[KeySpan]:
-    """The device's proven key spans; raises :class:`UploadRejected` (401) if unproven."""
+    """The device's proven key spans; raises :class:`UploadRejected` (401) if unproven.
+
+    Every upload carries the whole history (one rotation a day with forward security),
+    so a history proven once is remembered: a year of keys is 730 signatures otherwise.
+    """
+    return list(_proven(device, tuple(lines)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _proven(device: str, lines: tuple[str, ...]) -> tuple[KeySpan, ...]:
     spans: list[KeySpan] = []
     for text in lines:
         entry, what = parse_entry(text.encode("utf-8"))
@@ -78,7 +88,7 @@ def key_timeline(device: str, lines: Sequence[str]) -> list[KeySpan]:
         )
     if not spans:
         raise UploadRejected(401, "the upload carries no key history")
-    return spans
+    return tuple(spans)
 
 
 def span_at(spans: Sequence[KeySpan], seq: int) -> KeySpan:
