@@ -77,7 +77,7 @@ def test_fresh_venv_imports_onbox_server(wheel: Path, tmp_path: Path) -> None:
     )
     installed = {p.name for p in site_dir.iterdir()}
     assert "onbox" in installed
-    for bare in ("server", "inference", "classification", "audit", "tests", "bench"):
+    for bare in ("server", "inference", "classification", "audit", "collector", "tests", "bench"):
         assert bare not in installed, f"bare package {bare!r} leaked into site-packages"
     probe = subprocess.run(
         [
