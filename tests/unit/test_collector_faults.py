@@ -84,10 +84,15 @@ def _wait_for_ack(state: Path, at_least: int, shipping: Shipping) -> None:
         time.sleep(0.02)  # watching a file another thread writes
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
 def test_collector_killed_mid_ingest_keeps_every_acknowledged_entry_once(
-    tmp_path: Path,
+    tmp_path: Path, engine: str, request: pytest.FixtureRequest
 ) -> None:
-    db = f"sqlite:///{tmp_path / 'collector.db'}"
+    if engine == "sqlite":
+        db = f"sqlite:///{tmp_path / 'collector.db'}"
+    else:
+        db = request.getfixturevalue("postgres")
+        reset(db)
     directory, keys, device = _journal(tmp_path / "ws", 3000)
     _enrol(db, device)
     state = tmp_path / "ws" / "ship-state.json"
