@@ -90,7 +90,8 @@ class EntryFilter:
 
     ``repos``/``paths`` match the entry's own ``repo``/``path`` or any context snippet's
     (egress); ``paths`` are exact paths or :mod:`fnmatch` globs. ``labels`` match ``label``
-    (or ``to``/``from`` of ``label-changed``); ``destinations`` the destination name.
+    (or ``to``/``from`` of ``label-changed``); ``destinations`` the destination name;
+    ``users`` the ``actor``'s ``osUser`` or ``gitEmail``.
     """
 
     kinds: frozenset[str] = frozenset()
@@ -100,6 +101,7 @@ class EntryFilter:
     paths: tuple[str, ...] = ()
     labels: frozenset[str] = frozenset()
     destinations: frozenset[str] = frozenset()
+    users: frozenset[str] = frozenset()  # the actor's OS user or git email
 
     def matches(self, entry: dict[str, Any]) -> bool:
         """Whether ``entry`` passes every filter."""
@@ -124,6 +126,10 @@ class EntryFilter:
             if not any(fnmatch.fnmatchcase(c, p) for c in candidates for p in self.paths):
                 return False
         if self.labels and not {body.get("label"), body.get("to"), body.get("from")} & self.labels:
+            return False
+        actor = body.get("actor") if isinstance(body.get("actor"), dict) else {}
+        assert isinstance(actor, dict)
+        if self.users and not {actor.get("osUser"), actor.get("gitEmail")} & self.users:
             return False
         return not self.destinations or destination_of(body)[0] in self.destinations
 

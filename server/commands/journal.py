@@ -122,6 +122,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.add_argument(
         "--destination", action="append", help="only this destination name (repeatable)"
     )
+    show.add_argument(
+        "--user", action="append", help="only this OS user or git email (the actor; repeatable)"
+    )
     show.add_argument("--limit", type=int, default=20, help="newest N entries (0: all)")
     show.add_argument("--json", action="store_true", help="JSON Lines output")
     show.set_defaults(func=run_show)
@@ -388,6 +391,7 @@ def run_show(args: argparse.Namespace) -> int:
         paths=tuple(args.path or ()),
         labels=frozenset(args.label or ()),
         destinations=frozenset(args.destination or ()),
+        users=frozenset(args.user or ()),
     )
     entries = list(query.apply(iter_entries(directory, since=args.since, with_device=True)))
     if args.limit:

@@ -308,6 +308,7 @@ def test_exporting_a_copied_journal_says_to_export_on_the_device(
 
 def _egress(journal: Any, **fields: Any) -> None:
     body = {"destination": "cloud", "kind": "openai", "label": "public", "repo": "acme/web"}
+    body["actor"] = {"osUser": "ann", "host": "ws1", "gitEmail": None}
     body.update(fields)
     journal.append("egress", body, durable=True)
 
@@ -316,7 +317,13 @@ def test_show_filters_and_device(device: Device, capsys: pytest.CaptureFixture[s
     with device.open() as journal:
         _egress(journal, path="src/app.py")
         device.now += timedelta(hours=2)
-        _egress(journal, path="src/db/models.py", label="internal", destination="corp-vllm")
+        _egress(
+            journal,
+            path="src/db/models.py",
+            label="internal",
+            destination="corp-vllm",
+            actor={"osUser": "bob", "host": "ws2", "gitEmail": "bob@acme.test"},
+        )
         device.now += timedelta(hours=2)
         _egress(
             journal,
@@ -343,6 +350,8 @@ def test_show_filters_and_device(device: Device, capsys: pytest.CaptureFixture[s
     assert [e["body"]["path"] for e in by_context] == ["src/app.py", "src/db/models.py", "pay.py"]
     assert [e["body"]["path"] for e in show("--path", "src/db/*")] == ["src/db/models.py"]
     assert [e["body"]["path"] for e in show("--path", "lib/util.py")] == ["pay.py"]
+    assert [e["body"]["path"] for e in show("--user", "bob@acme.test")] == ["src/db/models.py"]
+    assert len(show("--kind", "egress", "--user", "ann")) == 2
     until = (DAY0 + timedelta(hours=1)).isoformat()
     assert [e["body"]["path"] for e in show("--kind", "egress", "--until", until)] == ["src/app.py"]
     code, out = _run(capsys, ["journal", "show", "--kind", "bogus"])
