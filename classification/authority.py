@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from onbox.classification.classifier import Classifier
@@ -31,6 +31,9 @@ class LabelAuthority:
 
     def __init__(self, classifier: Classifier) -> None:
         self._classifier = classifier
+        #: ``documents(uri) -> (text, version)`` of a document open in the editor now, or
+        #: ``None``; set by the language server so the gate sees the current text.
+        self.documents: Callable[[str], tuple[str, int | None] | None] | None = None
         #: Held by the gate from re-decision to send, and by a policy swap.
         self.lock = threading.RLock()
         self._generation = 0
@@ -63,6 +66,21 @@ class LabelAuthority:
             return fail_closed(
                 policy.scale.highest, f"classifier error: {exc}", policy_id=policy.id
             )
+
+    @property
+    def tracking(self) -> bool:
+        """Whether :meth:`current` knows which documents are open (a server; not the CLI)."""
+        return self.documents is not None
+
+    def current(self, uri: str) -> tuple[str, int | None] | None:
+        """The text and version of ``uri`` as the editor has it now (None: not open)."""
+        if self.documents is None:
+            return None
+        try:
+            return self.documents(uri)
+        except Exception:  # a closed document, a workspace being torn down
+            logger.debug("no current text for %s", uri, exc_info=True)
+            return None
 
     def invalidate(self, why: str) -> int:
         """A repo signal, setting or file changed: forget cached decisions; new generation."""

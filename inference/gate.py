@@ -43,6 +43,7 @@ from onbox.inference.context import (
     label_in,
 )
 from onbox.inference.destination import CancelToken, Completion, CompletionRequest
+from onbox.inference.errors import Cancelled
 from onbox.inference.redaction import count_types, merge_counts, redact_window
 from onbox.inference.remote import DeltaCallback, PreparedRequest
 
@@ -90,6 +91,11 @@ class Labeller(Protocol):
     def decide(
         self, uri: str, text: str | None, version: int | None = None, language: str | None = None
     ) -> Decision: ...
+
+    @property
+    def tracking(self) -> bool: ...
+
+    def current(self, uri: str) -> tuple[str, int | None] | None: ...
 
 
 @runtime_checkable
@@ -188,6 +194,42 @@ class EgressGate:
         decision = self.labeller.decide(doc.uri, doc.text, doc.version, doc.language)
         return replace(doc, decision=decision)
 
+    def fresh_context(self, docs: Sequence[DocumentView], current: str) -> list[DocumentView]:
+        """Context documents as the editor holds them now, each decided again.
+
+        Snippets are cut from what a document holds at the moment of sending; a document
+        closed since the request was made is left out (its last text may be labelled
+        differently from the snapshot, and nobody can tell any more).
+        """
+        out: list[DocumentView] = []
+        for doc in docs:
+            if doc.uri == current:
+                continue
+            if self.labeller is not None and self.labeller.tracking:
+                now = self.labeller.current(doc.uri)
+                if now is None:
+                    continue
+                if now[1] != doc.version or now[0] != doc.text:
+                    doc = replace(doc, text=now[0], version=now[1])
+            out.append(self.fresh(doc))
+        return out
+
+    def check_current(self, doc: DocumentView) -> None:
+        """Raise :class:`Cancelled` if the document changed since this request was made.
+
+        The label of a document is the label of what it holds now; text it no longer
+        holds is not sent anywhere (the editor asks again for the new version).
+        """
+        if self.labeller is None or not self.labeller.tracking:
+            return
+        now = self.labeller.current(doc.uri)
+        if now is None:
+            raise Cancelled(f"{doc.uri} was closed while the request waited")
+        if now[1] != doc.version:
+            raise Cancelled(
+                f"{doc.uri} changed (version {doc.version} -> {now[1]}) while the request waited"
+            )
+
     def check_policy(self) -> None:
         """Raise :class:`PolicyChanged` unless this gate's policy is the one in force."""
         if self.labeller is not None and self.labeller.policy is not self.policy:
@@ -237,6 +279,7 @@ class EgressGate:
 
     def _clear(self, req: GateRequest) -> Outbound | str:
         """The outbound request built from fresh decisions, or the cause of a refusal."""
+        self.check_current(req.doc)
         doc = self.fresh(req.doc)
         window = self._window(doc, req.prefix_chars, req.suffix_chars)
         label = max(label_in(self._scale, doc.decision.label), window.raised)
@@ -249,7 +292,7 @@ class EgressGate:
                 req.clearance.name,
             )
             return "relabelled"
-        others = [self.fresh(o) for o in req.others if o.uri != doc.uri]
+        others = self.fresh_context(req.others, doc.uri)
         context = gather_context(
             doc,
             others,

@@ -64,6 +64,15 @@ class PinnedLabeller:
         """A fresh decision from the real authority."""
         return self._labeller.decide(uri, text, version, language)
 
+    @property
+    def tracking(self) -> bool:
+        """Whether the real authority knows which documents are open."""
+        return self._labeller.tracking
+
+    def current(self, uri: str) -> tuple[str, int | None] | None:
+        """The document as the editor holds it now, from the real authority."""
+        return self._labeller.current(uri)
+
 
 class PinnedRouter(Router):
     """Routes every label to ``pinned`` where the router's rules allow it, then on-box."""

@@ -208,10 +208,10 @@ class Router:
         label = self.label_of(decision)
         if self.policy.expired(datetime.now(UTC)):
             # An expired policy's destinations and clearances no longer hold: on-box only.
-            dest = self.destinations[self.on_box_name]
+            on_box = self.destinations[self.on_box_name]
             why = f"policy {self.policy.id} expired at {self.policy.expires}: on-box only"
-            clearance = self.clearance_of(self.on_box_name).name
-            return [RouteStep(self.on_box_name, dest.kind, clearance, True, True, why)]
+            cleared = self.clearance_of(self.on_box_name).name
+            return [RouteStep(self.on_box_name, on_box.kind, cleared, True, True, why)]
         names = list(self.policy.routes.get(label.name, ()))
         if self.on_box_name not in names:
             names.append(self.on_box_name)
@@ -297,6 +297,7 @@ class Router:
                 f"cursor offset {doc.offset} is outside {doc.uri} ({len(doc.text)} chars)"
             )
         self.gate.check_policy()
+        self.gate.check_current(doc)
         doc = self.gate.fresh(doc)
         lo = max(0, doc.offset - settings.prefix_chars)
         hi = min(len(doc.text), doc.offset + settings.suffix_chars)

@@ -95,6 +95,11 @@ class OnboxServer(LanguageServer):
         self.shown_messages.add(message)
         self.window_show_message(types.ShowMessageParams(type=kind, message=message))
 
+    def open_document(self, uri: str) -> tuple[str, int | None] | None:
+        """Text and version of ``uri`` if the editor has it open now (any thread may ask)."""
+        doc = self.workspace.text_documents.get(uri)
+        return None if doc is None else (doc.source, doc.version)
+
     def doc_state(self, uri: str) -> DocumentState:
         """Per-document state, created on first use."""
         return self.docs.setdefault(uri, DocumentState())

@@ -60,6 +60,8 @@ def initialize(ls: OnboxServer, params: types.InitializeParams) -> None:
         if problem is not None:
             problems.append(f"onbox.logFile: {problem}")
     ls.wiring = Wiring(settings, notify_error=notify_error, on_policy_change=on_policy_change)
+    # The egress gate labels what a document holds at the moment of sending.
+    ls.wiring.labels.documents = ls.open_document
     for problem in problems:
         ls.show_once(f"Onbox settings: {problem}", types.MessageType.Warning)
 

@@ -269,6 +269,8 @@ class LeakSession(RuleBasedStateMachine):
         self._write_repo_files()
         self.classifier = Classifier(world.policies[self.variant])
         self.labels = LabelAuthority(self.classifier)
+        # What the editor holds now: the gate labels that, not a queued snapshot.
+        self.labels.documents = self._open_document
         self.remote = "app"  # origin: "app" (the policy's repo), "other", or "both" URLs
         self._set_remote("app")
         self.queued: list[tuple[Doc, DocumentView, list[DocumentView], Router]] = []
@@ -349,6 +351,12 @@ class LeakSession(RuleBasedStateMachine):
             labeller=self.labels,
         )
 
+    def _open_document(self, uri: str) -> tuple[str, int | None] | None:
+        for doc in self.docs:
+            if (self.world.repo / doc.rel).as_uri() == uri:
+                return doc.text, doc.version
+        return None
+
     def _set_remote(self, remote: str) -> None:
         git = ["git", "-C", str(self.world.repo)]
         app, other = "https://github.com/acme/app.git", "https://github.com/acme/other.git"
@@ -423,7 +431,9 @@ class LeakSession(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.docs))
     @rule(which=st.integers(0, 4))
     def close(self, which: int) -> None:
-        self.docs.pop(which % len(self.docs))
+        closed = self.docs.pop(which % len(self.docs))
+        # The server cancels a closed document's request (didClose); its context stays.
+        self.queued = [q for q in self.queued if q[0] is not closed]
 
     @rule(folder=st.sampled_from(FOLDERS), label=st.sampled_from(LABELS))
     def change_gitattributes(self, folder: str, label: str) -> None:
@@ -470,13 +480,15 @@ class LeakSession(RuleBasedStateMachine):
         while self.queued:
             _doc, view, others, router = self.queued.pop(0)
             self.world.requests += 1
+            settings = RequestSettings(max_tokens=8)
             try:
-                routed = router.complete(view, others, RequestSettings(max_tokens=8), CancelToken())
-            except PolicyChanged:
-                # What the pipeline does: route again with the router in force.
-                routed = self.router.complete(
-                    view, others, RequestSettings(max_tokens=8), CancelToken()
-                )
+                try:
+                    routed = router.complete(view, others, settings, CancelToken())
+                except PolicyChanged:
+                    # What the pipeline does: route again with the router in force.
+                    routed = self.router.complete(view, others, settings, CancelToken())
+            except Cancelled:
+                continue  # the document changed while the request waited: nothing is sent
             if routed.egress_seq is not None:
                 self.world.egress += 1
             # What reached a server is checked by the invariant, token by token.

@@ -554,6 +554,10 @@ class _Labels:
         self.policy = policy
         self.generation = 0
         self.labels = labels
+        self.tracking = False  # like the CLI: no editor, the texts handed in are current
+
+    def current(self, uri: str) -> tuple[str, int | None] | None:
+        return None
 
     def decide(
         self, uri: str, text: str | None, version: int | None = None, language: str | None = None
