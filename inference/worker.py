@@ -138,7 +138,9 @@ class Job:
 class Worker:
     """The model and the socket it is served on."""
 
-    def __init__(self, settings: ModelSettings, model_path: Path) -> None:
+    def __init__(
+        self, settings: ModelSettings, model_path: Path, avoid: tuple[str, ...] = ()
+    ) -> None:
         self.settings = settings
         self.model_path = model_path
         flags = cpu_flags()
@@ -152,6 +154,9 @@ class Worker:
         self.profiles = profiles_for(settings.extra_buffer_types, settings.gpu_layers, flags)
         self.memory = ProfileMemory()
         entry = self.memory.entry(self.key)
+        # Profiles that hung in the starting client's session: skipped now, never remembered
+        # (a hang may be a loaded machine rather than a fault of the profile).
+        entry["crashed"].update({name: "hung in this session" for name in avoid})
         self.profile = choose_profile(self.profiles, entry)
         self.unavailable = None if self.profile is not None else unavailable_message(entry)
         profile = self.profile or self.profiles[-1]
@@ -438,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="model settings as JSON")
     parser.add_argument("--smoke", action="store_true", help="load, decode one token, print JSON")
     parser.add_argument("--profile", help="with --smoke: the profile to test")
+    parser.add_argument("--avoid", default="", help="profiles to skip, comma-separated")
     args = parser.parse_args(argv)
     faulthandler.enable()  # a native fault leaves its signal name in the log
     logging.basicConfig(
@@ -456,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.socket:
         parser.error("--socket is required")
     try:
-        worker = Worker(settings, _model_path(settings))
+        avoid = tuple(name for name in args.avoid.split(",") if name)
+        worker = Worker(settings, _model_path(settings), avoid)
     except ModelError as exc:
         logger.error("%s", exc)
         return 3

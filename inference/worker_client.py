@@ -152,6 +152,9 @@ class WorkerDestination:
         self.last_timings: dict[str, float] = {}
         self.worker_pid: int | None = None
         self.crashes = 0
+        #: Profiles that hung in this process (profile -> cause): skipped by the workers it
+        #: starts, but not remembered for the machine — a hang may be a loaded machine.
+        self._hung: dict[str, str] = {}
         self._lock = threading.RLock()
         self._sock: socket.socket | None = None
         self._reader = FrameReader()
@@ -380,6 +383,8 @@ class WorkerDestination:
             str(path),
             "--config",
             json.dumps(config),
+            "--avoid",
+            ",".join(self._hung),
         ]
         with log.open("ab") as out:
             os.chmod(log, 0o600)
@@ -534,11 +539,16 @@ class WorkerDestination:
         key = str(self._hello.get("machineKey", ""))
         profiles = [str(p) for p in self._hello.get("profiles", [])]
         memory = ProfileMemory()
-        if key:
+        if cause.startswith("a hang"):
+            self._hung[profile] = cause
+            entry = memory.entry(key) if key else {"works": None, "crashed": {}}
+            entry["crashed"].update(self._hung)
+        elif key:
             memory.record_crash(key, profile, cause)
             entry = memory.entry(key)
+            entry["crashed"].update(self._hung)
         else:
-            entry = {"works": None, "crashed": {profile: cause}}
+            entry = {"works": None, "crashed": {profile: cause, **self._hung}}
         self.crashes += 1
         remaining = [p for p in profiles if p not in entry["crashed"]]
         if remaining:
