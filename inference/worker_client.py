@@ -377,6 +377,7 @@ class WorkerDestination:
         config["path"] = str(self.model_path)
         command = [
             sys.executable,
+            "-P",  # never import from the current directory: a checkout's onbox/ would shadow
             "-m",
             "onbox.inference.worker",
             "--socket",

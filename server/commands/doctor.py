@@ -39,7 +39,8 @@ def smoke_test(config: dict[str, Any]) -> dict[str, Any]:
     profile: str | None = None
     result: dict[str, Any] = {}
     while True:
-        command = [sys.executable, "-m", "onbox.inference.worker", "--smoke"]
+        # -P: a checkout's onbox/ folder in the current directory must not shadow the install.
+        command = [sys.executable, "-P", "-m", "onbox.inference.worker", "--smoke"]
         command += ["--config", json.dumps(config)] + (["--profile", profile] if profile else [])
         try:
             proc = subprocess.run(command, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
