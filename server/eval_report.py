@@ -10,6 +10,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 #: (key, heading, kind) of the rate metrics, in table and chart order
@@ -73,8 +74,8 @@ def results_table(data: Mapping[str, Any]) -> Table:
     for row in data["results"]:
         not_scored = row["scored"] == 0
         table.add_row(
-            row["destination"],
-            row["label"],
+            escape(row["destination"]),  # names come from the policy: never markup
+            escape(row["label"]),
             _tasks_cell(row) if not (not_scored and row["notAllowed"]) else "not allowed",
             _pct(row["exactMatch"]),
             _ratio(row["editSimilarity"]),

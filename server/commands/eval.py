@@ -82,6 +82,7 @@ def parse_prices(values: list[str]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Sample, evaluate, report."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from onbox.inference.fim_tasks import KINDS, sample_tasks
@@ -135,12 +136,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"onbox eval: {exc}", file=sys.stderr)
             return EXIT_USAGE
         try:
-            wiring.local.load(lambda msg: err.print(f"[dim]{msg}[/dim]"))
+            wiring.local.load(lambda msg: err.print(f"[dim]{escape(msg)}[/dim]"))
         except Exception as exc:
             if wiring.router.on_box_name in names:
                 print(f"onbox eval: {exc}", file=sys.stderr)
                 return EXIT_ENVIRONMENT
-            err.print(f"onbox eval: {exc}; fallbacks to on-box will fail")
+            err.print(f"onbox eval: {exc}; fallbacks to on-box will fail", markup=False)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
