@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import site
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def dependency_dirs() -> list[str]:
     return [d for d in dict.fromkeys(dirs) if Path(d).is_dir() and Path(d) != ROOT]
 
 
-def test_fresh_venv_imports_onbox_server(wheel: Path, tmp_path: Path) -> None:
+def test_fresh_venv_imports_onbox_server(wheel: Path, tmp_path: Path, default_model: Path) -> None:
     env_dir = tmp_path / "venv"
     # An isolated venv: the project itself comes only from the wheel, installed without
     # dependencies. system_site_packages would expose the *base* interpreter's packages,
@@ -95,3 +96,14 @@ def test_fresh_venv_imports_onbox_server(wheel: Path, tmp_path: Path) -> None:
         [str(env_dir / "bin" / "onbox"), "--help"], check=True, capture_output=True, text=True
     ).stdout
     assert "serve" in help_text and "complete" in help_text
+    # README command 1 runs in the checkout, whose onbox/ folder must not shadow the
+    # installed package in the model worker (it once did: the worker could not start).
+    checkout = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [str(env_dir / "bin" / "onbox"), "complete", "--json", "--max-tokens", "8",
+         "examples/billing.py:14:end"],
+        cwd=checkout, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["destination"] == "on-box" and result["outcome"] in ("served", "empty")
