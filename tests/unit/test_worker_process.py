@@ -284,6 +284,7 @@ def test_a_hang_is_not_remembered_for_the_machine(
     dest, crashes = _dest(default_model, deadline_seconds=10.0)
     with pytest.raises(WorkerCrashed, match="hang"):
         dest.complete(ADD, CancelToken())
+    assert [c["profile"] for c in crashes] == ["configured"]
     assert dest.complete(ADD, CancelToken()).text.startswith("return a + b")
     assert dest.profile is not None and dest.profile["name"] != "configured"
     memory = json.loads((Path(os.environ["ONBOX_CACHE_DIR"]) / "model-profiles.json").read_text())
