@@ -370,6 +370,9 @@ def _scan_window(
     )
 
 
+_DIGIT_TAIL = re.compile(r"(?:[ .-]?[0-9])*")
+
+
 def _builtin(
     text: str,
     config: ContentConfig,
@@ -393,7 +396,15 @@ def _builtin(
             hits.extend(("pii", "card-number", s, e, "builtin") for s, e in d.card_spans(text, start, end))  # fmt: skip
             hits.extend(("pii", "us-ssn", s, e, "builtin") for s, e in d.ssn_spans(text, start, end))  # fmt: skip
         elif group == "iban":
-            hits.extend(("pii", "iban", s, e, "builtin") for s, e in d.iban_spans(text, start, end))  # fmt: skip
+            ibans = list(d.iban_spans(text, start, end))
+            hits.extend(("pii", "iban", s, e, "builtin") for s, e in ibans)
+            # The IBAN alternative may swallow digits after the IBAN (a card number that
+            # follows it): those are numbers in their own right.
+            rest = max((e for _, e in ibans), default=start)
+            tail = _DIGIT_TAIL.match(text, end)  # the number may run on past the match
+            stop = tail.end() if tail else end
+            hits.extend(("pii", "card-number", s, e, "builtin") for s, e in d.card_spans(text, rest, stop))  # fmt: skip
+            hits.extend(("pii", "us-ssn", s, e, "builtin") for s, e in d.ssn_spans(text, rest, stop))  # fmt: skip
         elif kind == "block":
             if start < covered:
                 continue

@@ -86,7 +86,9 @@ async def test_requests_are_answered_while_the_journal_is_verified(
                 position=types.Position(line=1, character=4),
             )
         )
-        assert not verify.done() and not stats.done(), "a slow request held the loop"
+        # Verifying 40,000 signatures takes seconds; the stats scan may already be done on
+        # an idle machine, so only the verification is certain to be still running.
+        assert not verify.done(), "a slow request held the loop"
         assert health.version
         assert isinstance(menu, types.CompletionList) and not menu.items
 

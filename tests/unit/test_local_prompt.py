@@ -216,8 +216,9 @@ def test_extended_prompt_evaluates_only_the_new_tokens(
     completion = worker.complete(cold, CancelToken())
     cold_prompt = dest.build_prompt(cold)  # the worker builds the same prompt
     assert completion.tokens_in == len(cold_prompt)
-    # a new file shares at most the BOS token with whatever ran before
-    assert worker.last_prompt_tokens_evaluated >= len(cold_prompt) - 1
+    # A new file shares at most a few leading tokens (BOS, a comment's "#") with whatever
+    # the shared worker ran before: nearly all of it is evaluated.
+    assert worker.last_prompt_tokens_evaluated >= len(cold_prompt) - 8
 
     warm = dataclasses.replace(cold, prefix=base + "total = x * 2 + len(str(x))")
     warm_prompt = dest.build_prompt(warm)
