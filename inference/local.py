@@ -35,7 +35,12 @@ from onbox.inference.fim import (
     identify_family,
     trim_to_budget,
 )
-from onbox.inference.model import check_model_file, default_model_path, sha256_file
+from onbox.inference.model import (
+    check_model_file,
+    default_model_path,
+    model_display_name,
+    sha256_file,
+)
 from onbox.inference.postprocess import block_finished
 
 logger = logging.getLogger(__name__)
@@ -255,9 +260,7 @@ class LlamaCppDestination:
     @property
     def model_name(self) -> str:
         """File name of the model (or of the configured path before loading)."""
-        if self.model_path is not None:
-            return self.model_path.name
-        return Path(self.settings.path).name if self.settings.path else "gemma-3-270m-q4_k_m.gguf"
+        return model_display_name(self.model_path, self.settings.path)
 
     @property
     def fim_format(self) -> FimFormat | None:

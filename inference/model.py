@@ -25,6 +25,17 @@ GGUF_MAGIC = b"GGUF"
 SUPPORTED_GGUF_VERSIONS = (2, 3)
 
 
+#: File name of the embedded default model, shown before it is resolved.
+DEFAULT_MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
+
+
+def model_display_name(resolved: Path | None, configured: str | None) -> str:
+    """The model's file name: the resolved file, else the configured path, else the default."""
+    if resolved is not None:
+        return resolved.name
+    return Path(configured).name if configured else DEFAULT_MODEL_FILE
+
+
 def sha256_file(path: Path) -> str:
     """The file's sha256, cached beside it by (size, mtime) so warm starts stay fast."""
     stat = path.stat()

@@ -48,7 +48,7 @@ from onbox.inference.destination import CancelToken, Completion, CompletionReque
 from onbox.inference.errors import Cancelled, ModelError
 from onbox.inference.fim import FAMILIES, FimFormat
 from onbox.inference.local import ModelSettings
-from onbox.inference.model import check_model_file, default_model_path
+from onbox.inference.model import check_model_file, default_model_path, model_display_name
 from onbox.inference.worker_profiles import ProfileMemory, unavailable_message
 from onbox.inference.worker_protocol import (
     FrameReader,
@@ -178,9 +178,7 @@ class WorkerDestination:
     @property
     def model_name(self) -> str:
         """File name of the model (or of the configured path before loading)."""
-        if self.model_path is not None:
-            return self.model_path.name
-        return Path(self.settings.path).name if self.settings.path else "gemma-3-270m-q4_k_m.gguf"
+        return model_display_name(self.model_path, self.settings.path)
 
     @property
     def fim_format(self) -> FimFormat | None:
