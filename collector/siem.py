@@ -27,6 +27,13 @@ framing per RFC 6587, the JSON as the message) and an HTTP event collector (Splu
 in the database, so a SIEM that is down for a while gets everything afterwards, once:
 entries are read in ``(received, device, seq)`` order and only once they are
 ``LAG`` seconds old, so a transaction another replica commits late is not skipped.
+
+Several replicas on one database forward through one of them: the holder of the
+forwarding lead (:mod:`onbox.collector.leadership`: a PostgreSQL advisory lock, or a
+lock file beside a SQLite database); the others stand by and take over when it dies.
+A leader that dies after a sink took a batch but before its cursor moved leaves that
+batch (at most ``BATCH`` records) to be sent again by the next leader; ``event.id`` is
+stable, so a SIEM can drop the repeat.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ from typing import Any, Protocol
 import httpx
 
 from onbox.audit.entry import format_time
+from onbox.collector.errors import StoreUnavailable
+from onbox.collector.leadership import Lead, lead_for
 from onbox.collector.store import Store
 
 logger = logging.getLogger(__name__)
@@ -53,7 +62,7 @@ logger = logging.getLogger(__name__)
 LAG = timedelta(seconds=10)
 BATCH = 500
 SEVERITY = {"fork": 4, "rewritten": 4, "tampered": 4, "truncation": 4, "gap": 3}
-SEVERITY |= {"unknown-device": 2, "silent": 2}
+SEVERITY |= {"retired-key": 4, "unknown-device": 2, "silent": 2, "re-enrolled": 2}
 
 
 class Sink(Protocol):
@@ -223,10 +232,18 @@ _ENTRY_COLUMNS = (
 class Forwarder:
     """Sends new alerts and egress events to each sink, from a cursor kept in the database."""
 
-    def __init__(self, store: Store, sinks: Sequence[Sink], *, interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        sinks: Sequence[Sink],
+        *,
+        interval: float = 5.0,
+        lead: Lead | None = None,
+    ) -> None:
         self._store = store
         self._sinks = list(sinks)
         self._interval = interval
+        self._lead = lead if lead is not None else lead_for(store.url)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="onbox-siem", daemon=True)
         with store.transaction() as tx:
@@ -237,23 +254,34 @@ class Forwarder:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the background thread."""
+        """Stop the background thread and hand the lead over."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(10)
+        self._lead.release()
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self.forward_once()
+            try:
+                self.forward_once()
+            except StoreUnavailable as exc:  # PostgreSQL restarting: the next pass resumes
+                logger.warning("SIEM forwarding paused: %s", exc)
 
     def forward_once(self, *, now: datetime | None = None) -> int:
-        """One pass over every sink; the number of records delivered."""
+        """One pass over every sink; the number of records delivered (0 standing by)."""
         sent = 0
         for sink in self._sinks:
-            try:
-                sent += self._alerts(sink) + self._egress(sink, now or datetime.now(UTC))
-            except (OSError, httpx.HTTPError) as exc:
-                logger.warning("SIEM sink %s: %s (will retry)", sink.name, exc)
+            for stream in ("alerts", "egress"):
+                if not self._lead.hold():  # asked per batch: a lost lead stops us at once
+                    return sent
+                try:
+                    if stream == "alerts":
+                        sent += self._alerts(sink)
+                    else:
+                        sent += self._egress(sink, now or datetime.now(UTC))
+                except (OSError, httpx.HTTPError) as exc:
+                    logger.warning("SIEM sink %s: %s (will retry)", sink.name, exc)
+                    break
         return sent
 
     def _cursor(self, sink: str, stream: str, default: str) -> str:
