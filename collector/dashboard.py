@@ -47,6 +47,16 @@ def _when(value: Any) -> str:
     return f"{text[:10]} {text[11:19]}Z" if len(text) >= 19 else text
 
 
+def _enrolment(device: dict[str, object]) -> str:
+    """The status, and for a re-enrolled workstation which root key came before or after."""
+    epoch = device.get("epoch")
+    if not isinstance(epoch, dict):
+        return str(device["status"])
+    if epoch.get("replaced_by"):
+        return f"{device['status']} (epoch {epoch['epoch']}, now {str(epoch['replaced_by'])[:8]})"
+    return f"{device['status']} (epoch {epoch['epoch']})"
+
+
 def render(store: Store, *, silence: timedelta) -> str:
     """The whole page."""
     devices = list_devices(store, silence=silence)
@@ -55,7 +65,7 @@ def render(store: Store, *, silence: timedelta) -> str:
     device_rows = [
         [
             f"<td><code>{escape(str(d['device']))}</code></td>",
-            _td(d["status"]),
+            _td(_enrolment(d)),
             _td(d["chain"], "ok" if d["chain"] == "ok" else "bad"),
             _td(d["head_seq"], "num"),
             _td(d["entries"], "num"),

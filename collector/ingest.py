@@ -31,6 +31,7 @@ from onbox.audit.checkpoint import checkpoint_problem
 from onbox.audit.stats import destination_of
 from onbox.audit.upload import UPLOAD_TYPE, entries_digest
 from onbox.collector.chain import KeySpan, check_entries, key_timeline
+from onbox.collector.epochs import retired_refusal
 from onbox.collector.errors import UploadRejected
 from onbox.collector.store import ON_BOX_KINDS, Store, Tx
 
@@ -128,12 +129,9 @@ def ingest(store: Store, raw: bytes, enrolment: Enrolment) -> IngestResult:
         raise UploadRejected(
             401, f"upload signed by key {checkpoint['key']}, not one of {device}'s"
         )
-    if not _admitted(store, device, enrolment):
-        raise UploadRejected(
-            403,
-            f"device {device} is not enrolled; an admin enrols it with "
-            f"`onbox collector enrol {device}`",
-        )
+    unadmitted = _admitted(store, device, enrolment)
+    if unadmitted is not None:
+        raise UploadRejected(403, unadmitted)
     try:
         entries = (
             check_entries(device, upload["entries"], first_seq, spans)
@@ -150,13 +148,19 @@ def ingest(store: Store, raw: bytes, enrolment: Enrolment) -> IngestResult:
     return result
 
 
-def _admitted(store: Store, device: str, enrolment: Enrolment) -> bool:
+def _admitted(store: Store, device: str, enrolment: Enrolment) -> str | None:
+    """None when ``device`` may upload, else why not (alerted; answered with 403)."""
     now = _now()
     with store.transaction(device) as tx:
         row = tx.fetchone("SELECT status FROM devices WHERE device = ?", (device,))
         status = row[0] if row else None
         if status in ("enrolled", "tofu"):
-            return True
+            return None
+        if status == "retired":  # re-enrolled under a new root key (onbox.collector.epochs)
+            why = retired_refusal(tx, device)
+            tx.execute("UPDATE devices SET last_seen = ? WHERE device = ?", (now, device))
+            _alert(tx, device, "retired-key", "upload", f"upload refused: {why}")
+            return why
         if device in enrolment.approved:
             new_status = "enrolled"
         elif enrolment.trust_on_first_use:
@@ -179,10 +183,10 @@ def _admitted(store: Store, device: str, enrolment: Enrolment) -> bool:
                 " AND resolved IS NULL",
                 (now, device),
             )
-            return True
+            return None
         if new_status == "tofu":
             _alert(tx, device, "unknown-device", "tofu", f"device {device} enrolled on first use")
-            return True
+            return None
         _alert(
             tx,
             device,
@@ -190,7 +194,11 @@ def _admitted(store: Store, device: str, enrolment: Enrolment) -> bool:
             "refused",
             f"upload from unenrolled device {device} refused",
         )
-        return False
+        return (
+            f"device {device} is not enrolled; an admin enrols it with "
+            f"`onbox collector enrol {device}`, or, when it is a reinstalled workstation "
+            f"with a new root key, `onbox collector enrol OLD_DEVICE --new-key {device}`"
+        )
 
 
 def _apply(

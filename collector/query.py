@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from onbox.audit.entry import format_time, parse_time
+from onbox.collector.epochs import epochs_by_device, lineage
 from onbox.collector.store import Store
 
 ENTRY_COLUMNS = (
@@ -32,14 +33,24 @@ ENTRY_COLUMNS = (
     "git_email",
     "hash",
 )
-ALERT_KINDS = ("gap", "fork", "truncation", "rewritten", "tampered", "unknown-device", "silent")
+ALERT_KINDS = (
+    "gap",
+    "fork",
+    "truncation",
+    "rewritten",
+    "tampered",
+    "unknown-device",
+    "retired-key",
+    "re-enrolled",
+    "silent",
+)
 
 
 @dataclass(frozen=True)
 class EntryQuery:
     """Filters for :func:`find_entries`; ``None`` matches everything."""
 
-    device: str | None = None
+    device: str | None = None  # any root key of a workstation finds all its epochs
     user: str | None = None  # OS user or git email
     repo: str | None = None
     path: str | None = None
@@ -55,8 +66,12 @@ class EntryQuery:
 def find_entries(store: Store, query: EntryQuery) -> list[dict[str, Any]]:
     """Entries matching ``query``, newest first (at most ``limit``)."""
     where, params = ["1 = 1"], []
+    if query.device is not None:
+        with store.read() as tx:
+            roots = lineage(tx, query.device)
+        where.append(f"device IN ({', '.join('?' for _ in roots)})")
+        params += roots
     for column, value in (
-        ("device", query.device),
         ("repo", query.repo),
         ("path", query.path),
         ("label", query.label),
@@ -137,6 +152,7 @@ def list_devices(store: Store, *, silence: timedelta | None = None) -> list[dict
         open_kinds = tx.fetchall(
             "SELECT device, kind, COUNT(*) FROM alerts WHERE resolved IS NULL GROUP BY device, kind"
         )
+        epochs = epochs_by_device(tx)
     problems: dict[str, list[str]] = {}
     for device, kind, _count in open_kinds:
         problems.setdefault(str(device), []).append(str(kind))
@@ -155,6 +171,7 @@ def list_devices(store: Store, *, silence: timedelta | None = None) -> list[dict
         if item["silent"]:
             kinds.append("silent")
         item["chain"] = "ok" if not kinds else ", ".join(kinds)
+        item["epoch"] = epochs.get(str(item["device"]))  # None: never re-enrolled
         devices.append(item)
     return devices
 

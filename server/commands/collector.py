@@ -30,6 +30,19 @@ device and raises an unknown-device alert for it.
 exit codes: 0 stopped cleanly, 2 usage error, 3 the database or extras are missing
 """
 
+ENROL_EPILOG = """\
+A reinstalled workstation starts a new journal under a new root key, and its uploads
+are refused (403, an unknown-device alert) until an admin says it is the same machine:
+
+    onbox collector enrol OLD_DEVICE --new-key NEW_FINGERPRINT --reason "disk replaced"
+
+The new key starts a new chain epoch; everything stored under the old key stays, and
+uploads signed under the old key are refused from then on (a retired-key alert). The
+decision is recorded as a re-enrolled alert, forwarded to the SIEM.
+
+exit codes: 0 ok, 1 refused (unknown or already re-enrolled device), 2 usage, 3 database
+"""
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``onbox collector`` and its subcommands."""
@@ -85,11 +98,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     query.set_defaults(func=run_query)
 
     enrol = sub.add_parser(
-        "enrol", help="approve a device fingerprint", epilog="exit codes: 0 ok, 3 database"
+        "enrol",
+        help="approve a device fingerprint, or a reinstalled device's new root key",
+        epilog=ENROL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     database(enrol)
-    enrol.add_argument("fingerprint")
+    enrol.add_argument("fingerprint", help="the device fingerprint (`onbox keys show`)")
     enrol.add_argument("--name", help="a note: host, owner")
+    enrol.add_argument(
+        "--new-key",
+        metavar="FINGERPRINT",
+        help="re-enrol the device under this new root key (a reinstalled workstation)",
+    )
+    enrol.add_argument("--reason", help="with --new-key: why, for the audit record")
     enrol.set_defaults(func=run_enrol)
 
     alerts = sub.add_parser(
@@ -259,6 +281,11 @@ def run_enrol(args: argparse.Namespace) -> int:
     from onbox.collector.errors import StoreUnavailable
     from onbox.collector.query import enrol
 
+    if args.new_key is not None:
+        return _re_enrol(args)
+    if args.reason is not None:
+        _err("--reason goes with --new-key")
+        return EXIT_USAGE
     try:
         changed = enrol(_store(args), args.fingerprint, args.name)
     except StoreUnavailable as exc:
@@ -266,6 +293,44 @@ def run_enrol(args: argparse.Namespace) -> int:
         return EXIT_ENVIRONMENT
     state = "enrolled" if changed else "already enrolled"
     Console(highlight=False).print(f"device {args.fingerprint} {state}")
+    return EXIT_OK
+
+
+def _re_enrol(args: argparse.Namespace) -> int:
+    """``onbox collector enrol DEVICE --new-key FINGERPRINT``."""
+    import getpass
+
+    from onbox.collector.epochs import ReEnrolRefused, re_enrol
+    from onbox.collector.errors import StoreUnavailable
+
+    try:
+        admin = getpass.getuser()
+    except (KeyError, OSError):
+        admin = None
+    try:
+        done = re_enrol(
+            _store(args),
+            args.fingerprint,
+            args.new_key,
+            name=args.name,
+            admin=admin,
+            reason=args.reason,
+        )
+    except ValueError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except ReEnrolRefused as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    except StoreUnavailable as exc:
+        _err(str(exc))
+        return EXIT_ENVIRONMENT
+    head = "-" if done.old_head_seq is None else str(done.old_head_seq)
+    Console(highlight=False).print(
+        f"device {done.old} re-enrolled under root key {done.new} (epoch {done.epoch}); "
+        f"its {done.old_entries} entries up to seq {head} stay stored, uploads under the "
+        "old key are refused from now on"
+    )
     return EXIT_OK
 
 

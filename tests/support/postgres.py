@@ -113,7 +113,7 @@ def reset(conninfo: str) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(
             "DROP TABLE IF EXISTS entries, devices, device_keys, alerts, egress_rollup,"
-            " tokens_rollup, siem_cursors"
+            " tokens_rollup, siem_cursors, device_epochs"
         )
 
 
