@@ -20,9 +20,9 @@ from pygls.lsp.server import LanguageServer
 
 from onbox import __version__
 from onbox.classification.decision import Decision
-from onbox.inference.destination import CancelToken
 from onbox.server.pipeline import CompletionResult, CompletionService
 from onbox.server.protocol import OnboxProtocol, describe_bad_message, quiet_pygls_duplicates
+from onbox.server.scheduler import CompletionScheduler
 from onbox.server.settings import Settings
 from onbox.server.status import STATUS, label_change, status_payload
 from onbox.server.wiring import Wiring
@@ -41,8 +41,6 @@ class DocumentState:
 
     decision: Decision | None = None
     status: dict[str, Any] = field(default_factory=dict)
-    inflight: CancelToken | None = None
-    last_request_at: float = 0.0
     relabel: asyncio.TimerHandle | None = None  # pending re-label after typing
 
 
@@ -57,6 +55,8 @@ class OnboxServer(LanguageServer):
         self.model_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onbox-model")
         #: Journal scans, verification and policy pulls: off the event loop, and never
         #: queued behind (or ahead of) a generation on the model thread.
+        #: Which completion requests reach the model, and when (one live one per document).
+        self.scheduler = CompletionScheduler(self.model_executor)
         self.io_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="onbox-io")
         self.docs: dict[str, DocumentState] = {}
         self.model_state = "loading"

@@ -5,18 +5,14 @@ Handlers stay thin: they fetch the document, hand the work to
 result into ``lsprotocol`` values. State lives on
 :class:`~onbox.server.language_server.OnboxServer`, never in module globals.
 
-Concurrency: one worker thread runs the model, so generations never overlap. Each
-document has at most one live request: a newer one cancels the older (which answers
-empty at once, or stops within one token if it is generating), and a request that was
-superseded while queued never reaches the model. A request that closely follows another
-for the same document waits a short debounce first, so a typing burst starts few
-generations.
+Concurrency: one worker thread runs the model, so generations never overlap. Which
+request reaches it, and when, is :class:`~onbox.server.scheduler.CompletionScheduler`'s
+business (supersede, debounce, cancel); :func:`run_completion` only gathers the inputs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -31,6 +27,7 @@ from onbox.server.lsp_items import inline_items, menu_items
 from onbox.server.pipeline import CompletionResult, DocumentInput
 from onbox.server.positions import position_to_offset
 from onbox.server.protocol import OnboxProtocol
+from onbox.server.scheduler import Job
 from onbox.server.settings import parse_settings
 from onbox.server.wiring import Wiring
 
@@ -157,9 +154,7 @@ async def load_model(ls: OnboxServer) -> None:
 @server.feature(types.SHUTDOWN)
 def shutdown(ls: OnboxServer, params: None) -> None:
     """Stop background work and close the journal."""
-    for state in ls.docs.values():
-        if state.inflight:
-            state.inflight.cancel("shutdown")
+    ls.scheduler.cancel_all("shutdown")
     if isinstance(ls.protocol, OnboxProtocol):
         ls.protocol.cancel_pending_requests()
     if ls.wiring is not None:
@@ -202,9 +197,8 @@ def did_save(ls: OnboxServer, params: types.DidSaveTextDocumentParams) -> None:
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: OnboxServer, params: types.DidCloseTextDocumentParams) -> None:
     """Cancel any request for the document and forget it."""
+    ls.scheduler.forget(params.text_document.uri, "closed")
     state = ls.docs.pop(params.text_document.uri, None)
-    if state and state.inflight:
-        state.inflight.cancel("closed")
     if state and state.relabel is not None:
         state.relabel.cancel()
 
@@ -249,24 +243,10 @@ def _others(ls: OnboxServer, uri: str) -> list[DocumentInput]:
 async def run_completion(
     ls: OnboxServer, uri: str, position: types.Position
 ) -> CompletionResult | None:
-    """Supersede the previous request, debounce bursts, and run the pipeline on the model thread."""
-    state = ls.doc_state(uri)
-    cancel = CancelToken()
-    now = time.monotonic()
-    previous = state.inflight
-    burst = (
-        previous is not None
-        or (now - state.last_request_at) * 1000 < ls.settings.completion.debounce_ms
-    )
-    if previous is not None:
-        previous.cancel("superseded")
-    state.inflight = cancel
-    state.last_request_at = now
-    try:
-        if burst and ls.settings.completion.debounce_ms > 0:
-            await asyncio.sleep(ls.settings.completion.debounce_ms / 1000)
-            if cancel.cancelled:
-                return None
+    """Gather one request's inputs and let the scheduler run the pipeline on the model thread."""
+
+    def prepare() -> Job[CompletionResult] | None:
+        # After the debounce: read the document as it is now.
         if uri not in ls.workspace.text_documents:
             logger.info("completion asked for %s, which is not open; answering nothing", uri)
             return None
@@ -281,7 +261,7 @@ async def run_completion(
         others = _others(ls, uri)
         loop = asyncio.get_running_loop()
 
-        def work() -> CompletionResult:
+        def work(cancel: CancelToken) -> CompletionResult:
             # Runs on the model thread: the request is now the one the model serves. The
             # label is decided again from here on (the pipeline, then the egress gate):
             # whatever was decided while this request waited is not trusted.
@@ -292,29 +272,20 @@ async def run_completion(
                 ls.wiring.note_route(result.fallbacks, result.egress_seq)
             return result
 
-        job = loop.run_in_executor(ls.model_executor, work)
-        try:
-            result = await asyncio.shield(job)
-        except asyncio.CancelledError:
-            # $/cancelRequest: stop the token loop, and answer once it has stopped
-            # (within one token) so the model is free for the next request.
-            cancel.cancel("$/cancelRequest")
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(job, timeout=30)
-            raise
+        return work
+
+    def on_idle() -> None:
+        if uri in ls.workspace.text_documents:
+            ls.publish_status(uri, ls.model_state)
+
+    result = await ls.scheduler.run(
+        uri, prepare, debounce_ms=ls.settings.completion.debounce_ms, on_idle=on_idle
+    )
+    if result is not None:
         ls.completions[result.id] = result
         if len(ls.completions) > 256:
             ls.completions.pop(next(iter(ls.completions)))
-        return result
-    except asyncio.CancelledError:
-        cancel.cancel("$/cancelRequest")
-        raise
-    finally:
-        if state.inflight is cancel:
-            state.inflight = None
-            if uri in ls.workspace.text_documents:
-                # After the answer is on its way: the editor waits for the completion, not this.
-                asyncio.get_running_loop().call_soon(ls.publish_status, uri, ls.model_state)
+    return result
 
 
 @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
