@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from onbox.inference.destination import CompletionRequest
+from onbox.inference.destination import CompletionRequest, DestinationKind
 from onbox.inference.errors import DestinationProtocolError, DestinationUnavailable
 
 from .remote import (
@@ -36,7 +36,7 @@ _STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "len
 class AnthropicDestination(RemoteDestination):
     """Anthropic's Messages API (``kind = "anthropic"`` in the policy)."""
 
-    kind = "anthropic"
+    kind: str = DestinationKind.ANTHROPIC
 
     def _auth_headers(self) -> dict[str, str]:
         return {"x-api-key": self._api_key} if self._api_key else {}

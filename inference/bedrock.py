@@ -49,7 +49,7 @@ from urllib.parse import quote
 import httpx
 
 from onbox.classification.policy_model import DestinationConfig
-from onbox.inference.destination import CancelToken, CompletionRequest
+from onbox.inference.destination import CancelToken, CompletionRequest, DestinationKind
 from onbox.inference.errors import (
     Cancelled,
     DestinationError,
@@ -135,7 +135,7 @@ class AwsCredentials:
 class BedrockDestination(RemoteDestination):
     """Amazon Bedrock's Converse API (``kind = "bedrock"`` in the policy)."""
 
-    kind = "bedrock"
+    kind: str = DestinationKind.BEDROCK
 
     def __init__(
         self,

@@ -15,9 +15,24 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from onbox.inference import defaults
+
+
+class DestinationKind(StrEnum):
+    """The engine behind a destination: the policy's ``kind`` (journals carry the value).
+
+    The policy parser validates ``kind`` against
+    :data:`onbox.classification.policy_model.DESTINATION_KINDS`, the same strings.
+    """
+
+    LLAMA_CPP = "llama-cpp"
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    BEDROCK = "bedrock"
+    VERTEX = "vertex"
 
 
 class CancelToken:
@@ -86,7 +101,7 @@ class Destination(Protocol):
     """A completion engine with a name, a kind and a clearance."""
 
     name: str
-    kind: str  # "llama-cpp" | "openai" | "anthropic" | "bedrock" | "vertex"
+    kind: str  # a DestinationKind
     clearance: str  # highest label it may receive
 
     def complete(self, request: CompletionRequest, cancel: CancelToken) -> Completion:

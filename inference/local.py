@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from onbox.inference import defaults
-from onbox.inference.destination import CancelToken, Completion, CompletionRequest
+from onbox.inference.destination import CancelToken, Completion, CompletionRequest, DestinationKind
 from onbox.inference.errors import Cancelled, ModelError
 from onbox.inference.fim import (
     FimFormat,
@@ -219,7 +219,7 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
 class LlamaCppDestination:
     """The on-box model behind the :class:`~onbox.inference.destination.Destination` interface."""
 
-    kind = "llama-cpp"
+    kind: str = DestinationKind.LLAMA_CPP
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from onbox.inference.destination import CompletionRequest
+from onbox.inference.destination import CompletionRequest, DestinationKind
 from onbox.inference.errors import DestinationProtocolError
 
 from .remote import (
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 class OpenAIDestination(RemoteDestination):
     """An OpenAI-compatible service (``kind = "openai"`` in the policy)."""
 
-    kind = "openai"
+    kind: str = DestinationKind.OPENAI
 
     @property
     def azure(self) -> bool:

@@ -59,7 +59,13 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from onbox.classification.policy_model import DestinationConfig, Policy
-from onbox.inference.destination import CancelToken, Completion, CompletionRequest, Destination
+from onbox.inference.destination import (
+    CancelToken,
+    Completion,
+    CompletionRequest,
+    Destination,
+    DestinationKind,
+)
 from onbox.inference.errors import (
     Cancelled,
     DestinationError,
@@ -155,7 +161,7 @@ def destination_refusal(config: DestinationConfig) -> str | None:
     is loopback, or the policy sets ``allow_plain_http = true`` for this destination and
     names no API key for it. ``onbox policy check`` reports the same reason.
     """
-    if config.kind == "llama-cpp" or not config.base_url:
+    if config.kind == DestinationKind.LLAMA_CPP or not config.base_url:
         return None
     try:
         parts = urlsplit(config.base_url)
@@ -284,7 +290,7 @@ _WATCHER = _CancelWatcher()
 class RemoteDestination:
     """Base of the HTTP destinations; subclasses render requests and parse answers."""
 
-    kind = "remote"
+    kind: str = "remote"  # each subclass names its DestinationKind
 
     def __init__(
         self,
@@ -643,15 +649,15 @@ def build_destinations(policy: Policy, on_box: Destination) -> dict[str, Destina
             logger.error("destination %s refused, left out: %s", name, refusal)
             continue
         try:
-            if config.kind == "llama-cpp":
+            if config.kind == DestinationKind.LLAMA_CPP:
                 built[name] = on_box
-            elif config.kind == "openai":
+            elif config.kind == DestinationKind.OPENAI:
                 built[name] = OpenAIDestination(config, api_key=resolve_api_key(config))
-            elif config.kind == "anthropic":
+            elif config.kind == DestinationKind.ANTHROPIC:
                 built[name] = AnthropicDestination(config, api_key=resolve_api_key(config))
-            elif config.kind == "bedrock":
+            elif config.kind == DestinationKind.BEDROCK:
                 built[name] = BedrockDestination(config)
-            elif config.kind == "vertex":
+            elif config.kind == DestinationKind.VERTEX:
                 built[name] = vertex_destination(config)
             else:
                 logger.warning("destination %s has unknown kind %r; left out", name, config.kind)

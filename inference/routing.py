@@ -51,7 +51,13 @@ from onbox.inference.context import (
     gather_context,
     label_in,
 )
-from onbox.inference.destination import CancelToken, Completion, CompletionRequest, Destination
+from onbox.inference.destination import (
+    CancelToken,
+    Completion,
+    CompletionRequest,
+    Destination,
+    DestinationKind,
+)
 from onbox.inference.errors import (
     Cancelled,
     DestinationError,
@@ -86,7 +92,7 @@ __all__ = [
     "RoutingError",
 ]
 
-ON_BOX_KIND = "llama-cpp"
+ON_BOX_KIND = DestinationKind.LLAMA_CPP
 
 #: Kept for callers that caught routing's errors by this name.
 RoutingError = GateError

@@ -43,7 +43,7 @@ import httpx
 
 from onbox.classification.policy_model import DestinationConfig
 from onbox.inference.anthropic import AnthropicDestination
-from onbox.inference.destination import CompletionRequest
+from onbox.inference.destination import CompletionRequest, DestinationKind
 from onbox.inference.errors import (
     DestinationError,
     DestinationProtocolError,
@@ -219,7 +219,7 @@ def _token_request(client: httpx.Client) -> Any:
 class _VertexMixin(RemoteDestination):
     """What every Vertex publisher shares: the URL, the bearer token, the error mapping."""
 
-    kind = "vertex"
+    kind: str = DestinationKind.VERTEX
 
     def __init__(
         self,

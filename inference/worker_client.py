@@ -44,7 +44,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from onbox.inference.destination import CancelToken, Completion, CompletionRequest
+from onbox.inference.destination import CancelToken, Completion, CompletionRequest, DestinationKind
 from onbox.inference.errors import Cancelled, ModelError
 from onbox.inference.fim import FAMILIES, FimFormat
 from onbox.inference.local import ModelSettings
@@ -133,7 +133,7 @@ def cause_from_log(text: str, pid: int) -> str | None:
 class WorkerDestination:
     """The on-box destination, served by the shared model worker."""
 
-    kind = "llama-cpp"
+    kind: str = DestinationKind.LLAMA_CPP
 
     def __init__(
         self,

@@ -24,7 +24,7 @@ from onbox.server.pipeline import CompletionResult, CompletionService
 from onbox.server.protocol import OnboxProtocol, describe_bad_message, quiet_pygls_duplicates
 from onbox.server.scheduler import CompletionScheduler
 from onbox.server.settings import Settings
-from onbox.server.status import STATUS, label_change, status_payload
+from onbox.server.status import STATUS, ServerState, label_change, status_payload
 from onbox.server.wiring import Wiring
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class OnboxServer(LanguageServer):
         self.scheduler = CompletionScheduler(self.model_executor)
         self.io_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="onbox-io")
         self.docs: dict[str, DocumentState] = {}
-        self.model_state = "loading"
+        self.model_state = ServerState.LOADING
         self.model_error: str | None = None
         self.shown_messages: set[str] = set()
         self.completions: dict[str, CompletionResult] = {}
@@ -119,7 +119,7 @@ class OnboxServer(LanguageServer):
         """Gather the ``onbox/status`` inputs for one document (or the server, uri=None)."""
         unavailable = self.wiring.model_unavailable() if self.wiring is not None else None
         if unavailable:  # the model worker crashed under every profile: no more restarts
-            self.model_state, self.model_error, state = "disabled", unavailable, None
+            self.model_state, self.model_error, state = ServerState.DISABLED, unavailable, None
         wiring = self.wiring
         decision = self.decide(uri) if uri is not None else None
         dest = None

@@ -18,7 +18,7 @@ import time
 
 from lsprotocol import types
 
-from onbox.inference.destination import CancelToken
+from onbox.inference.destination import CancelToken, DestinationKind
 from onbox.inference.errors import ModelError
 from onbox.server import requests
 from onbox.server.cli import add_log_file
@@ -29,6 +29,7 @@ from onbox.server.positions import position_to_offset
 from onbox.server.protocol import OnboxProtocol
 from onbox.server.scheduler import Job
 from onbox.server.settings import parse_settings
+from onbox.server.status import ServerState
 from onbox.server.wiring import Wiring
 
 logger = logging.getLogger(__name__)
@@ -127,8 +128,8 @@ async def load_model(ls: OnboxServer) -> None:
             )
         except Exception:
             supports = False
-    ls.model_state = "loading"
-    ls.publish_all("loading")
+    ls.model_state = ServerState.LOADING
+    ls.publish_all(ServerState.LOADING)
 
     def report(message: str) -> None:
         if supports:
@@ -137,13 +138,13 @@ async def load_model(ls: OnboxServer) -> None:
     loop = asyncio.get_running_loop()
     try:
         await loop.run_in_executor(ls.model_executor, lambda: ls.service.local.load(report))
-        ls.model_state, ls.model_error = "ready", None
+        ls.model_state, ls.model_error = ServerState.READY, None
     except ModelError as exc:
-        ls.model_state, ls.model_error = "disabled", str(exc)
+        ls.model_state, ls.model_error = ServerState.DISABLED, str(exc)
         ls.show_once(f"Onbox: {exc}")
     except Exception as exc:  # never let a load failure kill the server
         logger.exception("model load failed")
-        ls.model_state, ls.model_error = "disabled", f"model load failed: {exc}"
+        ls.model_state, ls.model_error = ServerState.DISABLED, f"model load failed: {exc}"
         ls.show_once(f"Onbox: model load failed: {exc}")
     finally:
         if supports:
@@ -253,8 +254,8 @@ async def run_completion(
         doc = _document_input(ls, uri, position)
         assert ls.wiring is not None
         if (
-            ls.model_state == "disabled"
-            and ls.wiring.destination_for(ls.decide(uri)).kind == "llama-cpp"
+            ls.model_state == ServerState.DISABLED
+            and ls.wiring.destination_for(ls.decide(uri)).kind == DestinationKind.LLAMA_CPP
         ):
             logger.info("no on-box model and %s may not leave: answering nothing", uri)
             return None  # no model and nowhere else this file may go: answer nothing
@@ -266,7 +267,7 @@ async def run_completion(
             # label is decided again from here on (the pipeline, then the egress gate):
             # whatever was decided while this request waited is not trusted.
             if not cancel.cancelled:
-                loop.call_soon_threadsafe(ls.publish_status, uri, "generating")
+                loop.call_soon_threadsafe(ls.publish_status, uri, ServerState.GENERATING)
             result = ls.service.complete(doc, cancel, others)
             if ls.wiring is not None:
                 ls.wiring.note_route(result.fallbacks, result.egress_seq)

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
@@ -64,6 +65,15 @@ class FailClosedClassifier:
         )
 
 
+class Outcome(StrEnum):
+    """How a completion ended (``outcome`` in the journal and in ``onbox complete --json``)."""
+
+    SERVED = "served"
+    EMPTY = "empty"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
 @dataclass(frozen=True)
 class DocumentInput:
     """One document at one cursor position."""
@@ -85,7 +95,7 @@ class CompletionResult:
     destination: str
     destination_kind: str
     model: str
-    outcome: str  # "served" | "empty" | "cancelled" | "error"
+    outcome: Outcome
     raw: str = ""
     reasons: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -198,7 +208,7 @@ class CompletionService:
         cid = uuid.uuid4().hex
         request = self.request_for(doc)
         destination: Destination = self.local
-        outcome = "served"
+        outcome = Outcome.SERVED
         error: str | None = None
         completion: Completion | None = None
         routed: RoutedCompletion | None = None
@@ -213,17 +223,17 @@ class CompletionService:
                 if routed.error is not None:
                     raise routed.error
         except Cancelled:
-            outcome = "cancelled"
+            outcome = Outcome.CANCELLED
         except InferenceError as exc:
-            outcome, error = "error", str(exc)
+            outcome, error = Outcome.ERROR, str(exc)
         text = ""
         if completion is not None:
             if completion.finish_reason == "cancelled" or cancel.cancelled:
-                outcome = "cancelled"
+                outcome = Outcome.CANCELLED
             else:
                 text = postprocess(completion.text, request.prefix, request.suffix, doc.language)
                 if not text:
-                    outcome = "empty"
+                    outcome = Outcome.EMPTY
         timings = dict(completion.timings) if completion else {}
         timings["pipeline_total"] = time.perf_counter() - started
         result = CompletionResult(

@@ -7,12 +7,23 @@ this module shapes the payload documented in docs/protocol.md.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from onbox.classification.decision import Decision
 
 #: The ``onbox/status`` notification (server → client).
 STATUS = "onbox/status"
+
+
+class ServerState(StrEnum):
+    """The ``state`` of ``onbox/status`` and ``onbox/health`` (``ServerState`` in protocol.ts)."""
+
+    LOADING = "loading"
+    READY = "ready"
+    GENERATING = "generating"
+    ERROR = "error"
+    DISABLED = "disabled"
 
 
 def reason_texts(decision: Decision) -> list[str]:

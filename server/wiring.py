@@ -31,7 +31,7 @@ from onbox.classification.policy import builtin_policy, load_policy
 from onbox.classification.policy_model import Policy, PolicyError
 from onbox.classification.policy_store import PolicyStore, describe_policy_state
 from onbox.classification.sources import parse_source
-from onbox.inference.destination import Destination
+from onbox.inference.destination import Destination, DestinationKind
 from onbox.inference.local import ModelSettings
 from onbox.inference.remote import build_destinations
 from onbox.inference.routing import Router
@@ -39,6 +39,7 @@ from onbox.inference.worker_client import WorkerDestination
 from onbox.server.identity import ActorContext, ActorJournal
 from onbox.server.pipeline import CompletionService, model_settings, reason_lines
 from onbox.server.settings import Settings
+from onbox.server.status import ServerState
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class Wiring:
 
     def _build_router(self, policy: Policy, previous: Router | None = None) -> Router:
         destinations = build_destinations(policy, self.local)
-        if not any(d.kind == "llama-cpp" for d in destinations.values()):
+        if not any(d.kind == DestinationKind.LLAMA_CPP for d in destinations.values()):
             destinations[self.local.name] = self.local
         return Router(
             policy,
@@ -417,7 +418,7 @@ class Wiring:
         local = self.local
         unavailable = self.model_unavailable()
         if unavailable:
-            model_state, model_error = "disabled", unavailable
+            model_state, model_error = ServerState.DISABLED, unavailable
         build = local.build_info() or {
             "version": None,
             "systemInfo": "not known until the model worker starts",

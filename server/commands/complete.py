@@ -62,7 +62,7 @@ def parse_target(target: str) -> tuple[Path, int, int | None]:
 def run(args: argparse.Namespace) -> int:
     """Complete once and print the result."""
     from onbox.classification.languages import language_for
-    from onbox.inference.destination import CancelToken
+    from onbox.inference.destination import CancelToken, DestinationKind
     from onbox.server.pipeline import DocumentInput
     from onbox.server.positions import position_to_offset
     from onbox.server.settings import Settings
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         wiring.service.local.load()
     except Exception as exc:
         decision = wiring.service.classify(doc.uri, doc.text, None, doc.language)
-        if wiring.destination_for(decision).kind == "llama-cpp":
+        if wiring.destination_for(decision).kind == DestinationKind.LLAMA_CPP:
             print(f"onbox complete: {exc}", file=sys.stderr)
             wiring.stop()
             return EXIT_ENVIRONMENT

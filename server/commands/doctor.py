@@ -90,6 +90,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print a checklist; exit 1 if something needs fixing (see :data:`EXIT_CODES`)."""
     from onbox.server.settings import Settings
+    from onbox.server.status import ServerState
     from onbox.server.wiring import Wiring
 
     settings = Settings()
@@ -104,9 +105,9 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.asdict(worker_model_settings(settings))
         smoke = smoke_test(config)
         if smoke.get("ok"):
-            state = "ready"
+            state = ServerState.READY
         else:
-            state, error = "error", str(smoke.get("error"))
+            state, error = ServerState.ERROR, str(smoke.get("error"))
     report = wiring.health(state, error)
     if smoke.get("ok"):
         report["model"].update(path=smoke["modelPath"], sha256=smoke["modelSha256"])
