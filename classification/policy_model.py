@@ -174,6 +174,9 @@ class Policy:
     ship_minutes: float = 5.0
     #: ``[audit] collector_ca``: PEM certificates the collector's TLS must chain to
     collector_ca: str | None = None
+    #: ``[audit] journal_dir``: where the journal lives on a managed workstation, as
+    #: written (``~`` and ``$VAR`` expand on the workstation); None: the default place
+    journal_dir: str | None = None
     source: str = "<builtin>"
     sha256: str = ""
     repos: tuple[RepoRule, ...] = ()

@@ -218,6 +218,14 @@ class PolicyStore:
             return why
         return self._expiry_warning(policy)
 
+    def verified_policy(self) -> Policy | None:
+        """The verified last-good policy even after it expired, or ``None``.
+
+        For settings that must not flip when a policy lapses, such as where the journal
+        lives: an expired policy fails closed for egress, but its journal stays put.
+        """
+        return self._load()[0]
+
     def current_bundle(self) -> PolicyBundle | None:
         """The verified bundle in force (expired or not), or ``None``."""
         return self._load()[1]

@@ -57,7 +57,13 @@ _COST_NUMBERS |= {"prefill_tokens_per_second", "decode_tokens_per_second"}
 _COST_KEYS = _COST_NUMBERS | {"currency", "hardware"}
 _PUBLISHERS = ("google", "anthropic", "mistralai")
 _NEEDS = {"bedrock": ("region", "model"), "vertex": ("project", "location", "model")}
-_AUDIT_KEYS = {"store_encrypted_prompts", "collector_url", "ship_minutes", "collector_ca"}
+_AUDIT_KEYS = {
+    "store_encrypted_prompts",
+    "collector_url",
+    "ship_minutes",
+    "collector_ca",
+    "journal_dir",
+}
 _INLINE_SECRET_KEYS = {"api_key", "apikey", "key", "token", "secret", "password", "bearer"}
 _SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"}
 _SPACE = re.compile(r"\s")
@@ -236,6 +242,7 @@ def parse_policy(data: bytes, source: str) -> Policy:
         collector_url=collector_url,
         ship_minutes=ship_minutes,
         collector_ca=collector_ca,
+        journal_dir=_journal_dir(ctx, audit.get("journal_dir")),
         source=source,
         sha256=hashlib.sha256(data).hexdigest(),
         repos=repos,
@@ -305,6 +312,21 @@ def _collector(ctx: _Ctx, audit: Mapping[str, Any]) -> tuple[str | None, float, 
         except (ssl.SSLError, ValueError) as exc:
             ctx.fail("audit.collector_ca", f"not PEM CA certificates: {exc}")
     return url, float(minutes), ca
+
+
+def _journal_dir(ctx: _Ctx, value: object) -> str | None:
+    """``[audit] journal_dir``: kept as written; ``~`` and ``$VAR`` expand on the workstation."""
+    if value is None:
+        return None
+    text = str(ctx.typed(value, "audit.journal_dir", str, "a directory path"))
+    absolute = text.startswith(("/", "~", "$", "%", "\\\\")) or re.match(r"^[A-Za-z]:[\\/]", text)
+    if not text.strip() or "\0" in text or not absolute:
+        ctx.fail(
+            "audit.journal_dir",
+            f"{text!r} must be an absolute path; it may start with ~ (the user's home) or an "
+            "environment variable ($HOME, ${XDG_STATE_HOME}, %LOCALAPPDATA%)",
+        )
+    return text
 
 
 def _repo(ctx: _Ctx, item: object, index: int) -> RepoRule:

@@ -37,6 +37,7 @@ from onbox.inference.remote import build_destinations
 from onbox.inference.routing import Router
 from onbox.inference.worker_client import WorkerDestination
 from onbox.server.identity import ActorContext, ActorJournal
+from onbox.server.journal_location import journal_location
 from onbox.server.pipeline import CompletionService, model_settings, reason_lines
 from onbox.server.settings import Settings
 from onbox.server.status import ServerState
@@ -63,9 +64,12 @@ class Wiring:
         self.journal: Any = None
         self.journal_error: str | None = None
         self.actors = ActorContext()
+        # Before the journal: on a managed workstation the signed policy says where it lives.
+        self.store = PolicyStore()
+        self.journal_location = journal_location(settings.journal.dir, self.store)
         if open_journal:
             self._open_journal()
-        self.store = PolicyStore(journal=self.journal)
+        self.store.journal = self.journal
         self.policy_warning: str | None = None
         self.policy = self._initial_policy()
         self.local = WorkerDestination(
@@ -95,11 +99,15 @@ class Wiring:
     def _open_journal(self) -> None:
         from onbox.audit import JournalError, open_journal
 
-        directory = (
-            Path(self.settings.journal.dir).expanduser() if self.settings.journal.dir else None
-        )
+        location = self.journal_location
+        if location.note:
+            logger.warning("%s", location.note)
+        if location.directory is None:
+            self.journal_error = str(location.error)
+            self.notify_error(f"Onbox: the audit journal cannot be opened: {location.error}")
+            return
         try:
-            self.journal = ActorJournal(open_journal(directory), self.actors.actor)
+            self.journal = ActorJournal(open_journal(location.directory), self.actors.actor)
         except (JournalError, OSError) as exc:
             self.journal_error = f"{exc}"
             self.notify_error(
@@ -215,6 +223,15 @@ class Wiring:
             self.policy_warning = self.store.warning()
             self.router = router
             self.service.router = router
+        moved = journal_location(self.settings.journal.dir, self.store)
+        if moved.directory != self.journal_location.directory:
+            # An open journal never moves under a running server: the next start opens it.
+            logger.warning(
+                "the signed policy moves the journal to %s; onbox serve keeps writing %s "
+                "until it restarts",
+                moved.directory or moved.error,
+                self.journal_location.directory,
+            )
         if self.on_policy_change is not None:
             self.on_policy_change()
 
@@ -281,6 +298,7 @@ class Wiring:
         return {
             "ok": self.journal is not None and self.journal_error is None,
             "error": self.journal_error,
+            "note": self.journal_location.note,
         }
 
     def journal_stats(self, days: int) -> dict[str, Any]:
@@ -300,11 +318,9 @@ class Wiring:
     def _journal_dir(self) -> Path:
         if self.journal is not None and hasattr(self.journal, "path"):
             return Path(self.journal.path)
-        return (
-            Path(self.settings.journal.dir).expanduser()
-            if self.settings.journal.dir
-            else paths.journal_dir()
-        )
+        if self.journal_location.directory is None:
+            raise ValueError(self.journal_location.error)
+        return self.journal_location.directory
 
     def verify_journal(self) -> dict[str, Any]:
         """``onbox.verifyJournal``."""
@@ -452,7 +468,7 @@ class Wiring:
             "llamaCpp": build,
             "policy": {**self.policy_summary(), "store": policy_state},
             "journal": {
-                "dir": str(self._journal_dir()),
+                **self.journal_location.to_json(),
                 "writable": self.journal is not None and self.journal_error is None,
                 "error": self.journal_error,
             },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import sys
@@ -44,6 +45,7 @@ from onbox.audit.series import describe as describe_series
 from onbox.audit.series import verify_series
 from onbox.audit.stats import EntryFilter, journal_device
 from onbox.server.commands import _journal_cost as journal_cost
+from onbox.server.journal_location import journal_dir_in_force
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     verify.add_argument("--no-progress", action="store_true", help="no progress bar")
     verify.add_argument("--json", action="store_true", help="machine-readable result")
-    verify.set_defaults(func=run_verify)
+    verify.set_defaults(func=_this_journal(run_verify))
 
     export = sub.add_parser(
         "export",
@@ -107,7 +109,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export.add_argument("--since", type=_when, help="ISO date/time (UTC when no offset)")
     export.add_argument("--until", type=_when, help="ISO date/time (UTC when no offset)")
     export.add_argument("--out", type=Path, required=True, help="bundle file to write (.tar)")
-    export.set_defaults(func=run_export)
+    export.set_defaults(func=_this_journal(run_export))
 
     show = sub.add_parser(
         "show", help="list recent entries", epilog="exit codes: 0 ok, 2 usage error"
@@ -127,7 +129,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     show.add_argument("--limit", type=int, default=20, help="newest N entries (0: all)")
     show.add_argument("--json", action="store_true", help="JSON Lines output")
-    show.set_defaults(func=run_show)
+    show.set_defaults(func=_this_journal(run_show))
 
     stats = sub.add_parser(
         "stats",
@@ -142,7 +144,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     stats.add_argument("--json", action="store_true")
     journal_cost.add_arguments(stats)
-    stats.set_defaults(func=run_stats)
+    stats.set_defaults(func=_this_journal(run_stats))
 
     ship = sub.add_parser(
         "ship",
@@ -156,7 +158,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ship.add_argument("--ca-bundle", type=Path, help="PEM CA bundle for the collector's TLS")
     ship.add_argument("--batch", type=int, default=2000, help="entries per upload")
     ship.add_argument("--json", action="store_true")
-    ship.set_defaults(func=run_ship)
+    ship.set_defaults(func=_this_journal(run_ship))
 
     decrypt = sub.add_parser(
         "decrypt",
@@ -171,7 +173,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="file holding the raw base64 X25519 private key",
     )
     decrypt.add_argument("--dir", type=Path)
-    decrypt.set_defaults(func=run_decrypt)
+    decrypt.set_defaults(func=_this_journal(run_decrypt))
 
 
 def _when(text: str) -> datetime:
@@ -209,9 +211,25 @@ def _progress(description: str, quiet: bool = False) -> Iterator[Callable[[int, 
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
+def _this_journal(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Default ``--dir`` to this workstation's journal: the signed policy's place if managed."""
+
+    @functools.wraps(run)
+    def with_dir(args: argparse.Namespace) -> int:
+        if getattr(args, "dir", None) is None and not getattr(args, "path", None):
+            try:
+                args.dir = journal_dir_in_force()
+            except ValueError as exc:
+                _err(str(exc))
+                return EXIT_ENVIRONMENT
+        return run(args)
+
+    return with_dir
+
+
 def run_verify(args: argparse.Namespace) -> int:
     """``onbox journal verify``."""
-    given: list[Path] = args.path or [paths.journal_dir()]
+    given: list[Path] = args.path or [args.dir]
     for path in given:
         if not path.exists():
             _err(f"no journal at {path}; pass a journal directory or an export bundle")
@@ -321,7 +339,7 @@ def _print_verify(result: VerifyResult) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """``onbox journal export``."""
-    directory: Path = args.dir or paths.journal_dir()
+    directory: Path = args.dir
     foreign = _foreign_journal(directory)
     if foreign is not None:
         _err(foreign)
@@ -375,7 +393,7 @@ def _since(args: argparse.Namespace) -> datetime | None:
 
 def run_show(args: argparse.Namespace) -> int:
     """``onbox journal show``."""
-    directory = args.dir or paths.journal_dir()
+    directory = args.dir
     if not directory.exists():
         _err(f"no journal or bundle at {directory}")
         return EXIT_USAGE
@@ -416,7 +434,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     """``onbox journal stats``."""
-    directory = args.dir or paths.journal_dir()
+    directory = args.dir
     if not directory.exists():
         _err(f"no journal or bundle at {directory}")
         return EXIT_USAGE
@@ -479,7 +497,7 @@ def run_ship(args: argparse.Namespace) -> int:
     if not args.now:
         _err("shipping on a timer runs inside `onbox serve`; pass --now to ship once")
         return EXIT_USAGE
-    directory: Path = args.dir or paths.journal_dir()
+    directory: Path = args.dir
     foreign = _foreign_journal(directory)
     if foreign is not None:
         _err(foreign.replace("onbox journal export", "onbox journal ship"))
@@ -520,7 +538,7 @@ def run_ship(args: argparse.Namespace) -> int:
 
 def run_decrypt(args: argparse.Namespace) -> int:
     """``onbox journal decrypt``."""
-    directory = args.dir or paths.journal_dir()
+    directory = args.dir
     try:
         private = args.private_key.read_text("ascii").strip()
     except OSError as exc:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from onbox.audit import JournalError, generate_recipient_key, open_journal
+from onbox.server.journal_location import journal_dir_in_force
 
 EXIT_OK, EXIT_USAGE, EXIT_ENVIRONMENT = 0, 2, 3
 
@@ -58,14 +59,14 @@ def _describe(journal_key: str, device: str, public: str, journal_dir: Path) -> 
 def run_show(args: argparse.Namespace) -> int:
     """``onbox keys show``."""
     try:
-        with open_journal() as journal:
+        with open_journal(journal_dir_in_force()) as journal:
             info = _describe(
                 journal.key_fingerprint,
                 journal.device_fingerprint,
                 journal.public_key_b64,
                 journal.path,
             )
-    except JournalError as exc:
+    except (JournalError, ValueError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return EXIT_ENVIRONMENT
     if args.json:
@@ -81,7 +82,7 @@ def run_show(args: argparse.Namespace) -> int:
 def run_rotate(args: argparse.Namespace) -> int:
     """``onbox keys rotate``."""
     try:
-        with open_journal() as journal:
+        with open_journal(journal_dir_in_force()) as journal:
             old = journal.key_fingerprint
             receipt = journal.rotate_key(args.reason)
             info = _describe(
@@ -90,7 +91,7 @@ def run_rotate(args: argparse.Namespace) -> int:
                 journal.public_key_b64,
                 journal.path,
             )
-    except JournalError as exc:
+    except (JournalError, ValueError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return EXIT_ENVIRONMENT
     if args.json:

@@ -520,8 +520,9 @@ def _open_journal() -> Any:
     """The audit journal, or ``None`` (with a warning) when it cannot be opened."""
     try:
         from onbox.audit import open_journal  # type: ignore[attr-defined,unused-ignore]
+        from onbox.server.journal_location import journal_dir_in_force
 
-        return open_journal()
+        return open_journal(journal_dir_in_force())
     except Exception as exc:  # the journal is optional for a pull; say so and go on
         logger.warning("policy decisions will not be journaled: %s", exc)
         return None
