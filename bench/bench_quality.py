@@ -72,11 +72,15 @@ OWN = ("examples/billing.py", "audit/canonical.py", "classification/labels.py")
 PLAIN = """
 import json, sys, time
 import llama_cpp
-from onbox.inference.local import default_threads, gpu_offload_supported
+from onbox.inference.local import default_threads, gpu_offload_supported, model_params_override
+from onbox.inference.worker_profiles import amx_flags, cpu_flags
 model, budget, max_tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 prefixes = json.loads(sys.stdin.read())
-llm = llama_cpp.Llama(model_path=model, n_ctx=4096, n_threads=default_threads(),
-                      n_gpu_layers=-1 if gpu_offload_supported() else 0, verbose=False)
+# llama.cpp's AMX weight repacking crashes this model on AMX CPUs; load it the way the
+# worker does there (a naive integration would not get this far at all).
+with model_params_override(use_extra_bufts=not amx_flags(cpu_flags())):
+    llm = llama_cpp.Llama(model_path=model, n_ctx=4096, n_threads=default_threads(),
+                          n_gpu_layers=-1 if gpu_offload_supported() else 0, verbose=False)
 out = []
 for prefix in prefixes:
     t = time.perf_counter()

@@ -82,6 +82,9 @@ class OpenAIDestination(RemoteDestination):
         payload["max_tokens"] = max_tokens
         payload["temperature"] = request.temperature
         payload["stream"] = True
+        # Without this OpenAI streams no token counts, and the journal's cost and the
+        # eval's cost would price every cloud completion at zero.
+        payload["stream_options"] = {"include_usage": True}
         if request.stop:
             payload["stop"] = list(request.stop)[:4]  # OpenAI accepts at most four
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()

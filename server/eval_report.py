@@ -35,8 +35,10 @@ def _ms(value: Any) -> str:
     return "—" if value is None else f"{1000 * value:.0f}"
 
 
-def _cost(value: Any) -> str:
-    return "—" if value is None else f"${value:.4f}"
+def _cost(value: Any, currency: Any = "USD") -> str:
+    if value is None:
+        return "—"
+    return f"${value:.4f}" if currency == "USD" else f"{value:.4f} {currency}"
 
 
 def _tasks_cell(row: Mapping[str, Any]) -> str:
@@ -86,7 +88,7 @@ def results_table(data: Mapping[str, Any]) -> Table:
             _ms(row["latencyP50"]),
             _ms(row["latencyP95"]),
             f"{row['tokensIn']}/{row['tokensOut']}",
-            _cost(row["costUsd"]),
+            _cost(row["cost"], row["currency"]),
             style="dim" if row["label"] == "all" else None,
         )
     return table
@@ -210,7 +212,7 @@ def render_html(data: Mapping[str, Any]) -> str:
             _ms(r["latencyP50"]),
             _ms(r["latencyP95"]),
             f"{r['tokensIn']}/{r['tokensOut']}",
-            _cost(r["costUsd"]),
+            _cost(r["cost"], r["currency"]),
         )
         body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     refused = "".join(f"<li>{html.escape(line)}</li>" for line in not_allowed_lines(data))

@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from onbox.audit.cost import spend
+from onbox.classification.policy_model import DestinationCost
 from onbox.inference.destination import CancelToken
 from onbox.inference.fim_metrics import Sample, Score, score, summarise
 from onbox.inference.fim_tasks import FimTask
@@ -40,14 +42,34 @@ class UnknownDestination(ValueError):
 
 @dataclass(frozen=True)
 class Price:
-    """US dollars per million tokens, in and out."""
+    """What a million tokens in and out cost at one destination."""
 
     per_million_in: float
     per_million_out: float
+    currency: str = "USD"
+    source: str = "--price"  # --price | policy | on-box
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:
-        """Dollars for these token counts."""
+        """The cost of these token counts, in ``currency``."""
         return (tokens_in * self.per_million_in + tokens_out * self.per_million_out) / 1e6
+
+    @classmethod
+    def from_policy(cls, cost: DestinationCost) -> Price:
+        """The policy's ``[destinations.NAME.cost]`` as a per-token price.
+
+        Self-hosted hardware is priced by the machine time the tokens take
+        (:func:`onbox.audit.cost.spend`), which is linear in the tokens, so a million of each
+        prices it exactly as ``onbox journal stats --cost`` does.
+        """
+        return cls(
+            float(spend(cost, 1_000_000, 0)),
+            float(spend(cost, 0, 1_000_000)),
+            cost.currency,
+            "policy",
+        )
+
+
+ON_BOX_PRICE = Price(0.0, 0.0, source="on-box")  # the workstation is already paid for
 
 
 @dataclass(frozen=True)
@@ -150,8 +172,10 @@ class EvalReport:
         row["notAllowed"] = sum(o.status == NOT_ALLOWED for o in group)
         row["fallbacks"] = sum(o.status == FALLBACK for o in group)
         row["errors"] = sum(o.status == ERROR for o in group)
-        price = self.prices.get(name) or (Price(0.0, 0.0) if kind == "llama-cpp" else None)
-        row["costUsd"] = price.cost(row["tokensIn"], row["tokensOut"]) if price else None
+        price = self.prices.get(name) or (ON_BOX_PRICE if kind == "llama-cpp" else None)
+        row["cost"] = price.cost(row["tokensIn"], row["tokensOut"]) if price else None
+        row["currency"] = price.currency if price else None
+        row["costSource"] = price.source if price else None
         return row
 
     def to_json(self, *, text: bool = False) -> dict[str, Any]:
@@ -209,6 +233,15 @@ class Evaluation:
             close = getattr(dest, "close", None)
             if dest.kind != "llama-cpp" and callable(close):
                 close()
+
+    def policy_prices(self) -> dict[str, Price]:
+        """Prices from the policy's ``[destinations.NAME.cost]``, for the chosen names."""
+        configs = self.wiring.policy.destinations
+        return {
+            name: Price.from_policy(cost)
+            for name in self.names
+            if name in configs and (cost := configs[name].cost) is not None
+        }
 
     def describe(self) -> list[dict[str, Any]]:
         """Name, kind, clearance and model of each destination."""

@@ -58,7 +58,8 @@ def register(sub: Any) -> None:
         action="append",
         default=[],
         metavar="NAME=IN,OUT",
-        help="US dollars per million input and output tokens for a destination (repeatable)",
+        help="US dollars per million input and output tokens for a destination (repeatable;"
+        " overrides the policy's [destinations.NAME.cost])",
     )
     p.add_argument("--policy", help="a policy TOML file to classify and route with")
     p.add_argument("--model", help="a GGUF file to use instead of the embedded default")
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
             bar = progress.add_task("evaluating", total=len(tasks) * len(names), last="")
             report = evaluation.run(
                 tasks,
-                prices=prices,
+                prices={**evaluation.policy_prices(), **prices},  # --price wins
                 seed=args.seed,
                 on_outcome=lambda o: progress.update(
                     bar, advance=1, last=f"{o.destination}: {o.status}"

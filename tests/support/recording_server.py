@@ -152,9 +152,14 @@ class _Handler(BaseHTTPRequestHandler):
                 body = {
                     "model": "recording",
                     "choices": [{"message": {"content": text}, "finish_reason": "stop"}],
+                    "usage": _usage(request, text),
                 }
             else:
-                body = {"model": "recording", "choices": [{"text": text, "finish_reason": "stop"}]}
+                body = {
+                    "model": "recording",
+                    "choices": [{"text": text, "finish_reason": "stop"}],
+                    "usage": _usage(request, text),
+                }
             self._send_json(200, body)
             return
         pieces = [text[i : i + 4] for i in range(0, len(text), 4)] or [""]
@@ -175,6 +180,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 self.connection.shutdown(2)
                 return
+        options = request.get("stream_options")
+        if not anthropic and isinstance(options, dict) and options.get("include_usage"):
+            # as OpenAI does: a last chunk with no choices and the token counts
+            usage = {"model": "recording", "choices": [], "usage": _usage(request, text)}
+            self._chunk(b"data: " + json.dumps(usage).encode() + b"\n\n")
         if anthropic:
             self._chunk(
                 b'data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":3}}\n\n'
@@ -347,3 +357,10 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+def _usage(request: dict[str, Any], text: str) -> dict[str, int]:
+    """Token counts as an OpenAI server reports them (here: a word is a token)."""
+    prompt = str(request.get("prompt", "")) + str(request.get("suffix", ""))
+    prompt += "".join(str(m.get("content", "")) for m in request.get("messages") or [])
+    return {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}

@@ -46,6 +46,20 @@ REQUEST = CompletionRequest(
 )
 
 
+#: ``python -m llama_cpp.server``, loading the model as Onbox's worker does on this CPU:
+#: llama.cpp's AMX weight repacking crashes the default model mid-generation on AMX CPUs
+#: (Sapphire Rapids and later), and the server has no option to turn it off.
+SERVE = """
+import sys
+from llama_cpp.server.__main__ import main
+from onbox.inference.local import model_params_override
+from onbox.inference.worker_profiles import amx_flags, cpu_flags
+sys.argv[0] = "llama_cpp.server"
+with model_params_override(use_extra_bufts=not amx_flags(cpu_flags())):
+    main()
+"""
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -61,8 +75,8 @@ def llama_server(default_model: Path, tmp_path_factory: pytest.TempPathFactory) 
         proc = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "llama_cpp.server",
+                "-c",
+                SERVE,
                 "--model",
                 str(default_model),
                 "--model_alias",
