@@ -132,20 +132,23 @@ async def bench_overhead(env: dict[str, str], model: Path, runs: int) -> dict[st
     """Median LSP end-to-end latency vs a direct llama-cpp-python call on the identical prompt."""
     import llama_cpp
 
-    from onbox.inference.local import default_threads
+    from onbox.inference.local import default_threads, model_params_override
+    from onbox.inference.worker_profiles import amx_flags, cpu_flags
 
     session = Session(env, {"completion": {"maxTokens": 48, "debounceMs": 0}})
     await session.start()
     await session.ready.wait()
-    llm = llama_cpp.Llama(
-        model_path=str(model),
-        n_ctx=4096,
-        n_threads=default_threads(),
-        n_threads_batch=default_threads(),
-        n_gpu_layers=-1 if llama_cpp.llama_supports_gpu_offload() else 0,
-        n_batch=512,
-        verbose=False,
-    )
+    # loaded as the worker loads it: AMX repacking crashes this model on AMX CPUs
+    with model_params_override(use_extra_bufts=not amx_flags(cpu_flags())):
+        llm = llama_cpp.Llama(
+            model_path=str(model),
+            n_ctx=4096,
+            n_threads=default_threads(),
+            n_threads_batch=default_threads(),
+            n_gpu_layers=-1 if llama_cpp.llama_supports_gpu_offload() else 0,
+            n_batch=512,
+            verbose=False,
+        )
     lsp_times, direct_times, tokens = [], [], []
     for i in range(runs):
         # A different first line each run: neither side can reuse the previous KV cache.

@@ -227,13 +227,20 @@ class LlamaCppDestination:
         *,
         name: str = "on-box",
         clearance: str = "restricted",
-        use_extra_bufts: bool = True,
+        use_extra_bufts: bool | None = None,
         vocab_only: bool = False,
         before_decode: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.clearance = clearance
         self.settings = settings
+        if use_extra_bufts is None:
+            # As the worker's first profile does: llama.cpp's AMX repacking crashes at the
+            # first decode on AMX CPUs, so anything that loads the model in-process (a
+            # bench, a script) gets the safe default too.
+            from onbox.inference.worker_profiles import amx_flags, cpu_flags
+
+            use_extra_bufts = not amx_flags(cpu_flags())
         self.use_extra_bufts = use_extra_bufts
         #: Load the tokenizer only (prompt building without weights; no generation).
         self.vocab_only = vocab_only

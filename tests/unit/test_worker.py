@@ -219,3 +219,15 @@ def test_fatal_signal_is_read_from_the_workers_own_log_section() -> None:
     assert cause_from_log(log, 20) == "SIGSEGV"
     assert cause_from_log(log, 10) == "SIGABRT"  # not the next worker's fault
     assert cause_from_log(log, 30) is None
+
+
+def test_in_process_engine_defaults_to_no_extra_buffers_on_amx() -> None:
+    """A model loaded in-process (benches, scripts) avoids llama.cpp's AMX repacking on AMX
+    CPUs, which crashes the default model at the first decode; an explicit choice stands."""
+    from onbox.inference.local import LlamaCppDestination, ModelSettings
+    from onbox.inference.worker_profiles import amx_flags, cpu_flags
+
+    auto = LlamaCppDestination(ModelSettings(path="unused.gguf"))
+    assert auto.use_extra_bufts is (not amx_flags(cpu_flags()))
+    forced = LlamaCppDestination(ModelSettings(path="unused.gguf"), use_extra_bufts=True)
+    assert forced.use_extra_bufts is True
