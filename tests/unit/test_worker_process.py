@@ -24,7 +24,7 @@ from onbox.inference.destination import CancelToken, CompletionRequest
 from onbox.inference.errors import Cancelled, ModelError
 from onbox.inference.local import ModelSettings
 from onbox.inference.worker_client import WorkerCrashed, WorkerDestination
-from onbox.inference.worker_profiles import ProfileMemory
+from onbox.inference.worker_profiles import ProfileMemory, amx_flags, cpu_flags
 from tests.support.workers import processes_mapping, stop_workers, worker_pids
 
 pytestmark = pytest.mark.model
@@ -289,3 +289,27 @@ def test_a_hang_is_not_remembered_for_the_machine(
     assert dest.profile is not None and dest.profile["name"] != "configured"
     memory = json.loads((Path(os.environ["ONBOX_CACHE_DIR"]) / "model-profiles.json").read_text())
     assert memory and all(entry["crashed"] == {} for entry in memory.values())
+
+
+@pytest.mark.skipif(
+    not amx_flags(cpu_flags()),
+    reason="needs a CPU with AMX (the real llama.cpp crash, not an injected one)",
+)
+def test_real_amx_crash_with_extra_buffers_forced_on_steps_down(
+    worker_env: str, default_model: Path
+) -> None:
+    """On an AMX CPU, forcing llama.cpp's extra buffer types on makes the real default model
+    crash inside llama.cpp. The server must survive it: the worker dies, the crash is
+    reported once, and the next request is answered by the safer profile."""
+    dest, crashes = _dest(default_model, extra_buffer_types="on")
+    answers = []
+    for _ in range(3):
+        try:
+            answers.append(dest.complete(ADD, CancelToken()).text)
+        except WorkerCrashed:
+            continue
+        break
+    assert answers and answers[-1].startswith("return a + b")
+    assert dest.profile and dest.profile["name"] == "no-extra-buffers"
+    assert len(crashes) == 1 and crashes[0]["profile"] == "configured"
+    assert crashes[0]["cause"].startswith("SIG")
