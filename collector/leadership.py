@@ -86,7 +86,10 @@ class PostgresLead(_Announced):
             if self._conn is not None and self._conn.closed:
                 self._lose("its connection closed")
             if self._conn is None:
-                self._conn = psycopg.connect(self._url, autocommit=True)
+                # named, so `pg_stat_activity` shows which replica leads (its pid)
+                self._conn = psycopg.connect(
+                    self._url, autocommit=True, application_name=f"onbox-siem-lead {os.getpid()}"
+                )
             if self.held:
                 self._conn.execute("SELECT 1")  # the session, and so its lock, is alive
                 return True

@@ -9,16 +9,19 @@ way a crashed host loses it) and the standby must take over without repeats.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
 from onbox.collector import Enrolment, Store, ingest
 from onbox.collector.leadership import PG_LOCK_KEYS
 from onbox.collector.siem import FileSink, Forwarder
+from tests.support.collector import CollectorProcess
 from tests.support.postgres import postgres_cluster, reset
 from tests.unit.test_collector_ingest import Workstation
 
@@ -118,3 +121,54 @@ def test_two_forwarders_on_one_sqlite_file_send_each_record_once(tmp_path: Path)
         second.stop()
         for opened in (store, *stores):
             opened.close()
+
+
+def _wait_for_lines(sink: Path, count: int) -> list[str]:
+    deadline = time.monotonic() + 60
+    while True:
+        lines = sink.read_text().splitlines() if sink.exists() else []
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.2)  # the forwarders pass every 5 s; a file has no notification
+
+
+def _refused_stranger(url: str, root: Path) -> str:
+    stranger = Workstation(root)
+    answer = httpx.post(url + "/v1/upload", content=stranger.upload(), timeout=30)
+    assert answer.status_code == 403  # an unknown-device alert for the SIEM
+    return stranger.device
+
+
+def test_collector_replicas_forward_once_and_a_standby_takes_over_a_killed_leader(
+    postgres: str, tmp_path: Path
+) -> None:
+    reset(postgres)
+    sink = tmp_path / "siem.jsonl"
+    replicas = [
+        CollectorProcess(postgres, tmp_path / name, "--siem-file", str(sink))
+        for name in ("r1", "r2")
+    ]
+    try:
+        devices = [_refused_stranger(replicas[i % 2].url, tmp_path / f"s{i}") for i in range(3)]
+        assert len(_wait_for_lines(sink, 3)) == 3
+        with psycopg.connect(postgres, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a"
+                " ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
+                " AND l.classid = %s AND l.objid = %s AND l.objsubid = 2",
+                PG_LOCK_KEYS,
+            ).fetchone()
+        assert row is not None and str(row[0]).startswith("onbox-siem-lead ")
+        leader = next(r for r in replicas if r.process.pid == int(str(row[0]).split()[1]))
+        survivor = next(r for r in replicas if r is not leader)
+        leader.kill()  # SIGKILL: no goodbye; PostgreSQL ends its session and its lock
+        devices += [_refused_stranger(survivor.url, tmp_path / f"t{i}") for i in range(2)]
+        lines = _wait_for_lines(sink, 5)
+        time.sleep(6)  # one more forwarding pass: nothing may come twice
+        lines = sink.read_text().splitlines()
+    finally:
+        for replica in replicas:
+            replica.stop()
+    records = [json.loads(line) for line in lines]
+    assert sorted(r["host"]["id"] for r in records) == sorted(devices)
+    assert len({r["event"]["id"] for r in records}) == 5
