@@ -3,7 +3,8 @@
 pygls reports a request whose parameters do not deserialize only through its error
 handler, so the client never gets an answer and waits forever. Here such a request is
 answered with ``InvalidParams`` naming the method, and the error handler is told it was
-already answered.
+already answered. Onbox's own requests are typed the same way (:data:`REQUEST_TYPES`), so
+their parameters are checked before a handler runs.
 
 Every bad message also reaches the server's error handler, which logs it as one line
 (:func:`describe_bad_message`); stderr is the editor's output channel. pygls itself logs
@@ -17,6 +18,7 @@ import logging
 from typing import Any
 
 import cattrs
+from cattrs.v import format_exception
 from pygls.exceptions import (
     JsonRpcException,
     JsonRpcInternalError,
@@ -24,6 +26,8 @@ from pygls.exceptions import (
     JsonRpcMethodNotFound,
 )
 from pygls.protocol import LanguageServerProtocol
+
+from onbox.server.messages import REQUEST_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +53,16 @@ class MalformedNotification(JsonRpcInvalidParams):
     """A notification whose parameters do not deserialize (there is no one to answer)."""
 
 
+def _problem(exc: BaseException, type_: type | None) -> str:
+    text = format_exception(exc, type_)
+    # A validator's own words say what is wrong ("days must be a positive number, not 0").
+    return str(exc) if text == "invalid value" and str(exc) else text
+
+
 def problems_of(exc: BaseException | None) -> str:
     """What was wrong with the parameters, as short as cattrs can say it."""
     if isinstance(exc, cattrs.BaseValidationError):
-        found = cattrs.transform_error(exc, path="$")
+        found = cattrs.transform_error(exc, path="$", format_exception=_problem)
         return "; ".join(found[:3]) + (f" (and {len(found) - 3} more)" if len(found) > 3 else "")
     return "" if exc is None else f"{type(exc).__name__}: {exc}"
 
@@ -94,6 +104,11 @@ def quiet_pygls_duplicates() -> None:
 class OnboxProtocol(LanguageServerProtocol):
     """``LanguageServerProtocol`` that never leaves a malformed request unanswered."""
 
+    # The base class wraps this in lru_cache; a dict lookup first needs no cache.
+    def get_message_type(self, method: str) -> type[Any] | None:  # type: ignore[override]
+        """lsprotocol's message class, or Onbox's own for ``onbox/*`` requests (typed params)."""
+        return REQUEST_TYPES.get(method) or super().get_message_type(method)
+
     def structure_message(self, data: dict[str, Any]) -> Any:
         """Deserialize; on failure answer the request (if it is one) with InvalidParams."""
         try:
@@ -101,7 +116,7 @@ class OnboxProtocol(LanguageServerProtocol):
         except JsonRpcException as exc:
             if isinstance(data, dict) and "id" in data and "method" in data:
                 cause = exc.__cause__
-                detail = f": {cause}" if cause is not None else ""
+                detail = f": {problems_of(cause)}" if cause is not None else ""
                 error = JsonRpcInvalidParams(
                     message=f"invalid params for {data['method']}{detail}".splitlines()[0][:500]
                 )

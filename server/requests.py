@@ -2,6 +2,8 @@
 
 ``onbox/explain``, ``onbox/health``, ``onbox/journalStats``, ``onbox/policyPull`` and the
 ``onbox.*`` commands, including ``onbox.accept``, which journals an accepted suggestion.
+Params and results are the attrs classes of :mod:`onbox.server.messages`: pygls
+structures (and so validates) the params before a handler runs.
 :func:`register` adds them to the server (:mod:`onbox.server.lsp` calls it once). pygls
 reads each command handler's annotations, so :class:`OnboxServer` is imported for real.
 
@@ -14,26 +16,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from pygls.exceptions import JsonRpcInvalidParams
-
 from onbox.server.language_server import OnboxServer
 from onbox.server.lsp_items import ACCEPT
+from onbox.server.messages import (
+    DEFAULT_STATS_DAYS,
+    EXPLAIN,
+    HEALTH,
+    JOURNAL_STATS,
+    POLICY_PULL,
+    AcceptArguments,
+    AcceptResult,
+    ExplainParams,
+    ExplainResult,
+    JournalStatsParams,
+    PolicyPullResult,
+    VerifyJournalResult,
+)
 
-EXPLAIN = "onbox/explain"
-HEALTH = "onbox/health"
-JOURNAL_STATS = "onbox/journalStats"
-POLICY_PULL = "onbox/policyPull"
 
-
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(key, default)
-    return getattr(obj, key, default)
-
-
-def explain_uri(ls: OnboxServer, uri: str) -> dict[str, Any]:
+def explain_uri(ls: OnboxServer, uri: str) -> ExplainResult:
     """The decision and route for a document, with a human rendering."""
     if uri in ls.workspace.text_documents:
         decision = ls.decide(uri)
@@ -43,9 +44,9 @@ def explain_uri(ls: OnboxServer, uri: str) -> dict[str, Any]:
     return ls.wiring.explain(uri, decision)
 
 
-def explain(ls: OnboxServer, params: Any) -> dict[str, Any]:
+def explain(ls: OnboxServer, params: ExplainParams) -> ExplainResult:
     """``onbox/explain``: why this label and route."""
-    return explain_uri(ls, str(_get(params, "uri", "")))
+    return explain_uri(ls, params.uri)
 
 
 def health(ls: OnboxServer, params: Any) -> dict[str, Any]:
@@ -54,67 +55,59 @@ def health(ls: OnboxServer, params: Any) -> dict[str, Any]:
     return ls.wiring.health(ls.model_state, ls.model_error)
 
 
-async def journal_stats(ls: OnboxServer, params: Any) -> dict[str, Any]:
+async def journal_stats(ls: OnboxServer, params: JournalStatsParams | None) -> dict[str, Any]:
     """``onbox/journalStats``: a scan of the journal, off the event loop."""
     assert ls.wiring is not None
     wiring = ls.wiring
-    days = _get(params, "days", 7)
-    if days is None:
-        days = 7
-    if isinstance(days, bool) or not isinstance(days, int | float) or days <= 0:
-        raise JsonRpcInvalidParams(
-            f"onbox/journalStats: days must be a positive number, not {days!r}"
-        )
-    return await ls.off_loop(lambda: wiring.journal_stats(int(days)))
+    days = (params or JournalStatsParams()).window
+    return await ls.off_loop(lambda: wiring.journal_stats(days))
 
 
-async def policy_pull(ls: OnboxServer, params: Any) -> dict[str, Any]:
+async def policy_pull(ls: OnboxServer, params: Any) -> PolicyPullResult:
     """``onbox/policyPull``: fetch and apply policy now, off the event loop."""
     assert ls.wiring is not None
     return await ls.off_loop(ls.wiring.policy_pull)
 
 
-def accept(ls: OnboxServer, *args: Any) -> dict[str, Any]:
+def accept(ls: OnboxServer, arguments: AcceptArguments) -> AcceptResult:
     """Journal that the user accepted a suggestion (whole, a line or a word)."""
-    arg = args[0] if args else {}
-    cid = str(_get(arg, "completionId", ""))
-    how = str(_get(arg, "how", "whole"))
+    cid = arguments.completion_id
     result = ls.completions.get(cid)
     if result is None:
-        return {"recorded": False, "reason": f"unknown completion id {cid!r}"}
+        return AcceptResult(recorded=False, reason=f"unknown completion id {cid!r}")
     assert ls.wiring is not None
     recorded = ls.wiring.journal_event(
         "acceptance",
         {
             "completionId": cid,
-            "uri": _get(arg, "uri"),
-            "how": how,
+            "uri": arguments.uri,
+            "how": arguments.how,
             "label": result.label,
             "destination": result.destination,
         },
     )
-    return {"recorded": recorded, "completionId": cid, "how": how}
+    return AcceptResult(recorded=recorded, completion_id=cid, how=arguments.how)
 
 
-def explain_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
+def explain_command(ls: OnboxServer, uri: str = "") -> ExplainResult:
     """Same as ``onbox/explain``."""
-    return explain_uri(ls, str(args[0]) if args else "")
+    return explain_uri(ls, uri)
 
 
 async def journal_stats_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
     """Same as ``onbox/journalStats`` for the last 7 days."""
     assert ls.wiring is not None
     wiring = ls.wiring
-    return await ls.off_loop(lambda: wiring.journal_stats(7))
+    return await ls.off_loop(lambda: wiring.journal_stats(DEFAULT_STATS_DAYS))
 
 
-async def verify_journal_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
+async def verify_journal_command(ls: OnboxServer, *args: Any) -> VerifyJournalResult:
     """Verify the local journal (every hash and signature), off the event loop."""
     assert ls.wiring is not None
     return await ls.off_loop(ls.wiring.verify_journal)
 
 
-async def policy_pull_command(ls: OnboxServer, *args: Any) -> dict[str, Any]:
+async def policy_pull_command(ls: OnboxServer, *args: Any) -> PolicyPullResult:
     """Same as ``onbox/policyPull``."""
     assert ls.wiring is not None
     return await ls.off_loop(ls.wiring.policy_pull)

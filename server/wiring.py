@@ -38,6 +38,7 @@ from onbox.inference.routing import Router
 from onbox.inference.worker_client import WorkerDestination
 from onbox.server.identity import ActorContext, ActorJournal
 from onbox.server.journal_location import journal_location
+from onbox.server.messages import ExplainResult, PolicyPullResult, RouteStep, VerifyJournalResult
 from onbox.server.pipeline import CompletionService, model_settings, reason_lines
 from onbox.server.settings import Settings
 from onbox.server.status import ServerState
@@ -322,7 +323,7 @@ class Wiring:
             raise ValueError(self.journal_location.error)
         return self.journal_location.directory
 
-    def verify_journal(self) -> dict[str, Any]:
+    def verify_journal(self) -> VerifyJournalResult:
         """``onbox.verifyJournal``."""
         from onbox.audit import verify_journal
 
@@ -331,13 +332,11 @@ class Wiring:
         try:
             result = verify_journal(self._journal_dir())
         except Exception as exc:
-            return {"ok": False, "entries": 0, "error": str(exc)}
+            return VerifyJournalResult(ok=False, entries=0, error=str(exc))
         error = result.first_error
-        return {
-            "ok": bool(result.ok),
-            "entries": result.entries,
-            "error": str(error) if error else None,
-        }
+        return VerifyJournalResult(
+            ok=bool(result.ok), entries=result.entries, error=str(error) if error else None
+        )
 
     # -- policy ------------------------------------------------------------------------
 
@@ -354,26 +353,24 @@ class Wiring:
             "source": p.source,
         }
 
-    def policy_pull(self) -> dict[str, Any]:
+    def policy_pull(self) -> PolicyPullResult:
         """``onbox/policyPull``: pull every source now."""
         if self.policy_service is None:
-            return {
-                "applied": False,
-                "serial": self.policy.serial,
-                "message": "no policy sources are configured",
-            }
+            return PolicyPullResult(
+                applied=False, serial=self.policy.serial, message="no policy sources are configured"
+            )
         results = self.policy_service.pull_now()
         applied = any(r.applied and r.changed for r in results)
         message = "; ".join(f"{r.origin}: {r.reason}" for r in results) or "nothing to pull"
-        return {"applied": applied, "serial": self.policy.serial, "message": message}
+        return PolicyPullResult(applied=applied, serial=self.policy.serial, message=message)
 
     # -- explain / health --------------------------------------------------------------
 
-    def explain(self, uri: str, decision: Decision) -> dict[str, Any]:
+    def explain(self, uri: str, decision: Decision) -> ExplainResult:
         """``onbox/explain``: decision, route and a human rendering."""
-        route = [step.to_json() for step in self.router.plan(decision)]
+        route = [RouteStep.of(step) for step in self.router.plan(decision)]
         chosen = self.router.destination_for(decision)
-        listed = {r["destination"] for r in route}
+        listed = {r.destination for r in route}
         label = self.router.label_of(decision)
         for name in self.router.destinations:
             if name in listed:
@@ -385,16 +382,7 @@ class Wiring:
                 else f"not on the policy's route for {label.name}"
             )
             kind = self.router.destinations[name].kind
-            route.append(
-                {
-                    "destination": name,
-                    "kind": kind,
-                    "clearance": clearance.name,
-                    "eligible": False,
-                    "healthy": True,
-                    "why": why,
-                }
-            )
+            route.append(RouteStep(name, kind, clearance.name, False, True, why))
         lines = [f"{decision.label.name} → {chosen.destination}", "", "Why this label:"]
         lines += [f"  • {line}" for line in reason_lines(decision)]
         if decision.findings:
@@ -414,20 +402,10 @@ class Wiring:
             f"Route for {decision.label.name} (policy {decision.policy_id}, serial {decision.policy_serial}):",
         ]
         lines += [
-            f"  {'→' if r['destination'] == chosen.destination else ' '} {r['destination']} ({r['kind']}, clearance {r['clearance']}): {r['why']}"
+            f"  {'→' if r.destination == chosen.destination else ' '} {r.destination} ({r.kind}, clearance {r.clearance}): {r.why}"
             for r in route
         ]
-        data = decision.to_json()
-        return {
-            "uri": uri,
-            "label": decision.label.name,
-            "reasons": data["reasons"],
-            "findings": data["findings"],
-            "policy": data["policy"],
-            "destination": chosen.destination,
-            "route": route,
-            "text": "\n".join(lines),
-        }
+        return ExplainResult.of(uri, decision, chosen.destination, route, "\n".join(lines))
 
     def health(self, model_state: str, model_error: str | None) -> dict[str, Any]:
         """``onbox/health``."""

@@ -26,6 +26,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Explain each path with the policy in force."""
+    from onbox.server.messages import to_json
     from onbox.server.settings import Settings
     from onbox.server.wiring import Wiring
 
@@ -44,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
         decision = wiring.classifier.classify_path(path)
         results.append(wiring.explain(path.as_uri(), decision))
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps([to_json(item) for item in results], indent=2))
     else:
         for item in results:
-            print(f"{item['uri']}\n{item['text']}\n")
+            print(f"{item.uri}\n{item.text}\n")
     return status
