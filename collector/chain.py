@@ -2,8 +2,10 @@
 
 :func:`key_timeline` proves, from the device's root key, which key signs from which seq
 (the first segment header, then each ``key-rotated`` entry co-signed by the key before).
-:func:`check_entries` then checks every uploaded entry on its own (exact form, hash,
-signature by the key in effect at its seq) and its link to the entry before it.
+:func:`check_run` then checks every uploaded entry on its own (exact form, hash,
+signature by the key in effect at its seq) and its link to the entry before it, and
+:func:`link_runs` links runs checked apart (:mod:`onbox.collector.verifier` checks the
+runs of a large upload on every core); :func:`check_entries` does both in this process.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,9 @@ from onbox.audit.check import parse_entry
 from onbox.audit.entry import GENESIS_PREV, HEADER_KIND, signing_message
 from onbox.audit.keys import fingerprint_of, public_key_from_b64, verify_signature
 from onbox.collector.errors import UploadRejected
+from onbox.collector.store import EntryRow, entry_row
+
+_UNLINKED = "prev does not match the entry before it"
 
 
 @dataclass(frozen=True)
@@ -101,12 +106,31 @@ def span_at(spans: Sequence[KeySpan], seq: int) -> KeySpan:
     return current
 
 
-def check_entries(
+@dataclass(frozen=True)
+class BadEntry:
+    """The first entry of a run that failed its checks, and why.
+
+    ``prev`` is the entry's ``prev`` when it parsed and failed only its key or signature
+    check, which come after the link check: the caller links a run's first entry to the
+    run before it, so it can still report a broken link first, as one pass would.
+    """
+
+    seq: int
+    what: str
+    prev: str | None = None
+
+
+def check_run(
     device: str, lines: Sequence[str], first_seq: int, spans: Sequence[KeySpan]
-) -> list[dict[str, Any]]:
-    """Parse and check ``lines`` (seqs ``first_seq``…); raises 422 naming the first bad one."""
+) -> tuple[list[EntryRow], BadEntry | None]:
+    """Check ``lines`` (seqs ``first_seq``…) up to the first bad one; their rows and it.
+
+    Each entry: exact form, hash, seq, the link to the entry before it within the run, the
+    key in effect at its seq, its signature. The run's first entry is linked by
+    :func:`link_runs`, so runs can be checked apart (in worker processes).
+    """
     introduced = {s.from_seq: s for s in spans}
-    entries: list[dict[str, Any]] = []
+    rows: list[EntryRow] = []
     prev_hash: str | None = None
     for i, text in enumerate(lines):
         seq = first_seq + i
@@ -114,14 +138,54 @@ def check_entries(
         if what is None and entry["seq"] != seq:
             what = f"seq {entry['seq']} where {seq} was due (uploads are contiguous)"
         if what is None and prev_hash is not None and entry["prev"] != prev_hash:
-            what = "prev does not match the entry before it"
-        if what is None:
-            what = _key_problem(device, entry, span_at(spans, seq), introduced.get(seq))
+            what = _UNLINKED
         if what is not None:
-            raise UploadRejected(422, f"entry {seq}: {what}")
+            return rows, BadEntry(seq, what)
+        what = _key_problem(device, entry, span_at(spans, seq), introduced.get(seq))
+        if what is not None:
+            return rows, BadEntry(seq, what, entry["prev"] if i == 0 else None)
         prev_hash = entry["hash"]
-        entries.append(entry)
-    return entries
+        rows.append(entry_row(entry))
+    return rows, None
+
+
+def link_runs(runs: Iterable[tuple[list[EntryRow], BadEntry | None]]) -> list[EntryRow]:
+    """Join consecutive checked runs into one chain; raises 422 naming the first bad entry."""
+    chain: list[EntryRow] = []
+    for rows, bad in runs:
+        last = chain[-1].hash if chain else None
+        if last is not None and rows and rows[0].prev != last:
+            raise UploadRejected(422, f"entry {rows[0].seq}: {_UNLINKED}")
+        if bad is not None:
+            if last is not None and not rows and bad.prev is not None and bad.prev != last:
+                raise UploadRejected(422, f"entry {bad.seq}: {_UNLINKED}")
+            raise UploadRejected(422, f"entry {bad.seq}: {bad.what}")
+        chain.extend(rows)
+    return chain
+
+
+def check_entries(
+    device: str, lines: Sequence[str], first_seq: int, spans: Sequence[KeySpan]
+) -> list[EntryRow]:
+    """Parse and check ``lines`` (seqs ``first_seq``…) in this process; raises 422 naming
+    the first bad one. :class:`~onbox.collector.verifier.EntryVerifier` spreads the same
+    checks over worker processes."""
+    return link_runs([check_run(device, lines, first_seq, spans)])
+
+
+def portable(spans: Sequence[KeySpan]) -> tuple[tuple[int, str, str, str], ...]:
+    """``spans`` as plain values for another process (:func:`from_portable` undoes it)."""
+    return tuple((s.from_seq, s.fingerprint, s.public_b64, s.entry_hash) for s in spans)
+
+
+def from_portable(plain: Sequence[tuple[int, str, str, str]]) -> list[KeySpan]:
+    """Key spans from :func:`portable`'s values (their keys were proven by the sender)."""
+    return [KeySpan(seq, fp, b64, digest, _public_key(b64)) for seq, fp, b64, digest in plain]
+
+
+@functools.lru_cache(maxsize=1024)
+def _public_key(public_b64: str) -> Any:
+    return public_key_from_b64(public_b64)
 
 
 def _key_problem(

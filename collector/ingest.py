@@ -28,12 +28,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from onbox.audit.checkpoint import checkpoint_problem
-from onbox.audit.stats import destination_of
 from onbox.audit.upload import UPLOAD_TYPE, entries_digest
-from onbox.collector.chain import KeySpan, check_entries, key_timeline
+from onbox.collector.chain import KeySpan, key_timeline
 from onbox.collector.epochs import retired_refusal
 from onbox.collector.errors import UploadRejected
-from onbox.collector.store import ON_BOX_KINDS, Store, Tx
+from onbox.collector.store import ENTRY_COLUMNS, ON_BOX_KINDS, EntryRow, Store, Tx
+from onbox.collector.verifier import EntryVerifier, shared_verifier
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +119,14 @@ def _claims(upload: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
     return checkpoint, first if entries else None
 
 
-def ingest(store: Store, raw: bytes, enrolment: Enrolment) -> IngestResult:
-    """Verify and store one upload; raises :class:`UploadRejected` (with alerts kept)."""
+def ingest(
+    store: Store, raw: bytes, enrolment: Enrolment, verifier: EntryVerifier | None = None
+) -> IngestResult:
+    """Verify and store one upload; raises :class:`UploadRejected` (with alerts kept).
+
+    ``verifier`` checks the entries (default: this process's, which spreads large
+    uploads over a worker process per core).
+    """
     upload = parse_upload(raw)
     device: str = upload["device"]
     checkpoint, first_seq = _claims(upload)
@@ -134,7 +140,7 @@ def ingest(store: Store, raw: bytes, enrolment: Enrolment) -> IngestResult:
         raise UploadRejected(403, unadmitted)
     try:
         entries = (
-            check_entries(device, upload["entries"], first_seq, spans)
+            (verifier or shared_verifier()).check(device, upload["entries"], first_seq, spans)
             if first_seq is not None
             else []
         )
@@ -206,7 +212,7 @@ def _apply(
     device: str,
     checkpoint: dict[str, Any],
     spans: Sequence[KeySpan],
-    entries: list[dict[str, Any]],
+    entries: list[EntryRow],
     lines: Sequence[str],
 ) -> tuple[IngestResult, UploadRejected | None]:
     result = IngestResult(device)
@@ -239,20 +245,20 @@ def _apply(
                 f"the collector holds {stored_cp[0][:16]}…",
             )
         )
-    new: list[tuple[dict[str, Any], str]] = []
+    new: list[tuple[EntryRow, str]] = []
     for entry, line in zip(entries, lines, strict=True):
-        have = held.get(entry["seq"])
+        have = held.get(entry.seq)
         if have is None:
             new.append((entry, line))
-        elif have[0] == entry["hash"]:
+        elif have[0] == entry.hash:
             result.duplicates += 1
         else:
             problems.append(
                 (
                     "fork",
-                    entry["seq"],
-                    f"seq {entry['seq']} arrived with hash "
-                    f"{entry['hash'][:16]}…, the collector holds {have[0][:16]}…",
+                    entry.seq,
+                    f"seq {entry.seq} arrived with hash "
+                    f"{entry.hash[:16]}…, the collector holds {have[0][:16]}…",
                 )
             )
             break
@@ -266,14 +272,14 @@ def _apply(
         return result, UploadRejected(409, f"{kind}: {what}; nothing stored")
     _store(tx, device, spans, new)
     result.stored = len(new)
-    result.acked_seq = entries[-1]["seq"] if entries else None
+    result.acked_seq = entries[-1].seq if entries else None
     _close_gaps(tx, device)
     _touch(tx, device, checkpoint, highest, stored=len(new))
     return result, None
 
 
 def _held(
-    tx: Tx, device: str, entries: Sequence[dict[str, Any]], cp_seq: int
+    tx: Tx, device: str, entries: Sequence[EntryRow], cp_seq: int
 ) -> dict[int, tuple[str, str]]:
     """``seq -> (hash, prev)`` stored for this upload's seqs, the ones around them and
     the checkpoint's."""
@@ -283,7 +289,7 @@ def _held(
     if entries:
         rows += tx.fetchall(
             "SELECT seq, hash, prev FROM entries WHERE device = ? AND seq BETWEEN ? AND ?",
-            (device, entries[0]["seq"] - 1, entries[-1]["seq"] + 1),
+            (device, entries[0].seq - 1, entries[-1].seq + 1),
         )
     return {int(r[0]): (str(r[1]), str(r[2])) for r in rows}
 
@@ -292,44 +298,44 @@ def _link_problems(
     tx: Tx,
     device: str,
     held: dict[int, tuple[str, str]],
-    new: list[tuple[dict[str, Any], str]],
+    new: list[tuple[EntryRow, str]],
     result: IngestResult,
 ) -> list[tuple[str, int, str]]:
     first, last = new[0][0], new[-1][0]
-    before = held.get(first["seq"] - 1)
-    if before is not None and before[0] != first["prev"]:
+    before = held.get(first.seq - 1)
+    if before is not None and before[0] != first.prev:
         return [
             (
                 "rewritten",
-                first["seq"],
-                f"entry {first['seq']} does not link to the entry "
-                f"{first['seq'] - 1} the collector holds: the device re-sent a rewritten history",
+                first.seq,
+                f"entry {first.seq} does not link to the entry "
+                f"{first.seq - 1} the collector holds: the device re-sent a rewritten history",
             )
         ]
-    if before is None and first["seq"] > 0:
+    if before is None and first.seq > 0:
         row = tx.fetchone(
-            "SELECT MAX(seq) FROM entries WHERE device = ? AND seq < ?", (device, first["seq"])
+            "SELECT MAX(seq) FROM entries WHERE device = ? AND seq < ?", (device, first.seq)
         )
         start = int(row[0]) + 1 if row and row[0] is not None else 0
         _alert(
             tx,
             device,
             "gap",
-            f"{start}-{first['seq'] - 1}",
-            f"seq {start}–{first['seq'] - 1} never arrived; on the device run "
+            f"{start}-{first.seq - 1}",
+            f"seq {start}–{first.seq - 1} never arrived; on the device run "
             f"`onbox journal ship --now` (or export them) to fill the gap",
             first=start,
-            last=first["seq"] - 1,
+            last=first.seq - 1,
             out=result,
         )
-    after = held.get(last["seq"] + 1)
-    if after is not None and after[1] != last["hash"]:
+    after = held.get(last.seq + 1)
+    if after is not None and after[1] != last.hash:
         return [
             (
                 "rewritten",
-                last["seq"],
-                f"entry {last['seq'] + 1} held by the collector does not "
-                f"link to the uploaded entry {last['seq']}",
+                last.seq,
+                f"entry {last.seq + 1} held by the collector does not "
+                f"link to the uploaded entry {last.seq}",
             )
         ]
     return []
@@ -353,40 +359,38 @@ def _key_conflicts(tx: Tx, device: str, spans: Sequence[KeySpan]) -> list[tuple[
     return []
 
 
-def _store(
-    tx: Tx, device: str, spans: Sequence[KeySpan], new: list[tuple[dict[str, Any], str]]
-) -> None:
+def _store(tx: Tx, device: str, spans: Sequence[KeySpan], new: list[tuple[EntryRow, str]]) -> None:
     tx.executemany(
         "INSERT INTO device_keys (device, fingerprint, public_key, from_seq) VALUES (?, ?, ?, ?)"
         " ON CONFLICT DO NOTHING",
         [(device, s.fingerprint, s.public_b64, s.from_seq) for s in spans],
     )
     received = _now()
-    rows = [_row(device, entry, line, received) for entry, line in new]
-    tx.executemany(
-        "INSERT INTO entries (device, seq, hash, prev, time, kind, key, repo, path, label,"
-        " destination, destination_kind, bytes, tokens_in, tokens_out, os_user, git_email, line,"
-        " received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT DO NOTHING",
-        rows,
+    # _apply found none of these seqs held, under the device's lock: one bulk insert
+    tx.insert_new(
+        "entries", ENTRY_COLUMNS, [(device, *entry, line, received) for entry, line in new]
     )
-    _roll_up(tx, rows)
+    _roll_up(tx, [entry for entry, _ in new])
 
 
-def _roll_up(tx: Tx, rows: Sequence[tuple[Any, ...]]) -> None:
+def _roll_up(tx: Tx, rows: Sequence[EntryRow]) -> None:
     """Add the new entries to the dashboard's per-day rollups (exact: only new rows)."""
     egress: dict[tuple[str, str, str], list[int]] = {}
     tokens: dict[tuple[str, str], list[int]] = {}
     for row in rows:
-        day, kind, label, name, dest_kind = row[4][:10], row[5], row[9], row[10], row[11]
-        if kind == "egress":
-            total = egress.setdefault((day, label or "", name or ""), [0, 0])
+        name = row.destination
+        if row.kind == "egress":
+            total = egress.setdefault((row.time[:10], row.label or "", name or ""), [0, 0])
             total[0] += 1
-            total[1] += row[12] or 0
-        elif kind == "completion" and name is not None and (dest_kind or "") not in ON_BOX_KINDS:
-            total = tokens.setdefault((day, name), [0, 0])
-            total[0] += row[13] or 0
-            total[1] += row[14] or 0
+            total[1] += row.bytes or 0
+        elif (
+            row.kind == "completion"
+            and name is not None
+            and (row.destination_kind or "") not in ON_BOX_KINDS
+        ):
+            total = tokens.setdefault((row.time[:10], name), [0, 0])
+            total[0] += row.tokens_in or 0
+            total[1] += row.tokens_out or 0
     tx.executemany(
         "INSERT INTO egress_rollup (day, label, destination, requests, bytes)"
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT (day, label, destination) DO UPDATE SET"
@@ -400,44 +404,6 @@ def _roll_up(tx: Tx, rows: Sequence[tuple[Any, ...]]) -> None:
         " tokens_in = tokens_rollup.tokens_in + excluded.tokens_in,"
         " tokens_out = tokens_rollup.tokens_out + excluded.tokens_out",
         [(*key, t_in, t_out) for key, (t_in, t_out) in tokens.items()],
-    )
-
-
-def _text(value: Any) -> str | None:
-    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _row(device: str, entry: dict[str, Any], line: str, received: str) -> tuple[Any, ...]:
-    body = entry["body"]
-    actor = body.get("actor") if isinstance(body.get("actor"), dict) else {}
-    assert isinstance(actor, dict)
-    has_destination = body.get("destination") is not None
-    name, kind = destination_of(body) if has_destination else (None, None)
-    label = body.get("label", body.get("to") if entry["kind"] == "label-changed" else None)
-    return (
-        device,
-        entry["seq"],
-        entry["hash"],
-        entry["prev"],
-        entry["time"],
-        entry["kind"],
-        entry["key"],
-        _text(body.get("repo")),
-        _text(body.get("path")),
-        _text(label),
-        name,
-        kind,
-        _int(body.get("bytes", body.get("bytesSent"))),
-        _int(body.get("tokensIn")),
-        _int(body.get("tokensOut")),
-        _text(actor.get("osUser")),
-        _text(actor.get("gitEmail")),
-        line,
-        received,
     )
 
 

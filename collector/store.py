@@ -9,6 +9,8 @@ The same SQL runs on both (``?`` placeholders, rewritten to ``%s`` for psycopg;
 Several collector replicas may share one PostgreSQL: every ingest runs in one
 transaction holding a per-device advisory lock, so two replicas never interleave one
 device's chain checks, and the ``(device, seq)`` primary key stores each entry once.
+New entries go in with one bulk statement (:meth:`Tx.insert_new`): PostgreSQL's ``COPY``,
+SQLite's ``executemany``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from onbox.audit.stats import destination_of
 from onbox.collector.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -94,6 +97,75 @@ CREATE TABLE IF NOT EXISTS tokens_rollup (
 );
 """
 
+#: the ``entries`` columns, in the order :meth:`Tx.insert_new` receives them
+ENTRY_COLUMNS = (
+    "device", "seq", "hash", "prev", "time", "kind", "key", "repo", "path", "label",
+    "destination", "destination_kind", "bytes", "tokens_in", "tokens_out", "os_user",
+    "git_email", "line", "received",
+)  # fmt: skip
+
+
+class EntryRow(NamedTuple):
+    """What the collector keeps of one checked entry, besides its device, line and arrival.
+
+    Verification produces these (in worker processes for large uploads: a tuple of plain
+    values crosses a process boundary far cheaper than the parsed entry).
+    """
+
+    seq: int
+    hash: str
+    prev: str
+    time: str
+    kind: str
+    key: str
+    repo: str | None
+    path: str | None
+    label: str | None
+    destination: str | None
+    destination_kind: str | None
+    bytes: int | None
+    tokens_in: int | None
+    tokens_out: int | None
+    os_user: str | None
+    git_email: str | None
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def entry_row(entry: dict[str, Any]) -> EntryRow:
+    """The searchable columns of a parsed, checked journal entry."""
+    body = entry["body"]
+    actor = body.get("actor")
+    if not isinstance(actor, dict):
+        actor = {}
+    name, kind = destination_of(body) if body.get("destination") is not None else (None, None)
+    label = body.get("label", body.get("to") if entry["kind"] == "label-changed" else None)
+    return EntryRow(
+        entry["seq"],
+        entry["hash"],
+        entry["prev"],
+        entry["time"],
+        entry["kind"],
+        entry["key"],
+        _text(body.get("repo")),
+        _text(body.get("path")),
+        _text(label),
+        name,
+        kind,
+        _int(body.get("bytes", body.get("bytesSent"))),
+        _int(body.get("tokensIn")),
+        _int(body.get("tokensOut")),
+        _text(actor.get("osUser")),
+        _text(actor.get("gitEmail")),
+    )
+
+
 _ALERTS = {
     "sqlite": "CREATE TABLE IF NOT EXISTS alerts (id INTEGER PRIMARY KEY AUTOINCREMENT,",
     "postgresql": "CREATE TABLE IF NOT EXISTS alerts (id BIGSERIAL PRIMARY KEY,",
@@ -131,6 +203,33 @@ class Tx:
         """Run one statement for each row."""
         if rows:
             self._cursor.executemany(self._sql(sql), [tuple(r) for r in rows])
+
+    def insert_new(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert rows the caller knows are not held yet, in one bulk statement.
+
+        PostgreSQL gets them through ``COPY`` (no per-row statement at all), SQLite through
+        ``executemany``. Callers establish "not held" under the lock of the transaction
+        (the device's advisory lock, SQLite's single writer); should a row be held after
+        all, nothing is stored and the transaction fails with :class:`StoreUnavailable`
+        (the sender retries and its entries then count as duplicates).
+        """
+        if not rows:
+            return
+        names = ", ".join(columns)
+        try:
+            if self.dialect == "postgresql":
+                with self._cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                marks = ", ".join("?" * len(columns))
+                self._cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+        except Exception as exc:
+            if type(exc).__name__ in ("IntegrityError", "UniqueViolation"):
+                raise StoreUnavailable(
+                    f"{table}: a row was stored by another writer meanwhile ({exc})"
+                ) from exc
+            raise
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Every row of a query."""
