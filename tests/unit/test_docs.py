@@ -97,3 +97,51 @@ def test_server_start_body_is_as_documented(tmp_path: Path) -> None:
         assert written == documented_body(kind), kind
     policy = bodies["server-start"]["policy"]
     assert set(policy) == {"id", "serial", "expires", "expired", "warning", "source"}
+
+
+def test_label_changed_body_is_as_documented(tmp_path: Path) -> None:
+    """The ``label-changed`` entry, built as the server builds it when the label it shows
+    changes (status payloads → :func:`label_change` → the journal), has the fields
+    docs/journal.md lists, and the row names the file that writes it."""
+    from onbox.classification.decision import Decision, Reason
+    from onbox.classification.labels import Label
+    from onbox.server.status import ServerState, label_change, status_payload
+
+    uri = "file:///repo/app.py"
+
+    def shown(name: str, rank: int) -> dict[str, object]:
+        label = Label(rank, name)
+        decision = Decision(label, (Reason("repo-tag", label, f"tag says {name}"),), "p")
+        return status_payload(
+            uri,
+            state=ServerState.READY,
+            message="",
+            model="m.gguf",
+            decision=decision,
+            destination="on-box",
+            destination_kind="llama-cpp",
+        )
+
+    changed = label_change(shown("public", 0), shown("restricted", 2))
+    assert changed is not None
+    assert label_change(shown("public", 0), shown("public", 0)) is None  # no change, no entry
+    settings = Settings()
+    settings.journal.dir = str(tmp_path / "journal")
+    wiring = Wiring(settings)
+    try:
+        assert wiring.journal_event("label-changed", changed)
+    finally:
+        wiring.stop()
+    body = next(
+        e["body"] for e in iter_entries(tmp_path / "journal") if e["kind"] == "label-changed"
+    )
+    assert set(body) - {"actor"} == documented_body("label-changed")
+    assert (body["uri"], body["from"], body["to"]) == (uri, "public", "restricted")
+    assert "actor" in body
+
+    text = (ROOT / "docs" / "journal.md").read_text("utf-8")
+    row = re.search(r"^\| `label-changed` \|([^|]*)\|", text, re.MULTILINE)
+    assert row is not None
+    writer = re.search(r"`([\w/]+\.py)`", row.group(1))
+    assert writer is not None, "the row should name the file that writes the entry"
+    assert '"label-changed"' in (ROOT / writer.group(1)).read_text("utf-8")
