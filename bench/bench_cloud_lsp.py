@@ -35,34 +35,27 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_completion import Session, end_of  # noqa: E402
 
+from tests.support.policies import PolicyBuilder  # noqa: E402
 from tests.support.recording_server import RecordingServer  # noqa: E402
 
-POLICY = """
-[policy]
-id = "bench-cloud"
-default_label = "restricted"
 
-[[repos]]
-match = "github.com/acme/site"
-label = "public"
-
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
-
-[destinations.cloud]
-kind = "openai"
-base_url = "{url}/v1"
-model = "loopback"
-clearance = "public"
-fim = true
-timeout = 10.0
-
-[routes]
-public = ["cloud", "on-box"]
-internal = ["on-box"]
-restricted = ["on-box"]
-"""
+def cloud_policy(url: str) -> str:
+    """The site repo is public and goes to the loopback cloud; the rest stays on-box."""
+    return (
+        PolicyBuilder("bench-cloud")
+        .repo("github.com/acme/site", "public")
+        .destination(
+            "cloud",
+            kind="openai",
+            base_url=f"{url}/v1",
+            model="loopback",
+            clearance="public",
+            fim=True,
+            timeout=10.0,
+        )
+        .route("public", "cloud")
+        .toml()
+    )
 
 
 async def measure(latency_s: float, runs: int, tmp: Path) -> dict[str, Any]:
@@ -79,7 +72,7 @@ async def measure(latency_s: float, runs: int, tmp: Path) -> dict[str, Any]:
         cloud.set_reply("return a + b")
         cloud.set_latency(latency_s)
         policy = tmp / f"policy-{int(latency_s * 1000)}.toml"
-        policy.write_text(POLICY.format(url=cloud.url))
+        policy.write_text(cloud_policy(cloud.url))
         env = {
             **os.environ,
             "ONBOX_DATA_DIR": str(tmp / f"data-{latency_s}"),

@@ -47,6 +47,7 @@ from onbox.inference.remote import RemoteDestination, build_destinations
 from onbox.inference.routing import DocumentView, RequestSettings, Router
 from tests.support import bedrock_server, vertex_server
 from tests.support.bedrock_server import BedrockServer
+from tests.support.journal import MemoryJournal
 from tests.support.vertex_server import VertexServer
 
 POLICY = """
@@ -177,16 +178,6 @@ def _direct_vertex(url: str, body: bytes) -> Callable[[], None]:
     return call
 
 
-class _MemoryJournal:
-    """Keeps nothing: the run that separates Onbox's own work from the disk's fsync."""
-
-    class _Receipt:
-        seq = 1
-
-    def append(self, kind: str, body: Mapping[str, Any], *, durable: bool = False) -> Any:
-        return self._Receipt()
-
-
 def measure_destination(
     name: str,
     policy: Policy,
@@ -200,7 +191,7 @@ def measure_destination(
     destinations = build_destinations(policy, _OnBox())
     tag = f"{name}-{real_journal}"
     journal = open_journal(tmp / f"journal-{tag}", device_key_dir=tmp / f"keys-{tag}")
-    router = Router(policy, destinations, journal if real_journal else _MemoryJournal())
+    router = Router(policy, destinations, journal if real_journal else MemoryJournal())
     doc, others = _documents()
     settings = RequestSettings()
     routed = router.complete(doc, others, settings, CancelToken())

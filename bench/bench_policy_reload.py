@@ -46,28 +46,9 @@ from rich.table import Table
 from onbox.classification.bundle import make_bundle
 from onbox.classification.trust import TrustRoot, generate_private_key
 from tests.e2e.lsp_support import SERVER_COMMAND, make_client, open_doc, wait_for_status
+from tests.support.policies import PolicyBuilder
 
 TARGET_MS = 1000.0
-
-POLICY = """\
-[policy]
-id = "bench-policy-reload"
-labels = ["public", "internal", "restricted"]
-default_label = "restricted"
-
-[[repos]]
-match = "github.com/acme/docs"
-label = "{label}"
-
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
-
-[routes]
-public = ["on-box"]
-internal = ["on-box"]
-restricted = ["on-box"]
-"""
 
 
 def _serial_of(payload: dict[str, Any]) -> Any:
@@ -79,7 +60,10 @@ def _bundle(key: Ed25519PrivateKey, serial: int) -> bytes:
     label = "public" if serial % 2 else "internal"
     expires = datetime.now(UTC) + timedelta(days=30)
     data: bytes = make_bundle(
-        POLICY.format(label=label).encode(), serial, expires, [key]
+        PolicyBuilder("bench-policy-reload").repo("github.com/acme/docs", label).toml().encode(),
+        serial,
+        expires,
+        [key],
     ).to_bytes()
     return data
 

@@ -28,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,38 +46,28 @@ from onbox.inference.destination import CancelToken, Completion, CompletionReque
 from onbox.inference.openai_compat import OpenAIDestination
 from onbox.inference.remote import DeltaCallback, PreparedRequest, build_destinations
 from onbox.inference.routing import DocumentView, RequestSettings, Router
+from tests.support.journal import MemoryJournal
+from tests.support.policies import PolicyBuilder
 from tests.support.recording_server import RecordingServer
 
-POLICY = """
-[policy]
-id = "bench-routing"
-labels = ["public", "internal", "restricted"]
-default_label = "restricted"
 
-[content]
-secrets = "internal"
-pii = "internal"
-
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
-
-[destinations.corp]
-kind = "openai"
-base_url = "{url}/v1"
-model = "coder"
-clearance = "internal"
-timeout = 10.0
-
-[[repos]]
-match = "github.com/acme/app"
-label = "public"
-
-[routes]
-public = ["corp", "on-box"]
-internal = ["corp", "on-box"]
-restricted = ["on-box"]
-"""
+def routing_policy(url: str) -> str:
+    """The app repo is public and goes to the loopback corp server; secrets are internal."""
+    return (
+        PolicyBuilder("bench-routing", extra='[content]\nsecrets = "internal"\npii = "internal"')
+        .repo("github.com/acme/app", "public")
+        .destination(
+            "corp",
+            kind="openai",
+            base_url=f"{url}/v1",
+            model="coder",
+            clearance="internal",
+            timeout=10.0,
+        )
+        .route("public", "corp")
+        .route("internal", "corp")
+        .toml()
+    )
 
 
 class _OnBox:
@@ -88,15 +78,6 @@ class _OnBox:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind}
-
-
-class _Receipt:
-    seq = 1
-
-
-class _MemoryJournal:
-    def append(self, kind: str, body: Mapping[str, Any], *, durable: bool = False) -> _Receipt:
-        return _Receipt()
 
 
 class _NoNetwork(OpenAIDestination):
@@ -182,7 +163,7 @@ def measure_overhead(policy: Policy, runs: int, repo: Path | None = None) -> dic
     """Router.complete with no network and no disk (re-deciding at the gate if ``repo``)."""
     corp = _NoNetwork(policy.destinations["corp"], api_key=None)
     labeller = LabelAuthority(Classifier(policy)) if repo is not None else None
-    router = Router(policy, {"corp": corp, "on-box": _OnBox()}, _MemoryJournal(), labeller=labeller)
+    router = Router(policy, {"corp": corp, "on-box": _OnBox()}, MemoryJournal(), labeller=labeller)
     if repo is not None and labeller is not None:
         current, others = _repo_documents(policy, repo, labeller)
     else:
@@ -214,7 +195,7 @@ def measure_cloud_path(
     """Router.complete vs a direct httpx call of the same body, interleaved."""
     destinations = build_destinations(policy, _OnBox())
     journal = open_journal(journal_dir / "journal", device_key_dir=journal_dir / "keys")
-    router = Router(policy, destinations, journal if real_journal else _MemoryJournal())
+    router = Router(policy, destinations, journal if real_journal else MemoryJournal())
     current, others = _documents(policy)
     settings = RequestSettings()
     router.complete(current, others, settings, CancelToken())
@@ -283,7 +264,7 @@ def main() -> int:
     args = parser.parse_args()
     results: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine()}
     with RecordingServer() as server, tempfile.TemporaryDirectory() as tmp:
-        policy = parse_policy(POLICY.format(url=server.url).encode(), "bench-routing.toml")
+        policy = parse_policy(routing_policy(server.url).encode(), "bench-routing.toml")
         overhead = measure_overhead(policy, args.runs)
         gated = measure_overhead(policy, args.runs, Path(tmp) / "repo")
         results["overhead"] = {**overhead, "target_ms": 2.0, "lines": 2000, "open_documents": 20}

@@ -40,59 +40,19 @@ from tests.e2e.lsp_support import (
     wait_for_status,
     wait_ready,
 )
+from tests.support.policies import PolicyBuilder
 from tests.support.recording_server import Fault, RecordingServer
 
 pytestmark = [pytest.mark.slow]
 
-POLICY = """
-[policy]
-id = "leak-regressions"
-labels = ["public", "internal", "restricted"]
-default_label = "{default}"
-{expires}
-
-[[repos]]
-match = "github.com/acme/payments"
-label = "restricted"
-
-[[repos]]
-match = "github.com/acme/open-payments-mirror"
-label = "public"
-
-[[repos]]
-match = "github.com/acme/docs"
-label = "public"
-
+#: A tree-sitter detector: importing the Stripe SDK makes a file restricted.
+STRIPE_DETECTOR = """
 [[detectors]]
 name = "stripe-sdk"
 kind = "tree-sitter"
 language = "python"
 query = '(import_statement name: (dotted_name) @m (#eq? @m "stripe"))'
 label = "restricted"
-
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
-
-[destinations.cloud]
-kind = "openai"
-base_url = "{cloud}/v1"
-model = "cloud-coder"
-clearance = "public"
-fim = true
-timeout = 20.0
-
-[destinations.corp]
-kind = "anthropic"
-base_url = "{corp}"
-model = "corp-coder"
-clearance = "internal"
-timeout = 20.0
-
-[routes]
-public = ["cloud", "corp", "on-box"]
-internal = ["corp", "on-box"]
-restricted = ["on-box"]
 """
 
 
@@ -141,10 +101,38 @@ def write_policy(
     corp: RecordingServer,
     *,
     default: str = "restricted",
-    expires: str = "",
+    expires: str | None = None,
 ) -> None:
-    """The probe's policy (``expires`` is a TOML line or empty)."""
-    path.write_text(POLICY.format(cloud=cloud.url, corp=corp.url, default=default, expires=expires))
+    """The probe's policy: payments restricted, its public mirror and docs public; public
+    may go to the cloud then corp, internal to corp (``expires``: an ISO time or none)."""
+    builder = (
+        PolicyBuilder("leak-regressions", default_label=default, extra=STRIPE_DETECTOR)
+        .repo("github.com/acme/payments", "restricted")
+        .repo("github.com/acme/open-payments-mirror", "public")
+        .repo("github.com/acme/docs", "public")
+        .destination(
+            "cloud",
+            kind="openai",
+            base_url=f"{cloud.url}/v1",
+            model="cloud-coder",
+            clearance="public",
+            fim=True,
+            timeout=20.0,
+        )
+        .destination(
+            "corp",
+            kind="anthropic",
+            base_url=corp.url,
+            model="corp-coder",
+            clearance="internal",
+            timeout=20.0,
+        )
+        .route("public", "cloud", "corp")
+        .route("internal", "corp")
+    )
+    if expires is not None:
+        builder.policy(expires=expires)
+    builder.write(path)
 
 
 def make_repo(root: Path, remote: str) -> Path:
@@ -412,9 +400,7 @@ async def test_an_expired_policy_fails_closed_whatever_its_default(
     tmp_path: Path, probe: Probe, onbox_env: dict[str, str]
 ) -> None:
     past = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    write_policy(
-        probe.policy, probe.cloud, probe.corp, default="internal", expires=f"expires = {past}"
-    )
+    write_policy(probe.policy, probe.cloud, probe.corp, default="internal", expires=past)
     repo = make_repo(tmp_path / "payments", "git@github.com:acme/payments.git")
     text = "# CANARY_EXPIRED_1e2f\ndef charge(a):\n    "
     (repo / "charge.py").write_text(text)

@@ -35,28 +35,9 @@ from tests.e2e.lsp_support import (
     wait_for_message,
     wait_for_status,
 )
+from tests.support.policies import PolicyBuilder
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
-
-POLICY = """\
-[policy]
-id = "e2e-reload"
-labels = ["public", "internal", "restricted"]
-default_label = "restricted"
-
-[[repos]]
-match = "github.com/acme/docs"
-label = "{label}"
-
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
-
-[routes]
-public = ["on-box"]
-internal = ["on-box"]
-restricted = ["on-box"]
-"""
 
 BUNDLE_NAME = "policy.onbox-policy"
 
@@ -90,7 +71,7 @@ class Admin:
     def sign(self, serial: int, label: str) -> Path:
         """Sign a policy that gives ``acme/docs`` the base ``label``; returns the bundle."""
         toml = self.desk / f"policy-{serial}.toml"
-        toml.write_text(POLICY.format(label=label))
+        PolicyBuilder("e2e-reload").repo("github.com/acme/docs", label).write(toml)
         out = self.desk / f"serial-{serial}.onbox-policy"
         self.onbox("policy", "sign", str(toml), "--key", "admin.key", "--serial", str(serial),
                    "--expires", "2099-01-01", "--out", str(out))  # fmt: skip

@@ -37,6 +37,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.policies import PolicyBuilder
+
 # The first test also pays for the module's session (build, code-server, browser): allow
 # more than the suite's default 300 s on a busy machine.
 pytestmark = [pytest.mark.editor, pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -51,17 +53,11 @@ PUBLIC_FILE = "docs/examples/greet.py"
 REMOTE = "https://example.com/acme/shop.git"
 TYPED_LINE = "def refund(amount: int, fee: int) -> int:"
 
-POLICY = """\
-[policy]
-id = "vscode-e2e"
-labels = ["public", "internal", "restricted"]
-default_label = "restricted"
-
-[[repos]]
-match = "example.com/acme/shop"
-tags = ["shop"]
-label = "public"
-
+#: The shop repo is public through its tag; payments owners and secrets are restricted.
+POLICY = (
+    PolicyBuilder(
+        "vscode-e2e",
+        extra="""
 [tags]
 shop = "public"
 
@@ -71,16 +67,11 @@ shop = "public"
 [content]
 secrets = "restricted"
 pii = "restricted"
-
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
-
-[routes]
-public = ["on-box"]
-internal = ["on-box"]
-restricted = ["on-box"]
-"""
+""",
+    )
+    .repo("example.com/acme/shop", "public", tags=["shop"])
+    .toml()
+)
 
 
 def run(argv: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 300) -> str:

@@ -6,7 +6,8 @@
 
 Every policy has the on-box destination (``[destinations.on-box]``, llama-cpp, cleared
 for the highest label), and every label's route ends on it. ``extra`` is raw TOML for
-the sections the builder does not model (``[content]``, ``[[paths]]``, …).
+the sections the builder does not model (``[content]``, ``[[paths]]``, …); ``policy()``
+adds keys to ``[policy]`` itself.
 """
 
 from __future__ import annotations
@@ -37,13 +38,19 @@ class PolicyBuilder:
     labels: tuple[str, ...] = ("public", "internal", "restricted")
     default_label: str = "restricted"
     extra: str = ""
-    repos: list[tuple[str, str]] = field(default_factory=list)
+    repos: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     destinations: dict[str, dict[str, Any]] = field(default_factory=dict)
     routes: dict[str, list[str]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
-    def repo(self, match: str, label: str) -> PolicyBuilder:
-        """``[[repos]]``: repositories matching ``match`` carry ``label``."""
-        self.repos.append((match, label))
+    def policy(self, **fields: Any) -> PolicyBuilder:
+        """More ``[policy]`` keys (``security_team_key``, ``expires``, ``description``, …)."""
+        self.settings.update(fields)
+        return self
+
+    def repo(self, match: str, label: str, **fields: Any) -> PolicyBuilder:
+        """``[[repos]]``: repositories matching ``match`` carry ``label`` (and ``tags``, …)."""
+        self.repos.append((match, label, fields))
         return self
 
     def destination(self, name: str, **fields: Any) -> PolicyBuilder:
@@ -63,10 +70,13 @@ class PolicyBuilder:
             f"id = {_value(self.id)}",
             f"labels = {_value(list(self.labels))}",
             f"default_label = {_value(self.default_label)}",
+            *(f"{key} = {_value(value)}" for key, value in self.settings.items()),
             "",
         ]
-        for match, label in self.repos:
-            out += ["[[repos]]", f"match = {_value(match)}", f"label = {_value(label)}", ""]
+        for match, label, fields in self.repos:
+            out += ["[[repos]]", f"match = {_value(match)}", f"label = {_value(label)}"]
+            out += [f"{key} = {_value(value)}" for key, value in fields.items()]
+            out.append("")
         destinations = {
             ON_BOX: {"kind": "llama-cpp", "clearance": self.labels[-1]},
             **self.destinations,

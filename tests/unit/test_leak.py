@@ -59,6 +59,7 @@ from onbox.inference.errors import Cancelled
 from onbox.inference.health import CircuitBreaker
 from onbox.inference.remote import RemoteDestination, build_destinations
 from onbox.inference.routing import DocumentView, PolicyChanged, RequestSettings, Router
+from tests.support.policies import PolicyBuilder
 from tests.support.recording_server import Fault, RecordingServer
 
 SESSIONS = int(os.environ.get("ONBOX_LEAK_SESSIONS", "500"))
@@ -68,55 +69,46 @@ FOLDERS = ("public", "internal", "restricted", "shared")
 OWNERS = {"@acme/docs-team": "public", "@acme/platform": "internal", "@acme/payments": "restricted"}
 CLEARANCE = {"cloud": "public", "corp": "internal"}
 
-POLICY = """
-[policy]
-id = "leak-{variant}"
-labels = ["public", "internal", "restricted"]
-default_label = "restricted"
 
-[[repos]]
-match = "github.com/acme/app"
-label = "{base}"
+def leak_policy(variant: int, base: str, secrets: str, fim: bool, cloud: str, corp: str) -> str:
+    """The app repo carries ``base``; owners and content raise it; public may go to the
+    cloud then corp, internal to corp (FIM on corp as ``fim`` says)."""
+    owners = "\n".join(f'"{team}" = "{label}"' for team, label in OWNERS.items())
+    return (
+        PolicyBuilder(
+            f"leak-{variant}",
+            extra=f'[owners]\n{owners}\n\n[content]\nsecrets = "{secrets}"\npii = "{secrets}"',
+        )
+        .repo("github.com/acme/app", base)
+        .destination(
+            "corp",
+            kind="openai",
+            base_url=f"{corp}/v1",
+            model="coder",
+            clearance="internal",
+            timeout=5.0,
+            fim=fim,
+        )
+        .destination(
+            "cloud",
+            kind="anthropic",
+            base_url=cloud,
+            model="claude-haiku-4-5",
+            clearance="public",
+            timeout=5.0,
+        )
+        .route("public", "cloud", "corp")
+        .route("internal", "corp")
+        .toml()
+    )
 
-[owners]
-"@acme/docs-team" = "public"
-"@acme/platform" = "internal"
-"@acme/payments" = "restricted"
 
-[content]
-secrets = "{secrets}"
-pii = "{secrets}"
-
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
-
-[destinations.corp]
-kind = "openai"
-base_url = "{corp}/v1"
-model = "coder"
-clearance = "internal"
-timeout = 5.0
-fim = {fim}
-
-[destinations.cloud]
-kind = "anthropic"
-base_url = "{cloud}"
-model = "claude-haiku-4-5"
-clearance = "public"
-timeout = 5.0
-
-[routes]
-public = ["cloud", "corp", "on-box"]
-internal = ["corp", "on-box"]
-restricted = ["on-box"]
-"""
 #: (base label of the repo, label of content secrets, FIM on corp)
 VARIANTS = (
-    ("public", "internal", "true"),
-    ("internal", "internal", "false"),
-    ("public", "restricted", "false"),
-    ("internal", "restricted", "true"),
+    ("public", "internal", True),
+    ("internal", "internal", False),
+    ("public", "restricted", False),
+    ("internal", "restricted", True),
 )
 
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -184,14 +176,7 @@ class World:
         self.corp = RecordingServer()
         self.policies = {
             variant: parse_policy(
-                POLICY.format(
-                    variant=i,
-                    base=variant[0],
-                    secrets=variant[1],
-                    fim=variant[2],
-                    cloud=self.cloud.url,
-                    corp=self.corp.url,
-                ).encode(),
+                leak_policy(i, *variant, cloud=self.cloud.url, corp=self.corp.url).encode(),
                 f"leak-{i}.toml",
             )
             for i, variant in enumerate(VARIANTS)

@@ -23,29 +23,14 @@ from onbox.classification.policy import BUILTIN_POLICY_ID
 from onbox.classification.policy_store import PolicyStore, describe_policy_state
 from onbox.classification.sources import DirectorySource, GitSource, pull
 from onbox.classification.trust import TrustRoot
+from tests.support.policies import PolicyBuilder
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
-POLICY = """\
-[policy]
-id = "{pid}"
-labels = ["public", "internal", "restricted"]
-default_label = "{default}"
-
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
-
-[routes]
-public = ["on-box"]
-internal = ["on-box"]
-restricted = ["on-box"]
-{extra}
-"""
-
 
 def policy_bytes(pid: str, default: str = "internal", extra: str = "") -> bytes:
-    return POLICY.format(pid=pid, default=default, extra=extra).encode()
+    """A policy that keeps everything on-box; ``extra`` is raw TOML added to it."""
+    return PolicyBuilder(pid, default_label=default, extra=extra).toml().encode()
 
 
 @dataclass

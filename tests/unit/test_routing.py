@@ -44,45 +44,10 @@ from onbox.inference.routing import (
 )
 from tests.support.journal import MemoryJournal as BaseMemoryJournal
 from tests.support.journal import Receipt
+from tests.support.policies import PolicyBuilder
 from tests.support.recording_server import Fault, RecordingServer
 
 SECRET = "AKIAABCDEFGHIJKLMNOP"  # an AWS access key id the content scanner finds
-
-POLICY = """
-[policy]
-id = "route-test"
-labels = ["public", "internal", "restricted"]
-default_label = "restricted"
-{team}
-
-[content]
-secrets = "internal"
-pii = "internal"
-
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
-
-[destinations.corp]
-kind = "openai"
-base_url = "{corp}/v1"
-model = "coder"
-clearance = "internal"
-timeout = 5.0
-
-[destinations.cloud]
-kind = "anthropic"
-base_url = "{cloud}"
-model = "claude-haiku-4-5"
-clearance = "public"
-timeout = 5.0
-
-[routes]
-public = ["cloud", "corp", "on-box"]
-internal = ["corp", "on-box"]
-restricted = ["on-box"]
-{audit}
-"""
 
 
 class OnBox:
@@ -138,13 +103,39 @@ def _fresh(cloud: RecordingServer, corp: RecordingServer) -> None:
         srv.set_reply("return total\n")
 
 
-def make_policy(cloud: RecordingServer, corp: RecordingServer, *, encrypt: bool = False) -> Policy:
-    team = audit = ""
+def policy_text(cloud: str, corp: str, *, encrypt: bool = False) -> str:
+    """Public goes to the cloud, then corp; internal to corp; secrets and PII are internal."""
+    builder = (
+        PolicyBuilder("route-test", extra='[content]\nsecrets = "internal"\npii = "internal"')
+        .destination(
+            "corp",
+            kind="openai",
+            base_url=f"{corp}/v1",
+            model="coder",
+            clearance="internal",
+            timeout=5.0,
+        )
+        .destination(
+            "cloud",
+            kind="anthropic",
+            base_url=cloud,
+            model="claude-haiku-4-5",
+            clearance="public",
+            timeout=5.0,
+        )
+        .route("public", "cloud", "corp")
+        .route("internal", "corp")
+    )
     if encrypt:
-        team = f'security_team_key = "{base64.b64encode(bytes(32)).decode()}"'
-        audit = "[audit]\nstore_encrypted_prompts = true"
-    text = POLICY.format(cloud=cloud.url, corp=corp.url, team=team, audit=audit)
-    return parse_policy(text.encode(), "route-test.toml")
+        builder.policy(security_team_key=base64.b64encode(bytes(32)).decode())
+        builder.extra += "\n[audit]\nstore_encrypted_prompts = true"
+    return builder.toml()
+
+
+def make_policy(cloud: RecordingServer, corp: RecordingServer, *, encrypt: bool = False) -> Policy:
+    return parse_policy(
+        policy_text(cloud.url, corp.url, encrypt=encrypt).encode(), "route-test.toml"
+    )
 
 
 @dataclass

@@ -31,3 +31,10 @@ def test_built_policy_loads_with_its_rules_and_routes(tmp_path: Path) -> None:
     assert policy.routes["restricted"] == ("on-box",)
     assert policy.destinations["on-box"].kind == "llama-cpp"
     assert policy.destinations["cloud"].clearance.name == "public"
+
+
+def test_extra_policy_keys_go_into_the_policy_table(tmp_path: Path) -> None:
+    """Keys given to ``policy()`` land in ``[policy]`` (a second ``[policy]`` would not parse)."""
+    built = PolicyBuilder("keys").policy(expires="2099-01-31T00:00:00Z").write(tmp_path / "p.toml")
+    expires = load_policy(built).expires
+    assert expires is not None and (expires.year, expires.month) == (2099, 1)
