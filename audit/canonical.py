@@ -10,6 +10,14 @@ The fast path uses :func:`json.dumps`, which already produces JCS output when th
 holds only ASCII object keys, safe integers and "plain" floats (:func:`plain_float`);
 anything else goes through a small encoder. :func:`fast_loads` parses a line and says
 whether the fast path applies, which keeps verification cheap.
+
+Verifying is parse, re-encode, hash (and a signature). Where ``orjson`` is installed (the
+collector's extra), :func:`canonical_json_fast` re-encodes plain values with it, about
+3x faster than ``json.dumps``: for plain values both write the same bytes (ASCII keys
+sorted alike, the same string escapes, integers alike, and the shortest round-trip
+digits of plain floats; the property tests compare it with :func:`canonical_json`).
+Parsing stays with the standard library, which also flags the values that are not plain.
+The writer's :func:`canonical_json` never uses orjson.
 """
 
 from __future__ import annotations
@@ -21,6 +29,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from onbox.audit.errors import CanonicalEncodingError
+
+try:  # an optional accelerator of verification (see the module docstring)
+    import orjson
+except ImportError:  # pragma: no cover - the standard library is only slower
+    orjson = None  # type: ignore[assignment]
 
 MAX_SAFE_INT = 2**53
 
@@ -161,6 +174,14 @@ def fast_loads(raw: bytes) -> tuple[Any, bool]:
 
 def canonical_json_fast(value: Any, plain: bool) -> bytes:
     """:func:`canonical_json`, skipping the scan when ``plain`` is already known."""
-    if plain:
+    if not plain:
+        return canonical_json(value)
+    if orjson is not None:
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            pass  # e.g. a lone surrogate or deep nesting: the standard library decides
+    try:
         return _dumps(value).encode("utf-8")
-    return canonical_json(value)
+    except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 encoding exists
+        raise CanonicalEncodingError(f"cannot encode a journal value canonically: {exc}") from exc
