@@ -51,6 +51,7 @@ from onbox.collector.query import (
     list_devices,
 )
 from onbox.collector.store import Store
+from onbox.collector.verifier import CHECK_WORKERS_ENV, default_workers
 
 logger = logging.getLogger(__name__)
 
@@ -210,8 +211,9 @@ def serve(
 ) -> None:
     """Run the collector until interrupted; ``workers`` > 1 runs that many processes.
 
-    Signature checks bind ingest to one core per process, so a collector host scales
-    with ``workers`` (and a fleet with replicas on one PostgreSQL).
+    One process checks a large upload's signatures on every core (worker processes,
+    :mod:`onbox.collector.verifier`); ``workers`` > 1 shares the cores out among the
+    processes instead. A fleet scales further with replicas on one PostgreSQL.
     """
     import uvicorn
 
@@ -232,6 +234,8 @@ def serve(
         )
         uvicorn.run(app, **options)
         return
+    # each process checks its uploads on its share of the cores (an operator may set it)
+    os.environ.setdefault(CHECK_WORKERS_ENV, str(max(1, default_workers() // workers)))
     os.environ[_ENV] = json.dumps(
         {
             "db": store_url,

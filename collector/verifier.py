@@ -23,6 +23,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -92,7 +93,12 @@ class EntryVerifier:
                 # spawn, not fork: the collector runs threads (uvicorn's pool, database
                 # connections) that a forked child would inherit mid-operation
                 context = multiprocessing.get_context("spawn")
-                pool = ProcessPoolExecutor(self.workers, mp_context=context)
+                pool = ProcessPoolExecutor(
+                    self.workers,
+                    mp_context=context,
+                    initializer=_end_with_parent,
+                    initargs=(os.getpid(),),
+                )
                 try:
                     for warm in [pool.submit(_ready) for _ in range(self.workers)]:
                         warm.result()
@@ -144,6 +150,22 @@ def _ready() -> bool:
     return True
 
 
+def _end_with_parent(parent: int) -> None:
+    """Exit when the collector process is gone (SIGKILL leaves the workers waiting on a
+    queue nobody writes to); a thread, since a worker may be busy checking a run."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="onbox-parent-watch", daemon=True).start()
+
+
+#: worker processes of each collector process's verifier (default: one per core);
+#: ``onbox collector serve --workers N`` shares the cores out among its N processes
+CHECK_WORKERS_ENV = "ONBOX_COLLECTOR_CHECK_WORKERS"
+
 _shared: EntryVerifier | None = None
 _shared_lock = threading.Lock()
 
@@ -153,5 +175,6 @@ def shared_verifier() -> EntryVerifier:
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = EntryVerifier()
+            configured = os.environ.get(CHECK_WORKERS_ENV, "")
+            _shared = EntryVerifier(int(configured) if configured.isdigit() else None)
         return _shared

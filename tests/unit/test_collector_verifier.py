@@ -12,10 +12,12 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from onbox.audit import open_journal
@@ -24,8 +26,10 @@ from onbox.audit.ship import pending_lines
 from onbox.audit.upload import build_upload
 from onbox.collector import Enrolment, Store, UploadRejected, ingest
 from onbox.collector.chain import KeySpan, check_entries, key_timeline
+from onbox.collector.query import enrol
 from onbox.collector.store import EntryRow
 from onbox.collector.verifier import EntryVerifier
+from tests.support.collector import CollectorProcess
 
 DAY0 = datetime(2026, 11, 20, 9, tzinfo=UTC)
 
@@ -210,3 +214,43 @@ def test_a_pool_that_cannot_work_falls_back_to_checking_in_process(
             broken.check(device, tampered, first, spans)
     finally:
         broken.close()
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_check_workers_end_with_a_killed_collector(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    device = _append(root, 300, "public")
+    directory, lines = root / "journal", list(pending_lines(root / "journal", -1))
+    with open_journal(directory, device_key_dir=root / "keys") as opened:
+        built = build_upload(
+            opened, [line for _, line in lines], lines[0][0], key_history_lines(directory)
+        )
+    db = f"sqlite:///{tmp_path / 'collector.db'}"
+    store = Store(db)
+    enrol(store, device)
+    store.close()
+    collector = CollectorProcess(db, tmp_path / "collector")
+    try:
+        answer = httpx.post(collector.url + "/v1/upload", json=built, timeout=120)
+        assert answer.status_code == 200 and answer.json()["stored"] == len(lines)
+        workers = _children(collector.process.pid)
+        assert len(workers) >= 2  # the check workers (and multiprocessing's tracker)
+    finally:
+        collector.kill()
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):
+        assert time.monotonic() < deadline, "check workers outlived the killed collector"
+        time.sleep(0.2)  # polling for processes to exit: there is nothing to wait on
