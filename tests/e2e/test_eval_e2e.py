@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.policies import PolicyBuilder
 from tests.support.recording_server import RecordingServer
 
 CODE = '''\
@@ -103,26 +104,21 @@ def test_eval_three_tasks_with_the_default_model(
     assert [i["id"] for i in json.loads(again.stdout)["items"]] == [i["id"] for i in items]
 
 
-POLICY = """
-[policy]
-id = "eval-e2e"
-labels = ["public", "internal", "restricted"]
-default_label = "public"
-
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
-
-[destinations.cloud]
-kind = "openai"
-base_url = "{url}/v1"
-model = "coder"
-clearance = "public"
-timeout = 10.0
-
-[routes]
-public = ["cloud", "on-box"]
-"""
+def _policy(url: str, path: Path) -> Path:
+    """Public by default, routed to a loopback cloud before the on-box model."""
+    return (
+        PolicyBuilder("eval-e2e", default_label="public")
+        .destination(
+            "cloud",
+            kind="openai",
+            base_url=f"{url}/v1",
+            model="coder",
+            clearance="public",
+            timeout=10.0,
+        )
+        .route("public", "cloud")
+        .write(path)
+    )
 
 
 def test_ctrl_c_keeps_the_finished_tasks(tmp_path: Path, onbox_env: dict[str, str]) -> None:
@@ -134,8 +130,7 @@ def test_ctrl_c_keeps_the_finished_tasks(tmp_path: Path, onbox_env: dict[str, st
     with RecordingServer() as cloud:
         cloud.set_reply("value")
         cloud.set_latency(0.3)
-        policy = tmp_path / "policy.toml"
-        policy.write_text(POLICY.format(url=cloud.url))
+        policy = _policy(cloud.url, tmp_path / "policy.toml")
         proc = subprocess.Popen(
             [sys.executable, "-m", "onbox", "eval", str(repo),
              "--destinations", "cloud", "--policy", str(policy), "--limit", "40",

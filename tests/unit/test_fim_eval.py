@@ -20,6 +20,7 @@ from onbox.inference.fim_metrics import (
     summarise,
 )
 from onbox.inference.fim_tasks import candidate_spans, sample_tasks, source_files
+from tests.support.policies import PolicyBuilder
 from tests.support.recording_server import RecordingServer
 
 PY = '''\
@@ -174,28 +175,22 @@ def test_summary_rates_and_percentiles() -> None:
 
 # -- labels rule: "not allowed" ------------------------------------------------------------
 
-POLICY = """
-[policy]
-id = "eval-test"
-labels = ["public", "internal", "restricted"]
-default_label = "public"
 
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
-
-[destinations.cloud]
-kind = "openai"
-base_url = "{url}/v1"
-model = "coder"
-clearance = "public"
-timeout = 5.0
-
-[routes]
-public = ["cloud", "on-box"]
-internal = ["on-box"]
-restricted = ["on-box"]
-"""
+def _policy(url: str, path: Path) -> Path:
+    """Public by default; public files may go to a loopback cloud, the rest stay on-box."""
+    return (
+        PolicyBuilder("eval-test", default_label="public")
+        .destination(
+            "cloud",
+            kind="openai",
+            base_url=f"{url}/v1",
+            model="coder",
+            clearance="public",
+            timeout=5.0,
+        )
+        .route("public", "cloud")
+        .write(path)
+    )
 
 
 @pytest.fixture
@@ -221,8 +216,7 @@ def test_restricted_file_is_not_allowed_for_a_public_destination(
             ".gitattributes": "vault.py onbox-label=restricted\n",
         },
     )
-    policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY.format(url=cloud.url))
+    policy = _policy(cloud.url, tmp_path / "policy.toml")
     settings = Settings()
     settings.policy.path = str(policy)
     wiring = Wiring(settings)
@@ -278,8 +272,7 @@ def test_a_failed_destination_is_a_fallback_not_its_answer(
     from tests.support.recording_server import Fault
 
     repo = _repo(tmp_path / "repo", {"open.py": PY})
-    policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY.format(url=cloud.url))
+    policy = _policy(cloud.url, tmp_path / "policy.toml")
     settings = Settings()
     settings.policy.path = str(policy)
     settings.model.path = str(tmp_path / "no-model.gguf")  # the on-box fallback fails too
@@ -316,8 +309,7 @@ def test_a_pinned_route_keeps_the_routers_own_rules(
     from onbox.server.wiring import Wiring
 
     repo = _repo(tmp_path / "repo", {"open.py": PY})
-    policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY.format(url=cloud.url))
+    policy = _policy(cloud.url, tmp_path / "policy.toml")
     settings = Settings()
     settings.policy.path = str(policy)
     wiring = Wiring(settings)
