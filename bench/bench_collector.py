@@ -1,11 +1,19 @@
 """Benchmark the collector: ingest with full checks, a fleet shipping at once, search, dashboard.
 
     python bench/bench_collector.py [--devices 50] [--entries 2000] [--rows 1000000]
-                                    [--stores sqlite,postgresql]
+                                    [--stores sqlite,postgresql] [--only ingest,...]
+                                    [--skip fleet,...] [--workers N]
 
+0. **signatures**: Ed25519 verifications per second (libsodium, as the collector checks
+   them) in one thread, in N threads and in N processes: why the collector checks large
+   uploads in worker processes (:mod:`onbox.collector.verifier`).
 1. **ingest**: one device's 20,000 signed entries, uploaded in batches of 2,000 and
    verified entry by entry (hash, exact form, Ed25519 signature, chain, key history),
-   straight into each store: entries per second.
+   straight into each store: entries per second with the checks in-process and spread
+   over ``--workers`` processes (default: one per core), and the CPU each entry cost
+   (collector, its workers and the PostgreSQL server together: µs of CPU per entry
+   changes little with other load on the machine, entries/s does), with the load
+   average at the time.
 2. **fleet**: ``--devices`` real journals of ``--entries`` each, shipped concurrently
    (16 shippers) over HTTP to a real ``onbox collector serve --workers <CPUs>``, every
    tenth device's shipment sent twice: entries verified and stored, lost, stored twice.
@@ -27,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -37,7 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,6 +62,7 @@ from onbox.audit.upload import build_upload
 from onbox.collector import Enrolment, EntryQuery, Store, find_entries, ingest
 from onbox.collector.dashboard import render
 from onbox.collector.query import enrol
+from onbox.collector.verifier import EntryVerifier, default_workers
 
 SERVE = [sys.executable, "-m", "onbox", "collector", "serve"]
 DAY0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=20)
@@ -117,16 +127,126 @@ def _reset(url: str) -> None:
         reset(url)
 
 
-def bench_ingest(url: str, root: Path) -> dict[str, Any]:
-    _reset(url)
-    directory, keys, device = _journal(root / "one", 20_000)
-    uploads = _uploads(directory, keys, 2000)
-    store = Store(url)
+def _cpu_seconds(pids: set[int]) -> float:
+    """User + system CPU seconds the live processes ``pids`` have used so far (Linux)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _descendants(root: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)] = int(fields[1])
+    found, grew = {root}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= more
+        grew = bool(more)
+    return found
+
+
+def _server_pids(url: str) -> set[int]:
+    """The PostgreSQL server processes behind ``url`` (a throwaway cluster), else none."""
+    host = next((p.split("=", 1)[1] for p in url.split() if p.startswith("host=")), None)
+    if host is None:
+        return set()
+    try:
+        postmaster = int((Path(host).parent / "data" / "postmaster.pid").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return set()
+    return _descendants(postmaster)
+
+
+def bench_signatures(workers: int, count: int = 4000) -> dict[str, Any]:
+    """Ed25519 verifications per second: one thread, ``workers`` threads and processes."""
+    from onbox.audit.keys import DeviceKey
+
+    key = DeviceKey.generate()
+    messages = [b"onbox-journal-entry-v1:" + os.urandom(32) for _ in range(count)]
+    pairs = [(key.public_b64, key.sign(m), m) for m in messages]
+    rates: dict[str, Any] = {"workers": workers}
     started = time.perf_counter()
-    stored = sum(ingest(store, raw, Enrolment([device])).stored for raw in uploads)
+    _verify_all(pairs)
+    rates["one_thread"] = round(count / (time.perf_counter() - started))
+    chunks = [pairs[i::workers] for i in range(workers)]
+    with ThreadPoolExecutor(workers) as threads:
+        started = time.perf_counter()
+        assert all(threads.map(_verify_all, chunks))
+        rates["threads"] = round(count / (time.perf_counter() - started))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as processes:
+        list(processes.map(_verify_all, [pairs[:1]] * workers))  # started and imported
+        started = time.perf_counter()
+        assert all(processes.map(_verify_all, chunks))
+        rates["processes"] = round(count / (time.perf_counter() - started))
+    return rates
+
+
+def _verify_all(pairs: list[tuple[str, str, bytes]]) -> bool:
+    from onbox.audit.keys import public_key_from_b64, verify_signature
+
+    public = public_key_from_b64(pairs[0][0])
+    return all(verify_signature(public, sig, message) for _, sig, message in pairs)
+
+
+def ingest_uploads(root: Path) -> tuple[str, list[bytes]]:
+    """One device's 20,000 entries as 10 uploads of 2,000 (made once, for every store)."""
+    directory, keys, device = _journal(root / "one", 20_000)
+    return device, _uploads(directory, keys, 2000)
+
+
+def bench_ingest(
+    url: str, device: str, uploads: list[bytes], workers: int, rounds: int
+) -> dict[str, Any]:
+    """The uploads ingested with in-process checks and with ``workers`` processes, in
+    alternating rounds (the median of each is reported: the machine may be shared)."""
+    runs: dict[str, list[dict[str, Any]]] = {"in_process": [], "workers": []}
+    for _ in range(rounds):
+        for mode, count in (("in_process", 1), ("workers", workers)):
+            runs[mode].append(_ingest_once(url, device, uploads, count))
+    out: dict[str, Any] = {}
+    for mode, done in runs.items():
+        done.sort(key=lambda r: r["per_second"])
+        out[mode] = dict(done[len(done) // 2], rounds=[r["per_second"] for r in done])
+    out["per_second"] = out["workers"]["per_second"]
+    return out
+
+
+def _ingest_once(url: str, device: str, uploads: list[bytes], workers: int) -> dict[str, Any]:
+    _reset(url)
+    store = Store(url)
+    verifier = EntryVerifier(workers)
+    pool = verifier.start()  # a running collector's pool is warm
+    parts = {
+        "collector": {os.getpid()},
+        "workers": {p.pid for p in pool._processes.values()} if pool is not None else set(),
+        "server": _server_pids(url),
+    }
+    load = os.getloadavg()[0]
+    before = {name: _cpu_seconds(pids) for name, pids in parts.items()}
+    started = time.perf_counter()
+    stored = sum(ingest(store, raw, Enrolment([device]), verifier).stored for raw in uploads)
     elapsed = time.perf_counter() - started
+    used = {name: _cpu_seconds(pids) - before[name] for name, pids in parts.items()}
+    verifier.close()
     store.close()
-    return {"entries": stored, "seconds": round(elapsed, 3), "per_second": round(stored / elapsed)}
+    return {
+        "workers": workers,
+        "entries": stored,
+        "seconds": round(elapsed, 3),
+        "per_second": round(stored / elapsed),
+        "cpu_us_per_entry": round(sum(used.values()) / stored * 1e6, 1),
+        "cpu_us_split": {name: round(sec / stored * 1e6, 1) for name, sec in used.items()},
+        "load_before": round(load, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+    }
 
 
 def _free_port() -> int:
@@ -344,20 +464,33 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=2000)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--stores", default="sqlite,postgresql")
-    parser.add_argument("--skip", default="", help="comma list of ingest,fleet,search,overhead")
+    parts = "signatures,ingest,fleet,search,overhead"
+    parser.add_argument("--skip", default="", help=f"comma list of {parts}")
+    parser.add_argument("--only", default="", help=f"comma list of {parts}: run just these")
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--rounds", type=int, default=3, help="ingest rounds per mode")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    if args.only:
+        skip |= set(parts.split(",")) - set(args.only.split(","))
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_at_start": round(os.getloadavg()[0], 2),
+        }
     }
+    if "signatures" not in skip:
+        results["signatures"] = bench_signatures(args.workers)
     with (
         tempfile.TemporaryDirectory(prefix="onbox-bench-") as tmp,
         _stores(args.stores.split(","), Path(tmp)) as urls,
     ):
+        made = ingest_uploads(Path(tmp) / "ingest") if "ingest" not in skip else None
         for name, url in urls.items():
             part: dict[str, Any] = {}
-            if "ingest" not in skip:
-                part["ingest"] = bench_ingest(url, Path(tmp) / f"{name}-ingest")
+            if made is not None:
+                part["ingest"] = bench_ingest(url, *made, args.workers, args.rounds)
             if "fleet" not in skip:
                 part["fleet"] = bench_fleet(
                     url, Path(tmp) / f"{name}-fleet", args.devices, args.entries
@@ -367,17 +500,45 @@ def main() -> None:
             if "overhead" not in skip and name == "sqlite":
                 part["overhead"] = bench_overhead(url, Path(tmp) / f"{name}-overhead")
             results[name] = part
-    rows = []
+    rows: list[tuple[str, str, Any, str]] = []
+    per_core = default_workers()
+    if "signatures" in results:
+        sig = results["signatures"]
+        rows.append(("-", "Ed25519 verifies/s, 1 thread", sig["one_thread"], ""))
+        rows.append(("-", f"... {sig['workers']} threads", sig["threads"], ""))
+        rows.append(("-", f"... {sig['workers']} processes", sig["processes"], ""))
     for name, part in results.items():
-        if name == "machine":
+        if name in ("machine", "signatures"):
             continue
         if "ingest" in part:
+            target = ">= 20,000" if name == "postgresql" else ""
+            for mode in ("in_process", "workers"):
+                run = part["ingest"][mode]
+                how = "in-process" if mode == "in_process" else f"{run['workers']} workers"
+                rows.append(
+                    (name, f"ingest, full checks, {how} (entries/s)", run["per_second"], target)
+                )
+                split = run["cpu_us_split"]
+                rows.append(
+                    (
+                        name,
+                        f"... CPU us/entry: {split['collector']} collector + {split['workers']}"
+                        f" workers + {split['server']} server; load {run['load_before']}",
+                        run["cpu_us_per_entry"],
+                        f"<= {per_core * 50:,} ({per_core} cores at 20,000/s)" if target else "",
+                    )
+                )
+            ingest_runs = part["ingest"]
             rows.append(
                 (
                     name,
-                    "ingest, full checks (entries/s)",
-                    part["ingest"]["per_second"],
-                    ">= 20,000 (PostgreSQL)",
+                    "... speed-up, workers / in-process (same run)",
+                    round(
+                        ingest_runs["workers"]["per_second"]
+                        / ingest_runs["in_process"]["per_second"],
+                        2,
+                    ),
+                    "",
                 )
             )
         if "fleet" in part:
@@ -417,6 +578,8 @@ def main() -> None:
                 )
             )
     width = max(len(r[1]) for r in rows) if rows else 10
+    machine = results["machine"]
+    print(f"{machine['cpus']} CPUs, load average {machine['load_at_start']} at the start")
     print(f"{'store':<11} {'measure':<{width}} {'value':>12}  target")
     for store_name, measure, value, target in rows:
         print(f"{store_name:<11} {measure:<{width}} {value!s:>12}  {target}")

@@ -67,9 +67,7 @@ class EntryVerifier:
     ) -> list[EntryRow]:
         """The rows of ``lines`` (seqs ``first_seq``…), all checked; raises
         :class:`~onbox.collector.errors.UploadRejected` (422) naming the first bad entry."""
-        if self.workers <= 1 or len(lines) < self.min_parallel:
-            return link_runs([check_run(device, lines, first_seq, spans)])
-        pool = self.start()
+        pool = self.start() if len(lines) >= self.min_parallel else None
         if pool is None:
             return link_runs([check_run(device, lines, first_seq, spans)])
         try:
@@ -88,6 +86,8 @@ class EntryVerifier:
     def start(self) -> ProcessPoolExecutor | None:
         """The worker pool, started (and its workers' imports done) on first use; None
         where worker processes cannot start here (then every check runs in-process)."""
+        if self.workers <= 1:
+            return None
         with self._lock:
             if self._pool is None and not self._unavailable:
                 # spawn, not fork: the collector runs threads (uvicorn's pool, database
