@@ -7,7 +7,8 @@
 0. **signatures**: Ed25519 verifications per second (libsodium, as the collector checks
    them) in one thread, in N threads and in N processes: why the collector checks large
    uploads in worker processes (:mod:`onbox.collector.verifier`).
-1. **ingest**: one device's 20,000 signed entries, uploaded in batches of 2,000 and
+1. **ingest**: one device's 20,000 signed entries, uploaded in batches of 2,000, and 4
+   devices' 5,000 uploaded at once (batches of 1,250; a thread and a connection each),
    verified entry by entry (hash, exact form, Ed25519 signature, chain, key history),
    straight into each store: entries per second with the checks in-process and spread
    over ``--workers`` processes (default: one per core), and the CPU each entry cost
@@ -196,32 +197,47 @@ def _verify_all(pairs: list[tuple[str, str, bytes]]) -> bool:
     return all(verify_signature(public, sig, message) for _, sig, message in pairs)
 
 
-def ingest_uploads(root: Path) -> tuple[str, list[bytes]]:
-    """One device's 20,000 entries as 10 uploads of 2,000 (made once, for every store)."""
-    directory, keys, device = _journal(root / "one", 20_000)
-    return device, _uploads(directory, keys, 2000)
+Stream = tuple[str, list[bytes]]  # a device and its uploads, in order
+
+#: the ingest scenarios: one device's series, and several devices uploading at once
+#: (as a collector sees a fleet: one upload's checks overlap another's database work)
+SCENARIOS = {"one device": (1, 20_000, 2000), "4 devices at once": (4, 5000, 1250)}
 
 
-def bench_ingest(
-    url: str, device: str, uploads: list[bytes], workers: int, rounds: int
-) -> dict[str, Any]:
-    """The uploads ingested with in-process checks and with ``workers`` processes, in
-    alternating rounds (the median of each is reported: the machine may be shared)."""
-    runs: dict[str, list[dict[str, Any]]] = {"in_process": [], "workers": []}
-    for _ in range(rounds):
-        for mode, count in (("in_process", 1), ("workers", workers)):
-            runs[mode].append(_ingest_once(url, device, uploads, count))
-    out: dict[str, Any] = {}
-    for mode, done in runs.items():
-        done.sort(key=lambda r: r["per_second"])
-        out[mode] = dict(done[len(done) // 2], rounds=[r["per_second"] for r in done])
-    out["per_second"] = out["workers"]["per_second"]
+def ingest_uploads(root: Path) -> dict[str, list[Stream]]:
+    """Each scenario's signed uploads (made once, for every store)."""
+    out: dict[str, list[Stream]] = {}
+    for name, (devices, entries, batch) in SCENARIOS.items():
+        streams = []
+        for i in range(devices):
+            directory, keys, device = _journal(root / f"{devices}-{i}", entries)
+            streams.append((device, _uploads(directory, keys, batch)))
+        out[name] = streams
     return out
 
 
-def _ingest_once(url: str, device: str, uploads: list[bytes], workers: int) -> dict[str, Any]:
+def bench_ingest(
+    url: str, scenarios: dict[str, list[Stream]], workers: int, rounds: int
+) -> dict[str, Any]:
+    """Each scenario ingested with in-process checks and with ``workers`` processes, in
+    alternating rounds (the median of each is reported: the machine may be shared)."""
+    out: dict[str, Any] = {}
+    for name, streams in scenarios.items():
+        runs: dict[str, list[dict[str, Any]]] = {"in_process": [], "workers": []}
+        for _ in range(rounds):
+            for mode, count in (("in_process", 1), ("workers", workers)):
+                runs[mode].append(_ingest_once(url, streams, count))
+        out[name] = {}
+        for mode, done in runs.items():
+            done.sort(key=lambda r: r["per_second"])
+            out[name][mode] = dict(done[len(done) // 2], rounds=[r["per_second"] for r in done])
+    return out
+
+
+def _ingest_once(url: str, streams: list[Stream], workers: int) -> dict[str, Any]:
+    """Ingest every stream (a thread and a database connection each), checks shared."""
     _reset(url)
-    store = Store(url)
+    stores = [Store(url) for _ in streams]
     verifier = EntryVerifier(workers)
     pool = verifier.start()  # a running collector's pool is warm
     parts = {
@@ -229,14 +245,22 @@ def _ingest_once(url: str, device: str, uploads: list[bytes], workers: int) -> d
         "workers": {p.pid for p in pool._processes.values()} if pool is not None else set(),
         "server": _server_pids(url),
     }
+
+    def run(index: int) -> int:
+        device, uploads = streams[index]
+        allowed = Enrolment([device])
+        return sum(ingest(stores[index], raw, allowed, verifier).stored for raw in uploads)
+
     load = os.getloadavg()[0]
     before = {name: _cpu_seconds(pids) for name, pids in parts.items()}
     started = time.perf_counter()
-    stored = sum(ingest(store, raw, Enrolment([device]), verifier).stored for raw in uploads)
+    with ThreadPoolExecutor(len(streams)) as threads:
+        stored = sum(threads.map(run, range(len(streams))))
     elapsed = time.perf_counter() - started
     used = {name: _cpu_seconds(pids) - before[name] for name, pids in parts.items()}
     verifier.close()
-    store.close()
+    for store in stores:
+        store.close()
     return {
         "workers": workers,
         "entries": stored,
@@ -490,7 +514,7 @@ def main() -> None:
         for name, url in urls.items():
             part: dict[str, Any] = {}
             if made is not None:
-                part["ingest"] = bench_ingest(url, *made, args.workers, args.rounds)
+                part["ingest"] = bench_ingest(url, made, args.workers, args.rounds)
             if "fleet" not in skip:
                 part["fleet"] = bench_fleet(
                     url, Path(tmp) / f"{name}-fleet", args.devices, args.entries
@@ -510,13 +534,13 @@ def main() -> None:
     for name, part in results.items():
         if name in ("machine", "signatures"):
             continue
-        if "ingest" in part:
+        for scenario, runs in part.get("ingest", {}).items():
             target = ">= 20,000" if name == "postgresql" else ""
             for mode in ("in_process", "workers"):
-                run = part["ingest"][mode]
+                run = runs[mode]
                 how = "in-process" if mode == "in_process" else f"{run['workers']} workers"
                 rows.append(
-                    (name, f"ingest, full checks, {how} (entries/s)", run["per_second"], target)
+                    (name, f"ingest, {scenario}, {how} (entries/s)", run["per_second"], target)
                 )
                 split = run["cpu_us_split"]
                 rows.append(
@@ -528,19 +552,8 @@ def main() -> None:
                         f"<= {per_core * 50:,} ({per_core} cores at 20,000/s)" if target else "",
                     )
                 )
-            ingest_runs = part["ingest"]
-            rows.append(
-                (
-                    name,
-                    "... speed-up, workers / in-process (same run)",
-                    round(
-                        ingest_runs["workers"]["per_second"]
-                        / ingest_runs["in_process"]["per_second"],
-                        2,
-                    ),
-                    "",
-                )
-            )
+            ratio = runs["workers"]["per_second"] / runs["in_process"]["per_second"]
+            rows.append((name, "... speed-up, workers / in-process", round(ratio, 2), ""))
         if "fleet" in part:
             f = part["fleet"]
             rows.append(
