@@ -1,20 +1,24 @@
 """Checking a large upload's entries on every core: the collector's hot loop.
 
-An Ed25519 signature check costs about 95 µs of CPU on a 2 GHz server core (libsodium
-through PyNaCl; OpenSSL through ``cryptography`` costs about 190 µs), some 70% of an
-entry's whole cost, so one process caps ingest at about 7,000 entries a second.
-libsodium lets other threads run while it verifies, but the parsing and hashing around
-each signature hold the GIL, and a thread waiting for the GIL behind a busy one waits
-out the 5 ms switch interval: threads do not scale here, processes do.
-``bench/bench_collector.py`` measures both side by side.
+An Ed25519 signature check costs 80-130 µs of CPU on this project's 2 GHz server cores
+(libsodium through PyNaCl; OpenSSL through ``cryptography`` costs about twice that),
+some 70% of an entry's whole cost, so one process checks 5,000-8,000 entries a second.
+libsodium and OpenSSL both let other threads run while they verify, but the parsing,
+hashing and exact-form check around each signature hold the GIL: on 2 idle cores two
+threads checked entries 1.5x as fast as one, two processes 1.7x
+(``bench/bench_collector.py`` measures both side by side), so the checks run in
+processes.
 
 :class:`EntryVerifier` splits an upload of at least ``min_parallel`` entries into one run
 per worker process (a pool started once per collector process and reused), each run
 checked by :func:`onbox.collector.chain.check_run` exactly as in one pass, and joins the
 runs with :func:`~onbox.collector.chain.link_runs`, which names the same first bad entry
-as one pass would. Smaller uploads, a one-core host, and a pool that broke (a worker was
-killed) are checked in the calling process: every entry is always checked, only where
-differs.
+as one pass would. Smaller uploads, a one-core host, a pool that cannot start and a pool
+that broke (a worker was killed) are checked in the calling process: every entry is
+checked either way, only the place differs. Workers are spawned (not forked: the
+collector runs threads), so a script calling :func:`~onbox.collector.ingest.ingest`
+needs the usual ``if __name__ == "__main__":`` guard, else it checks in-process; they
+exit when their collector is gone.
 """
 
 from __future__ import annotations
