@@ -12,9 +12,9 @@ Steps, in order:
 3. Drop text that repeats the suffix (a line the file already has next, or closing
    brackets that follow the cursor and that the completion did not open itself).
 4. Trim trailing whitespace.
-5. Parse guard (languages with a grammar): the suggestion is cut back to its longest run
-   of whole lines that adds no syntax error to the document, and dropped when even its
-   first line does. A suggestion that leaves the file broken costs the user more than no
+5. Parse guard (languages with a grammar): the suggestion is cut back to the run of whole
+   lines that leaves the fewest syntax errors (the longest such run) and adds none to the
+   document; it is dropped when every run adds one. A suggestion that leaves the file broken costs the user more than no
    suggestion. The document around the cursor is parsed once; every candidate is an
    incremental reparse of that tree (one edit at the cursor), so the guard costs a few
    milliseconds on a full 28k-character window.
@@ -244,7 +244,7 @@ def _empty_block_query(language: str) -> Any | None:
 
 def _syntax_errors(root: Any, language: str | None = None) -> int:
     """Error and missing nodes in a tree (only subtrees that hold one are walked), plus
-    blocks with no statement where the language requires one."""
+    blocks with no statement where the language needs one."""
     found = 0
     query = _empty_block_query(language) if language else None
     if query is not None:
@@ -268,11 +268,15 @@ def _point(text: bytes) -> tuple[int, int]:
 
 
 def _guard_parse(prefix: str, completion: str, suffix: str, language: str | None) -> str:
-    """The longest whole-line head of ``completion`` that adds no syntax error ("" if none).
+    """The whole-line head of ``completion`` that leaves the fewest syntax errors, and the
+    longest of those; "" when every head adds an error.
 
-    "Adds no error" compares with the document without the suggestion, which may well be
-    broken already (a window cut mid-construct, code being typed): the guard only refuses
-    to make it worse.
+    Errors are counted against the document without the suggestion, which may well be
+    broken already (a window cut mid-construct, code being typed): a head may not add one.
+    Among the heads that do not, the fewest errors wins, so a suggestion that fills the
+    block being written is not kept together with a last line cut off mid-expression.
+    (Where an error starts says little: tree-sitter's recovery often opens the error node
+    lines above the cause, so only counts are compared.)
     """
     parser = parser_for(language)
     if parser is None or not completion.strip():
@@ -283,6 +287,7 @@ def _guard_parse(prefix: str, completion: str, suffix: str, language: str | None
     allowed = _syntax_errors(base.root_node, language)
     start = _point(head)
     lines = completion.split("\n")
+    best, best_errors = "", allowed + 1
     for keep in range(len(lines), 0, -1):
         candidate = "\n".join(lines[:keep]).rstrip()
         if not candidate.strip():
@@ -298,9 +303,12 @@ def _guard_parse(prefix: str, completion: str, suffix: str, language: str | None
             old_end_point=start,
             new_end_point=(start[0] + rows, column if rows else start[1] + column),
         )
-        if _syntax_errors(parser.parse(head + middle + tail, tree).root_node, language) <= allowed:
-            return candidate
-    return ""
+        errors = _syntax_errors(parser.parse(head + middle + tail, tree).root_node, language)
+        if errors < best_errors:  # ties keep the longer head, met first
+            best, best_errors = candidate, errors
+            if errors == 0:
+                break
+    return best
 
 
 def block_finished(prefix: str, suffix: str, text: str) -> bool:
