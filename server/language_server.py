@@ -75,7 +75,7 @@ class OnboxServer(LanguageServer):
         have no one to answer, so they go to the log, not to the user's screen.
         """
         # One line each: stderr is the editor's output channel. The traceback is for -vv.
-        logger.warning("%s", describe_bad_message(error))
+        logger.warning("%s", describe_bad_message(error, source))
         logger.debug("the bad message's traceback", exc_info=error)
 
     async def off_loop(self, work: Callable[[], T]) -> T:

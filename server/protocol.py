@@ -20,6 +20,7 @@ from typing import Any
 import cattrs
 from cattrs.v import format_exception
 from pygls.exceptions import (
+    FeatureRequestError,
     JsonRpcException,
     JsonRpcInternalError,
     JsonRpcInvalidParams,
@@ -67,8 +68,14 @@ def problems_of(exc: BaseException | None) -> str:
     return "" if exc is None else f"{type(exc).__name__}: {exc}"
 
 
-def describe_bad_message(error: BaseException) -> str:
-    """One line for the log about a bad message from the editor."""
+def describe_bad_message(error: BaseException, source: Any = None) -> str:
+    """One line for the log about a message the server could not handle.
+
+    ``source`` is pygls's ``FeatureRequestError`` or ``FeatureNotificationError``. A plain
+    exception from a request handler is the server's own failure (the request itself was
+    well-formed: a malformed one fails earlier, in ``structure_message``), and is said so,
+    not blamed on the editor.
+    """
     if isinstance(error, AnsweredMalformedRequest | MalformedNotification):
         text = str(error)
     elif isinstance(error, JsonRpcMethodNotFound):
@@ -77,6 +84,11 @@ def describe_bad_message(error: BaseException) -> str:
         text = f"a handler failed on a message from the editor: {error}"
     elif isinstance(error, JsonRpcException):
         text = f"answered an error: {error}"
+    elif source is FeatureRequestError:
+        text = (
+            "onbox failed while handling a request and answered InternalError (a bug in"
+            f" onbox; run with -vv for the traceback): {type(error).__name__}: {error}"
+        )
     else:
         text = f"ignored a bad message from the editor: {type(error).__name__}: {error}"
     line = " ".join(text.split())

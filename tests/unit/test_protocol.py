@@ -106,3 +106,19 @@ def test_every_handler_annotation_resolves() -> None:
         function = getattr(handler, "func", handler)  # pygls binds the server with partial
         hints = typing.get_type_hints(function)
         assert hints, name
+
+
+def test_a_failing_request_handler_is_the_servers_fault_not_the_editors() -> None:
+    """A sync request handler that raises (e.g. ``initialize`` on a half-built server) is
+    reported as onbox's failure; the same exception from a notification is the editor's
+    message that could not be applied (a change to a document that is not open)."""
+    from pygls.exceptions import FeatureNotificationError, FeatureRequestError
+
+    bug = AttributeError("'NoneType' object has no attribute 'router'")
+    line = describe_bad_message(bug, FeatureRequestError)
+    assert line.startswith("onbox failed while handling a request and answered InternalError")
+    assert "bad message from the editor" not in line and "AttributeError" in line
+    stale = KeyError("file:///gone.py")
+    assert describe_bad_message(stale, FeatureNotificationError).startswith(
+        "ignored a bad message from the editor: KeyError"
+    )
