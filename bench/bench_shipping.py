@@ -5,8 +5,9 @@ policy also names a real collector (``onbox collector serve`` on loopback, SQLit
 on first use), so that server ships its journal **without pause** (``ship_minutes`` of a
 few hundredths of a second: a signed upload or heartbeat all the time, far more than the
 default of one every 5 minutes, at start and per sealed segment); the other ships
-nothing. Completions alternate between the two (A, B, A, B, …) so both see the same
-machine, and each run opens a fresh document, so no run reuses another's KV cache.
+nothing. Completions alternate between the two (A, B, then B, A, …) so both see the same
+machine; each run gives both the same new prompt, and each server has a model worker of
+its own, so neither finds the prompt in a KV cache.
 
 Two paths, each in both servers:
 
@@ -19,7 +20,7 @@ The collector runs under ``nice -n 19``: in a fleet it is another machine, here 
 shares the workstation's cores. Prints p50/p95 per path and the ratios of the same run,
 writes ``bench/results/bench_shipping.json``; asserts nothing.
 
-    python bench/bench_shipping.py [--runs 25] [--paths on-box,cloud]
+    python bench/bench_shipping.py [--runs 30] [--paths on-box,cloud]
 """
 
 from __future__ import annotations
@@ -137,8 +138,9 @@ async def _session(
         **os.environ,
         "ONBOX_DATA_DIR": str(tmp / f"data-{name}"),
         "ONBOX_TRUST_ROOT": str(tmp / "no-trust-root.json"),
-        # a model worker of our own, shared by the two servers and by nobody else
-        "ONBOX_RUNTIME_DIR": str(tmp / "run"),
+        # a model worker of each server's own: both get the same prompt each run, and
+        # neither may find it in the other's KV cache (nobody else's worker is used either)
+        "ONBOX_RUNTIME_DIR": str(tmp / f"run-{name}"),
     }
     env.pop("ONBOX_JOURNAL_DIR", None)
     options: dict[str, Any] = {
@@ -183,7 +185,8 @@ async def measure(path: str, runs: int, tmp: Path, collector_url: str) -> dict[s
             for i in range(runs + 1):  # run 0 of each warms up connections and caches
                 order = (("plain", plain), ("shipping", shipping))
                 for name, session in order if i % 2 == 0 else order[::-1]:
-                    text = f"# {path} run {i} for the {name} server\n" + FUNCTION
+                    # the same prompt for both servers, a new one each run (no KV reuse)
+                    text = f"# {path} run {i}\n" + FUNCTION
                     doc = repo / f"{name}_{i}.py"
                     doc.write_text(text)
                     uri = doc.as_uri()
@@ -278,7 +281,7 @@ def print_table(report: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=25)
+    parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--paths", default="on-box,cloud")
     args = parser.parse_args()
     report = asyncio.run(main_async(args.runs, args.paths.split(",")))
