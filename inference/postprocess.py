@@ -267,7 +267,7 @@ def _point(text: bytes) -> tuple[int, int]:
     return text.count(b"\n"), len(text) - (text.rfind(b"\n") + 1)
 
 
-def _guard_parse(prefix: str, completion: str, suffix: str, language: str | None) -> str:
+def parse_guard(prefix: str, completion: str, suffix: str, language: str | None) -> str:
     """The whole-line head of ``completion`` that leaves the fewest syntax errors, and the
     longest of those; "" when every head adds an error.
 
@@ -356,7 +356,7 @@ def postprocess(
         text = stop(prefix_n, text, suffix_n)
     text = _drop_suffix_repeats(text, prefix_n, suffix_n)
     text = "\n".join(line.rstrip() for line in text.split("\n")).rstrip()
-    text = _guard_parse(prefix_n, text, suffix_n, language)
+    text = parse_guard(prefix_n, text, suffix_n, language)
     if not text.strip():
         return ""
     if "\r\n" in prefix or "\r\n" in suffix:
