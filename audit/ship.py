@@ -305,6 +305,10 @@ class Shipper:
         self._thread = threading.Thread(target=self._run, name="onbox-journal-ship", daemon=True)
         self.last_error: str | None = None
         self.shipments = 0
+        # One client while the policy's CA stays the same: a new one loads the trust store
+        # again (about 40 ms of CPU, ten times the shipment) and opens a new connection.
+        self._client: httpx.Client | None = None
+        self._client_ca: str | None = None
 
     def start(self) -> None:
         """Begin shipping (the first shipment starts now)."""
@@ -315,6 +319,8 @@ class Shipper:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._drop_client()
 
     def _run(self) -> None:
         sealed, due = -1, 0.0
@@ -328,13 +334,24 @@ class Shipper:
 
     def _ship_once(self, url: str, ca: str | None) -> None:
         try:
-            # the policy's CA certificates, else the system trust store
-            verify = ssl.create_default_context(cadata=ca) if ca else True
-            with httpx.Client(timeout=30, verify=verify) as client:
-                report = ship(self._journal, url, self._state_path, client=client)
+            report = ship(self._journal, url, self._state_path, client=self._client_for(ca))
             self.last_error = None
             logger.info("shipped %d entries to %s (seq %d)", report.sent, url, report.acked_seq)
         except (ShipError, JournalError, OSError, ssl.SSLError) as exc:
             self.last_error = str(exc)
             logger.warning("journal shipping: %s", exc)
+            self._drop_client()  # the next try starts from a fresh connection
         self.shipments += 1
+
+    def _client_for(self, ca: str | None) -> httpx.Client:
+        """The HTTP client trusting the policy's CA certificates, else the system store."""
+        if self._client is None or ca != self._client_ca:
+            self._drop_client()
+            verify = ssl.create_default_context(cadata=ca) if ca else True
+            self._client, self._client_ca = httpx.Client(timeout=30, verify=verify), ca
+        return self._client
+
+    def _drop_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -453,3 +453,38 @@ def test_shipping_over_tls_trusts_the_policy_ca_only(
             journal.close()
     assert errors[0] is not None and "CERTIFICATE_VERIFY_FAILED" in errors[0]
     assert errors[1] is None
+
+
+def test_shipper_keeps_one_client_but_follows_a_ca_change_at_once(tmp_path: Path) -> None:
+    from onbox.audit.ship import Shipper
+    from tests.support.collector import running_collector
+
+    ca, cert, key = _tls_files(tmp_path)
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    tls = ("--trust-on-first-use", "--tls-cert", str(cert), "--tls-key", str(key))
+    with running_collector(db, tmp_path / "c", *tls, scheme="https", ca=ca) as collector:
+        journal = open_journal(tmp_path / "j", device_key_dir=tmp_path / "k")
+        trust: list[str | None] = [ca]
+        shipper = Shipper(
+            journal,
+            lambda: (collector.url, 0.001, trust[0]),
+            tmp_path / "s.json",
+            poll_seconds=0.05,
+        )
+        try:
+            shipper.start()
+            deadline = time.monotonic() + 60
+            while shipper.shipments < 5 and time.monotonic() < deadline:
+                time.sleep(0.05)  # the shipper's own timer: no notification to wait for
+            assert shipper.shipments >= 5 and shipper.last_error is None
+            # the policy drops its CA: the next shipment must not ride the connection the
+            # old CA vouched for
+            trust[0] = None
+            seen = shipper.shipments
+            while shipper.shipments < seen + 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert shipper.last_error is not None
+            assert "CERTIFICATE_VERIFY_FAILED" in shipper.last_error
+        finally:
+            shipper.stop()
+            journal.close()
