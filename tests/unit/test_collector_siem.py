@@ -22,7 +22,10 @@ from onbox.collector.siem import FileSink, Forwarder, HecSink, SyslogSink
 from tests.support.collector import free_port
 from tests.unit.test_collector_ingest import Workstation
 
-LATER = datetime.now(UTC) + timedelta(minutes=5)  # past the forwarder's lag
+
+def later() -> datetime:
+    """Past the forwarder's lag, from now (not from import: a slow suite outlives that)."""
+    return datetime.now(UTC) + timedelta(minutes=5)
 
 
 @pytest.fixture
@@ -45,8 +48,8 @@ def test_file_sink_gets_each_record_once_in_ecs(
     out = tmp_path / "siem.jsonl"
     forwarder = Forwarder(store, [FileSink(out)])
     assert forwarder.forward_once() == 1  # the alert; egress waits out the lag
-    assert forwarder.forward_once(now=LATER) == 4
-    assert forwarder.forward_once(now=LATER) == 0
+    assert forwarder.forward_once(now=later()) == 4
+    assert forwarder.forward_once(now=later()) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     alert, egress = records[0], records[1:]
     assert alert["event"]["kind"] == "alert" and alert["event"]["action"] == "onbox-unknown-device"
@@ -58,7 +61,7 @@ def test_file_sink_gets_each_record_once_in_ecs(
         assert record["onbox"]["actor"]["host"] == "ws1" and record["onbox"]["label"] == "public"
     known.egress(2)
     ingest(store, known.upload(after=egress[-1]["onbox"]["seq"]), Enrolment([known.device]))
-    assert forwarder.forward_once(now=LATER + timedelta(minutes=5)) == 2
+    assert forwarder.forward_once(now=later() + timedelta(minutes=5)) == 2
 
 
 class _Syslog(threading.Thread):
@@ -92,10 +95,10 @@ def test_syslog_sink_delivers_after_the_receiver_comes_back(
     store, known, _ = fleet
     port = free_port()
     forwarder = Forwarder(store, [SyslogSink("127.0.0.1", port, hostname="collector1")])
-    assert forwarder.forward_once(now=LATER) == 0  # nobody listens: nothing lost, retried
+    assert forwarder.forward_once(now=later()) == 0  # nobody listens: nothing lost, retried
     receiver = _Syslog(port)
     receiver.start()
-    assert forwarder.forward_once(now=LATER) == 5
+    assert forwarder.forward_once(now=later()) == 5
     receiver.sock.close()
     receiver.join(5)
     frames = receiver.frames()
@@ -128,7 +131,7 @@ def test_hec_sink_posts_with_the_token(fleet: tuple[Store, Workstation, Workstat
     try:
         url = f"http://127.0.0.1:{server.server_port}/services/collector/event"
         forwarder = Forwarder(store, [HecSink(url, "t0ken")])
-        assert forwarder.forward_once(now=LATER) == 5
+        assert forwarder.forward_once(now=later()) == 5
     finally:
         server.shutdown()
         server.server_close()
