@@ -33,8 +33,16 @@ def smoke_test(config: dict[str, Any]) -> dict[str, Any]:
     with why, plus each attempt.
     """
     from onbox.inference.worker_client import signal_name
-    from onbox.inference.worker_profiles import ProfileMemory
+    from onbox.inference.worker_profiles import ProfileMemory, cpu_flags, profiles_for
 
+    # The child's own ladder (a crashed child reports nothing): on an AMX CPU the
+    # configured profile already has no extra buffer types, so the next one is cpu-only.
+    ladder = [
+        p.name
+        for p in profiles_for(
+            config.get("extra_buffer_types", "auto"), config.get("gpu_layers", -1), cpu_flags()
+        )
+    ]
     attempts: list[dict[str, Any]] = []
     profile: str | None = None
     result: dict[str, Any] = {}
@@ -60,8 +68,7 @@ def smoke_test(config: dict[str, Any]) -> dict[str, Any]:
         cause = "hang" if outcome is None else signal_name(outcome)
         if outcome is not None:
             attempts.append({"profile": name, "outcome": cause})
-        profiles = result.get("profiles") or ["configured", "no-extra-buffers", "cpu-only"]
-        later = profiles[profiles.index(name) + 1 :] if name in profiles else []
+        later = ladder[ladder.index(name) + 1 :] if name in ladder else []
         if not later:
             return {
                 "ok": False,

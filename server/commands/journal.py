@@ -98,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     verify.add_argument("--no-progress", action="store_true", help="no progress bar")
     verify.add_argument("--json", action="store_true", help="machine-readable result")
-    verify.set_defaults(func=_this_journal(run_verify))
+    verify.set_defaults(func=_this_journal(run_verify, given_paths=True))
 
     export = sub.add_parser(
         "export",
@@ -211,12 +211,19 @@ def _progress(description: str, quiet: bool = False) -> Iterator[Callable[[int, 
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
-def _this_journal(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Default ``--dir`` to this workstation's journal: the signed policy's place if managed."""
+def _this_journal(
+    run: Callable[[argparse.Namespace], int], *, given_paths: bool = False
+) -> Callable[[argparse.Namespace], int]:
+    """Default ``--dir`` to this workstation's journal: the signed policy's place if managed.
+
+    ``given_paths``: the command takes journals or bundles as positional ``path``s (verify),
+    and needs no default when some are given. (``show --path`` is a filter, not a journal.)
+    """
 
     @functools.wraps(run)
     def with_dir(args: argparse.Namespace) -> int:
-        if getattr(args, "dir", None) is None and not getattr(args, "path", None):
+        named = given_paths and getattr(args, "path", None)
+        if getattr(args, "dir", None) is None and not named:
             try:
                 args.dir = journal_dir_in_force()
             except ValueError as exc:

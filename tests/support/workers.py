@@ -54,3 +54,15 @@ def stop_workers(runtime_dir: str, timeout: float = 10.0) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def profile_ladder(extra_buffer_types: str = "auto", gpu_layers: int = -1) -> list[str]:
+    """The worker's step-down profiles on this machine, in order.
+
+    On an AMX CPU the configured profile already has no extra buffer types, so the one
+    after it is ``cpu-only``; elsewhere it is ``no-extra-buffers``. Fault tests expect
+    whichever this machine has.
+    """
+    from onbox.inference.worker_profiles import cpu_flags, profiles_for
+
+    return [p.name for p in profiles_for(extra_buffer_types, gpu_layers, cpu_flags())]

@@ -25,13 +25,15 @@ from onbox.inference.errors import Cancelled, ModelError
 from onbox.inference.local import ModelSettings
 from onbox.inference.worker_client import WorkerCrashed, WorkerDestination
 from onbox.inference.worker_profiles import ProfileMemory, amx_flags, cpu_flags
-from tests.support.workers import processes_mapping, stop_workers, worker_pids
+from tests.support.workers import processes_mapping, profile_ladder, stop_workers, worker_pids
 
 pytestmark = pytest.mark.model
 pytest.importorskip("llama_cpp")
 
 ONBOX_COMPLETE = [sys.executable, "-m", "onbox", "complete"]
 ADD = CompletionRequest(prefix="def add(a, b):\n    ", suffix="", max_tokens=8, temperature=0.0)
+LADDER = profile_ladder()  # configured, then no-extra-buffers (cpu-only on AMX), …
+SAFER = LADDER[1]  # where a crash of the configured profile steps down to
 
 
 @pytest.fixture
@@ -158,23 +160,23 @@ def test_segfault_steps_down_once_and_is_remembered(
     assert (crash["cause"], crash["profile"], crash["nextProfile"]) == (
         "SIGSEGV",
         "configured",
-        "no-extra-buffers",
+        SAFER,
     )
     assert crash["pid"] == first and crash["modelSha256"] == dest.model_sha256
     # the next request restarts the worker with the safer profile and is answered
     completion = dest.complete(ADD, CancelToken())
     assert completion.text.startswith("return a + b")
-    assert dest.worker_pid != first and dest.profile and dest.profile["name"] == "no-extra-buffers"
-    assert dest.describe()["profile"] == "no-extra-buffers"
+    assert dest.worker_pid != first and dest.profile and dest.profile["name"] == SAFER
+    assert dest.describe()["profile"] == SAFER
     assert len(crashes) == 1
     # a later start (new server, new worker) goes straight to the remembered profile
     dest.stop_worker()
     fresh, fresh_crashes = _dest(default_model)
     assert fresh.complete(ADD, CancelToken()).text.startswith("return a + b")
-    assert fresh.profile and fresh.profile["name"] == "no-extra-buffers" and not fresh_crashes
+    assert fresh.profile and fresh.profile["name"] == SAFER and not fresh_crashes
     memory = json.loads((Path(os.environ["ONBOX_CACHE_DIR"]) / "model-profiles.json").read_text())
     (entry,) = memory.values()
-    assert entry["works"] == "no-extra-buffers" and entry["crashed"] == {"configured": "SIGSEGV"}
+    assert entry["works"] == SAFER and entry["crashed"] == {"configured": "SIGSEGV"}
 
 
 def test_repeated_crashes_end_in_unavailable_not_a_loop(
@@ -182,20 +184,22 @@ def test_repeated_crashes_end_in_unavailable_not_a_loop(
 ) -> None:
     monkeypatch.setenv("ONBOX_WORKER_FAULT", "segv-on-decode")
     dest, crashes = _dest(default_model)
-    for _ in range(3):
+    for _ in LADDER:
         with pytest.raises(WorkerCrashed):
             dest.complete(ADD, CancelToken())
-    assert [c["profile"] for c in crashes] == ["configured", "no-extra-buffers", "cpu-only"]
+    assert [c["profile"] for c in crashes] == LADDER
     assert crashes[-1]["unavailable"] is True
-    assert dest.error and dest.error.startswith("on-box model unavailable: crashed 3 times")
+    assert dest.error and dest.error.startswith(
+        f"on-box model unavailable: crashed {len(LADDER)} times"
+    )
     with pytest.raises(ModelError, match="see onbox doctor"):
         dest.complete(ADD, CancelToken())
     assert worker_pids(worker_env) == [], "no worker is started again"
     # a new server on this machine does not crash-loop either: it is told at once
     again, again_crashes = _dest(default_model)
-    with pytest.raises(ModelError, match="crashed 3 times"):
+    with pytest.raises(ModelError, match=f"crashed {len(LADDER)} times"):
         again.load()
-    assert not again_crashes and len(crashes) == 3
+    assert not again_crashes and len(crashes) == len(LADDER)
 
 
 def test_a_hang_is_killed_at_the_deadline_and_the_next_request_works(
@@ -263,9 +267,9 @@ def test_doctor_smoke_test_steps_down_in_a_child_and_reports_why(
     smoke = json.loads(doctor.stdout)["smokeTest"]
     assert smoke["attempts"] == [
         {"profile": "configured", "outcome": "SIGSEGV"},
-        {"profile": "no-extra-buffers", "outcome": "ok"},
+        {"profile": SAFER, "outcome": "ok"},
     ]
-    assert smoke["profile"]["name"] == "no-extra-buffers" and "crashed" in smoke["profile"]["why"]
+    assert smoke["profile"]["name"] == SAFER and "crashed" in smoke["profile"]["why"]
     # the next worker starts with the profile the doctor proved
     dest, crashes = _dest(default_model)
     os.environ["ONBOX_WORKER_FAULT"] = "segv-on-decode@configured"
@@ -273,7 +277,7 @@ def test_doctor_smoke_test_steps_down_in_a_child_and_reports_why(
         assert dest.complete(ADD, CancelToken()).text.startswith("return a + b")
     finally:
         del os.environ["ONBOX_WORKER_FAULT"]
-    assert not crashes and dest.profile and dest.profile["name"] == "no-extra-buffers"
+    assert not crashes and dest.profile and dest.profile["name"] == SAFER
 
 
 def test_a_hang_is_not_remembered_for_the_machine(
