@@ -21,26 +21,15 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from tests.e2e.lsp_support import SERVER_COMMAND, make_client
 from tests.support.collector import running_collector
+from tests.support.policies import PolicyBuilder
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
-POLICY = """
-[policy]
-id = "e2e-shipping"
-labels = ["public", "internal", "restricted"]
-default_label = "restricted"
 
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
-
-[routes]
-restricted = ["on-box"]
-
-[audit]
-collector_url = "{url}"
-ship_minutes = 0.02
-"""
+def _policy(url: str) -> str:
+    """Restricted by default; the journal ships to ``url`` about every second."""
+    audit = f'[audit]\ncollector_url = "{url}"\nship_minutes = 0.02\n'
+    return PolicyBuilder("e2e-shipping", extra=audit).toml()
 
 
 async def _start(env: dict[str, str], root: Path, policy: Path) -> LanguageClient:
@@ -70,7 +59,7 @@ async def test_two_servers_ship_one_journal_to_the_policy_collector(
     db = f"sqlite:///{tmp_path / 'collector.db'}"
     with running_collector(db, tmp_path / "collector", "--trust-on-first-use") as collector:
         policy = tmp_path / "policy.toml"
-        policy.write_text(POLICY.format(url=collector.url))
+        policy.write_text(_policy(collector.url))
         clients = [await _start(env, tmp_path, policy) for _ in range(2)]
         try:
             deadline = time.monotonic() + 120

@@ -24,6 +24,7 @@ from onbox.audit import open_journal
 from onbox.audit.errors import CollectorUnreachable
 from onbox.audit.ship import load_state, ship
 from onbox.server.cli import main
+from tests.support.policies import PolicyBuilder
 
 
 def _free_port() -> int:
@@ -237,23 +238,10 @@ def test_shipping_follows_key_rotations_between_shipments(
     assert devices[device]["entries"] == state["acked_seq"] + 1
 
 
-SHIPPING_POLICY = """
-[policy]
-id = "ship-test"
-labels = ["public", "internal", "restricted"]
-default_label = "restricted"
-
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
-
-[routes]
-restricted = ["on-box"]
-
-[audit]
-collector_url = "{url}"
-ship_minutes = {minutes}
-"""
+def _shipping_policy(url: str, minutes: float) -> str:
+    """A restricted-by-default policy whose ``[audit]`` ships to ``url`` every ``minutes``."""
+    audit = f'[audit]\ncollector_url = "{url}"\nship_minutes = {minutes}\n'
+    return PolicyBuilder("ship-test", extra=audit).toml()
 
 
 def test_policy_collector_url_is_validated(tmp_path: Path) -> None:
@@ -261,13 +249,13 @@ def test_policy_collector_url_is_validated(tmp_path: Path) -> None:
     from onbox.classification.policy_model import PolicyError
 
     path = tmp_path / "policy.toml"
-    path.write_text(SHIPPING_POLICY.format(url="https://collector.corp.test", minutes=2))
+    path.write_text(_shipping_policy("https://collector.corp.test", 2))
     policy = load_policy(path)
     assert (policy.collector_url, policy.ship_minutes) == ("https://collector.corp.test", 2.0)
-    path.write_text(SHIPPING_POLICY.format(url="http://collector.corp.test", minutes=2))
+    path.write_text(_shipping_policy("http://collector.corp.test", 2))
     with pytest.raises(PolicyError, match="https"):
         load_policy(path)
-    path.write_text(SHIPPING_POLICY.format(url="https://collector.corp.test", minutes=0))
+    path.write_text(_shipping_policy("https://collector.corp.test", 0))
     with pytest.raises(PolicyError, match="positive"):
         load_policy(path)
 
@@ -286,7 +274,7 @@ def test_onbox_serve_wiring_ships_to_the_collector_its_policy_names(
     device = _write(2)
     _enrol(db, device, capsys)
     policy = workstation / "policy.toml"
-    policy.write_text(SHIPPING_POLICY.format(url=url, minutes=0.01))
+    policy.write_text(_shipping_policy(url, 0.01))
     settings = Settings()
     settings.policy.path = str(policy)
     wiring = Wiring(settings)
@@ -425,8 +413,7 @@ def test_shipping_over_tls_trusts_the_policy_ca_only(
     ca, cert, key = _tls_files(tmp_path)
     policy = tmp_path / "policy.toml"
     policy.write_text(
-        SHIPPING_POLICY.format(url="https://collector.corp.test", minutes=5)
-        + f'collector_ca = """{ca}"""\n'
+        _shipping_policy("https://collector.corp.test", 5) + f'collector_ca = """{ca}"""\n'
     )
     assert load_policy(policy).collector_ca == ca
     policy.write_text(policy.read_text().replace("BEGIN CERTIFICATE", "BEGIN NONSENSE"))
