@@ -48,37 +48,33 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_completion import Session, end_of  # noqa: E402
 
+from tests.support.policies import PolicyBuilder  # noqa: E402
 from tests.support.recording_server import RecordingServer  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SHIP_MINUTES = 0.0005  # 30 ms between shipments: shipping never pauses
-POLICY = """
-[policy]
-id = "bench-shipping"
-default_label = "restricted"
 
-[[repos]]
-match = "github.com/acme/site"
-label = "public"
 
-[destinations.on-box]
-kind = "llama-cpp"
-clearance = "restricted"
+def _policy(cloud_url: str, path: str, audit: str = "") -> str:
+    """acme/site is public; on the ``cloud`` path public files go to the loopback cloud."""
+    builder = (
+        PolicyBuilder("bench-shipping", extra=audit)
+        .repo("github.com/acme/site", "public")
+        .destination(
+            "cloud",
+            kind="openai",
+            base_url=f"{cloud_url}/v1",
+            model="loopback",
+            clearance="public",
+            fim=True,
+            timeout=10.0,
+        )
+    )
+    if path == "cloud":
+        builder.route("public", "cloud")
+    return builder.toml()
 
-[destinations.cloud]
-kind = "openai"
-base_url = "{cloud}/v1"
-model = "loopback"
-clearance = "public"
-fim = true
-timeout = 10.0
 
-[routes]
-public = [{public}]
-internal = ["on-box"]
-restricted = ["on-box"]
-{audit}
-"""
 FUNCTION = '''def fizzbuzz(n):
     """Return "Fizz" for multiples of 3, "Buzz" for multiples of 5, "FizzBuzz" for both."""
     '''
@@ -177,14 +173,12 @@ async def measure(path: str, runs: int, tmp: Path, collector_url: str) -> dict[s
     with RecordingServer() as cloud:
         cloud.set_reply("return a + b")
         cloud.set_latency(0.05)
-        public = '"cloud", "on-box"' if path == "cloud" else '"on-box"'
         audit = f'[audit]\ncollector_url = "{collector_url}"\nship_minutes = {SHIP_MINUTES}\n'
-        base = POLICY.replace("{cloud}", cloud.url).replace("{public}", public)
         model = str(tmp / "no-model.gguf") if path == "cloud" else None
         tokens = 16
-        plain = await _session(tmp, f"{path}-plain", base.replace("{audit}", ""), model, tokens)
+        plain = await _session(tmp, f"{path}-plain", _policy(cloud.url, path), model, tokens)
         shipping = await _session(
-            tmp, f"{path}-ship", base.replace("{audit}", audit), model, tokens
+            tmp, f"{path}-ship", _policy(cloud.url, path, audit), model, tokens
         )
         repo = _repo(tmp / f"site-{path}")
         times: dict[str, list[float]] = {"plain": [], "shipping": []}
