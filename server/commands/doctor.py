@@ -248,9 +248,7 @@ def print_table(report: dict[str, Any], error: str | None, *, no_load: bool, sta
         trust_why = " — unmanaged: the built-in fail-closed policy applies"
     table.add_row("trust root", trust_status, escape(str(tr["path"])) + trust_why)
     j = report["journal"]
-    table.add_row(
-        "journal",
-        ok if j["writable"] else "[red]unavailable[/red]",
-        escape(f"{j['dir']} {j['error'] or ''}"),
-    )
+    where = f"{j['dir']} ({j['source']})" if j.get("source") else str(j["dir"])
+    detail = " — ".join(str(x) for x in (where, j.get("note"), j["error"]) if x)
+    table.add_row("journal", ok if j["writable"] else "[red]unavailable[/red]", escape(detail))
     Console().print(table)
