@@ -301,8 +301,13 @@ try {
   });
   step('manual restart', out.manualRestart);
   await page.locator('.tabs-container .tab', { hasText: 'charge.py' }).first().click();
-  // At the top of the file, so that the new function starts at column 0.
+  // On a new first line, so that the new function starts at column 0 and the body line
+  // has nothing after the cursor (the module docstring moves down a line): a suggestion
+  // must parse where it is put, and nothing inserted before the docstring on its own line
+  // could.
   await page.keyboard.press('Control+Home');
+  await page.keyboard.press('Enter');
+  await page.keyboard.press('ArrowUp');
   await page.keyboard.type('def fee_for(amount: int) -> int:');
   await page.keyboard.press('Enter');
   out.ghostAfterRestart = await waitFor('ghost text after Restart Server', async () => {
