@@ -178,7 +178,7 @@ def run_plain(
 def main() -> int:
     """Build the task set, answer it three ways, print and store the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=24, help="task count (default 24)")
+    parser.add_argument("--tasks", type=int, default=60, help="task count (default 60)")
     parser.add_argument("--write-baseline", action="store_true", help=f"write {BASELINE.name}")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="ob-quality-"))
